@@ -1,0 +1,229 @@
+"""Turn an event into metric, log and span attributes; the privacy rules live here only.
+
+Metric attributes are the label set L of the upstream receiver (spec 2.6), with the same names,
+so Prometheus rules and Grafana dashboards keep working. Log attributes are the fields of the
+upstream "Received session data" line (spec 2.7), in the same order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from otel_panel_receiver.model import PanelEvent, Variable
+
+__all__ = [
+    "LOG_FIELDS",
+    "METRIC_LABELS",
+    "USER_LABELS",
+    "log_attributes",
+    "metric_attributes",
+    "raw_payload",
+    "variable_keys",
+]
+
+#: The user labels that ``--disable-user-metrics`` removes.
+USER_LABELS: Final = ("user_login", "user_name")
+
+#: Label set L, in the order the upstream receiver defines it.
+METRIC_LABELS: Final = (
+    "grafana_host",
+    "grafana_env",
+    "dashboard_name",
+    "dashboard_uid",
+    "dashboard_timezone",
+    "user_theme",
+    "user_timezone",
+    "user_locale",
+    "user_role",
+    *USER_LABELS,
+)
+
+#: The fixed fields of the per-payload log line, in upstream's order (variables follow).
+LOG_FIELDS: Final = (
+    "uuid",
+    "type",
+    "has_focus",
+    "host",
+    "build",
+    "license",
+    "dashboard_name",
+    "dashboard_uid",
+    "dashboard_timezone",
+    "user_id",
+    "user_login",
+    "user_email",
+    "user_name",
+    "user_theme",
+    "user_role",
+    "user_locale",
+    "user_timezone",
+    "time_from",
+    "time_to",
+    "time_from_raw",
+    "time_to_raw",
+    "timeorigin",
+    "time",
+)
+_FIXED: Final = frozenset(LOG_FIELDS) | {"level", "msg"}
+
+
+def metric_attributes(event: PanelEvent, *, users: bool = True) -> dict[str, str]:
+    """Return label set L for the event; without ``users`` the user labels are left out."""
+    host, user = event.host, event.user
+    attrs = {
+        "grafana_host": host.address,
+        "grafana_env": host.build.env,
+        "dashboard_name": event.dashboard.name,
+        "dashboard_uid": event.dashboard.uid,
+        "dashboard_timezone": event.time_zone,
+        "user_theme": user.theme,
+        "user_timezone": user.timezone,
+        "user_locale": user.locale,
+        "user_role": user.role,
+    }
+    if users:
+        attrs["user_login"] = user.login
+        attrs["user_name"] = user.name
+    return attrs
+
+
+def log_attributes(event: PanelEvent, *, variables: bool = True) -> dict[str, Any]:
+    """Return the fields of the per-payload log line, variables last unless disabled.
+
+    A variable whose name is empty or equal to a fixed field or an earlier variable is logged
+    under ``var_<name>`` (then ``var_<name>_2``, ...): no line is dropped and no field is
+    overwritten, unlike upstream.
+    """
+    host, user, build, lic, tr = (
+        event.host,
+        event.user,
+        event.host.build,
+        event.host.license,
+        event.time_range,
+    )
+    attrs: dict[str, Any] = {
+        "uuid": event.uuid,
+        "type": event.type,
+        "has_focus": event.has_focus,
+        "host": f"{host.protocol}//{host.address}",
+        "build": (
+            f"(commit={build.commit}, edition={build.edition}, env={build.env}, "
+            f"version={build.version})"
+        ),
+        "license": (
+            f"(state={lic.state_info}, expiry={lic.expiry}, "
+            f"license={'true' if lic.has_license else 'false'})"
+        ),
+        "dashboard_name": event.dashboard.name,
+        "dashboard_uid": event.dashboard.uid,
+        "dashboard_timezone": event.time_zone,
+        "user_id": user.id,
+        "user_login": user.login,
+        "user_email": user.email,
+        "user_name": user.name,
+        "user_theme": user.theme,
+        "user_role": user.role,
+        "user_locale": user.locale,
+        "user_timezone": user.timezone,
+        "time_from": tr.start,
+        "time_to": tr.end,
+        "time_from_raw": tr.raw_start,
+        "time_to_raw": tr.raw_end,
+        "timeorigin": event.time_origin,
+        "time": event.time,
+    }
+    if variables and event.variables:
+        for key, var in zip(variable_keys(event.variables), event.variables, strict=True):
+            attrs[key] = _variable_text(var)
+    return attrs
+
+
+def variable_keys(variables: tuple[Variable, ...]) -> list[str]:
+    """Return a distinct log key per variable, none equal to a fixed field."""
+    taken = set(_FIXED)
+    keys = []
+    for var in variables:
+        key = var.name
+        if not key or key in taken:
+            key = base = f"var_{var.name}"
+            n = 2
+            while key in taken:
+                key, n = f"{base}_{n}", n + 1
+        taken.add(key)
+        keys.append(key)
+    return keys
+
+
+def _variable_text(var: Variable) -> str:
+    return (
+        f"(label={var.label}, type={var.type}, multi={'true' if var.multi else 'false'}, "
+        f"count={len(var.values)}, values=[{','.join(var.values)}])"
+    )
+
+
+def raw_payload(event: PanelEvent, *, variables: bool = True) -> dict[str, Any]:
+    """Return the event in the v2 wire shape, for ``--log-raw`` (the fields upstream logs)."""
+    host, user, opts, tr = event.host, event.user, event.options, event.time_range
+    return {
+        "uuid": event.uuid,
+        "type": event.type,
+        "hasFocus": event.has_focus,
+        "options": {
+            "postStart": opts.post_start,
+            "postEnd": opts.post_end,
+            "postHeartbeat": opts.post_heartbeat,
+            "heartbeatInterval": opts.heartbeat_interval,
+            "heartbeatAlways": opts.heartbeat_always,
+        },
+        "host": {
+            "hostname": host.hostname,
+            "port": host.port,
+            "protocol": host.protocol,
+            "buildInfo": {
+                "version": host.build.version,
+                "commit": host.build.commit,
+                "env": host.build.env,
+                "edition": host.build.edition,
+            },
+            "licenseInfo": {
+                "hasLicense": host.license.has_license,
+                "expiry": host.license.expiry,
+                "stateInfo": host.license.state_info,
+            },
+        },
+        "dashboard": {"name": event.dashboard.name, "uid": event.dashboard.uid},
+        "user": {
+            "isSignedIn": user.is_signed_in,
+            "id": user.id,
+            "login": user.login,
+            "email": user.email,
+            "name": user.name,
+            "lightTheme": user.light_theme,
+            "orgCount": user.org_count,
+            "orgId": user.org_id,
+            "orgName": user.org_name,
+            "orgRole": user.org_role,
+            "isGrafanaAdmin": user.is_grafana_admin,
+            "timezone": user.timezone,
+            "locale": user.locale,
+            "hasEditPermissionInFolders": user.has_edit_permission_in_folders,
+        },
+        "variables": [
+            {
+                "name": v.name,
+                "label": v.label,
+                "type": v.type,
+                "multi": v.multi,
+                "values": list(v.values),
+            }
+            for v in (event.variables if variables else ())
+        ],
+        "timeRange": {
+            "from": tr.start,
+            "to": tr.end,
+            "raw": {"from": tr.raw_start, "to": tr.raw_end},
+        },
+        "timeZone": event.time_zone,
+        "timeOrigin": event.time_origin,
+        "time": event.time,
+    }

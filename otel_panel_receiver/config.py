@@ -1,0 +1,294 @@
+"""Settings: one table of options from which the parser, the env reading and the docs are made.
+
+Each field of :class:`Settings` is declared once with :func:`_option` (default, parser, help).
+Its flag is the field name in kebab case (``--http-address``), its environment variable the
+name in upper case without prefix (``HTTP_ADDRESS``), as the upstream receiver has them.
+Precedence: flag, then environment variable, then default. Nothing here reads the process
+environment by itself: callers pass ``argv`` and ``environ``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, Literal, cast
+
+from otel_panel_receiver.errors import ConfigError
+from otel_panel_receiver.version import __version__
+
+__all__ = [
+    "PROGRAM",
+    "Settings",
+    "build_parser",
+    "load_settings",
+    "options",
+    "parse_duration",
+    "render_markdown",
+]
+
+PROGRAM: Final = "otel-panel-receiver"
+DESCRIPTION: Final = (
+    "An OpenTelemetry-native receiver for the macropower-analytics-panel Grafana plugin."
+)
+
+_UNITS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Go duration (``0``, ``30s``, ``1h30m``, ``1.5h``, ``250ms``) into seconds."""
+    value = text.strip()
+    if value in ("0", "0s"):
+        return 0.0
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(value):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if not value or pos != len(value):
+        raise ValueError(f'expected a duration such as "30s", "5m" or "1h30m", got {text!r}')
+    return total
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise ValueError(f"expected a number >= 1, got {text!r}")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            names = ",".join(f'"{a}"' for a in allowed)
+            raise ValueError(f"must be one of {names} but got {text!r}")
+        return text
+
+    return parse
+
+
+def _address(text: str) -> str:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f'expected "host:port" or ":port", got {text!r}')
+    return text.strip()
+
+
+def _prefix(text: str) -> str:
+    value = text.strip().rstrip("/")
+    if value and (not value.startswith("/") or "//" in value or " " in value):
+        raise ValueError(f'expected a URL path such as "/analytics", got {text!r}')
+    return value
+
+
+def _option(
+    default: Any,
+    parse: Callable[[str], Any],
+    help: str,  # noqa: A002  # the argparse word for it
+    *,
+    metavar: str = "",
+    upstream: bool = False,
+) -> Any:
+    meta = {"parse": parse, "help": help, "metavar": metavar, "upstream": upstream}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of the receiver, with its default."""
+
+    http_address: str = _option(
+        ":8080", _address, "Listen address for /write, /metrics and /healthz.",
+        metavar="HOST:PORT", upstream=True,
+    )  # fmt: skip
+    session_timeout: float = _option(
+        0.0, parse_duration,
+        "The most one gap between a session's events may add to its duration; "
+        "0 = auto: 1.25 x the payload's heartbeatInterval.",
+        metavar="DURATION", upstream=True,
+    )  # fmt: skip
+    max_cache_size: int = _option(
+        100_000, _count,
+        "Most sessions kept per process; beyond it the least recently active are evicted "
+        "(never a wholesale flush). 0 = unlimited.",
+        metavar="N", upstream=True,
+    )  # fmt: skip
+    log_format: Literal["logfmt", "json"] = _option(
+        "logfmt", _choice("logfmt", "json"), "Format of the lines on stdout.",
+        metavar="logfmt|json", upstream=True,
+    )  # fmt: skip
+    log_raw: bool = _option(
+        False, _bool, "Log each payload as one JSON object under data (forces JSON).",
+        upstream=True,
+    )  # fmt: skip
+    disable_user_metrics: bool = _option(
+        False, _bool, "Drop the user_login and user_name labels (an OTel View).", upstream=True
+    )
+    disable_session_log: bool = _option(
+        False, _bool, 'No "Received session data" log record per payload.', upstream=True
+    )
+    disable_variable_log: bool = _option(
+        False, _bool, "No dashboard variables in the per-payload log record.", upstream=True
+    )
+    session_ttl: float = _option(
+        86_400.0, parse_duration,
+        "Forget a session after this long without events (a later event starts a new one).",
+        metavar="DURATION",
+    )  # fmt: skip
+    max_body_size: int = _option(
+        65_536, _positive,
+        "Largest accepted /write body in bytes (413 beyond); the browser's keepalive "
+        "limit is 64 KiB.",
+        metavar="BYTES",
+    )  # fmt: skip
+    path_prefix: str = _option(
+        "", _prefix, 'Serve every route under this path, e.g. "/analytics".', metavar="PATH"
+    )
+    metric_cardinality_limit: int = _option(
+        10_000, _positive,
+        "Most label sets per metric; further ones are summed into one "
+        'otel_metric_overflow="true" series, so totals stay exact.',
+        metavar="N",
+    )  # fmt: skip
+    workers: int = _option(
+        1, _positive, "gunicorn worker processes (the CLI's server).", metavar="N"
+    )
+    threads: int = _option(
+        4, _positive, "Threads per gunicorn worker (gthread).", metavar="N"
+    )
+
+    @property
+    def log_format_effective(self) -> Literal["logfmt", "json"]:
+        """Return the format lines are written in: raw logging forces JSON."""
+        return "json" if self.log_raw else self.log_format
+
+    @property
+    def bind(self) -> str:
+        """Return the address in the form WSGI servers take (``:8080`` -> ``0.0.0.0:8080``)."""
+        host, _, port = self.http_address.rpartition(":")
+        return f"{host or '0.0.0.0'}:{port}"
+
+
+def options() -> tuple[dataclasses.Field[Any], ...]:
+    """Return the settings table: the fields of :class:`Settings` in declaration order."""
+    return dataclasses.fields(Settings)
+
+
+def flag(field: dataclasses.Field[Any]) -> str:
+    """Return the command-line flag of a setting."""
+    return "--" + field.name.replace("_", "-")
+
+
+def env_name(field: dataclasses.Field[Any]) -> str:
+    """Return the environment variable of a setting."""
+    return field.name.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the CLI parser; each flag defaults to ``None`` meaning "not given"."""
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description=DESCRIPTION,
+        epilog="Each flag can also be set by the environment variable named in brackets.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    for field in options():
+        help_text = f"{field.metadata['help']} [{env_name(field)}; default {_shown(field)}]"
+        if field.type in ("bool", bool):
+            parser.add_argument(flag(field), action="store_const", const="true", help=help_text)
+        else:
+            parser.add_argument(flag(field), metavar=field.metadata["metavar"], help=help_text)
+    return parser
+
+
+def load_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from flags, then environment variables, then defaults.
+
+    Raises :class:`ConfigError` naming the setting, its source and the bad value.
+    """
+    args = build_parser().parse_args(list(argv))
+    environ = environ or {}
+    values: dict[str, Any] = {}
+    for field in options():
+        given = getattr(args, field.name)
+        source = flag(field)
+        if given is None and env_name(field) in environ:
+            given, source = environ[env_name(field)], env_name(field)
+        if given is None:
+            continue
+        try:
+            values[field.name] = field.metadata["parse"](given)
+        except ValueError as exc:
+            raise ConfigError(f"{source} {exc}") from None
+    return Settings(**values)
+
+
+def _shown(field: dataclasses.Field[Any]) -> str:
+    default = field.default
+    if field.metadata["parse"] is parse_duration:
+        return _duration_text(cast(float, default))
+    if isinstance(default, bool):
+        return "false" if not default else "true"
+    return repr(default) if isinstance(default, str) else str(default)
+
+
+def _duration_text(seconds: float) -> str:
+    if seconds == 0:
+        return "0"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def render_markdown() -> str:
+    """Return ``docs/configuration.md``, generated from the settings table."""
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Generated by `python -m otel_panel_receiver.config`; edit config.py instead. -->",
+        "",
+        "Every setting is a command-line flag and an environment variable (no prefix, as in the",
+        "upstream receiver). Precedence: flag, then environment variable, then default. Boolean",
+        "variables accept `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`. Durations use Go's",
+        'syntax (`30s`, `5m`, `1h30m`); a bare number other than `0` is an error, as upstream.',
+        "An invalid value stops the program with exit status 2 and a message naming it.",
+        "",
+        "| flag | environment | default | upstream | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for field in options():
+        default = f"`{field.default}`" if field.default != "" else "(empty)"
+        if not isinstance(field.default, str):
+            default = f"`{_shown(field)}`"
+        lines.append(
+            f"| `{flag(field)}` | `{env_name(field)}` | {default} | "
+            f"{'yes' if field.metadata['upstream'] else ''} | {field.metadata['help']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # regenerate the docs page
+    print(render_markdown(), end="")  # noqa: T201

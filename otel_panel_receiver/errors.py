@@ -1,0 +1,31 @@
+"""The receiver's exceptions: one small hierarchy built on ``ValueError``."""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "PayloadError", "ReceiverError"]
+
+
+class ReceiverError(ValueError):
+    """Base of every error this package raises on purpose."""
+
+
+class PayloadError(ReceiverError):
+    """A request body that cannot be turned into a panel event.
+
+    ``path`` locates the problem in the JSON document with dots for object keys and brackets for
+    array indices (``variables[1].values[0]``); it is ``""`` when the body as a whole is wrong.
+    ``status`` is the HTTP status the web layer answers with (400, or 413 for a body too large).
+    """
+
+    def __init__(self, message: str, path: str = "", *, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.status = status
+
+    def __str__(self) -> str:
+        return f"{self.message} (at {self.path})" if self.path else self.message
+
+
+class ConfigError(ReceiverError):
+    """A setting whose value cannot be used; the message quotes it and says what is allowed."""

@@ -1,0 +1,88 @@
+"""Render one log line the way the upstream receiver prints it: go-kit logfmt or JSON.
+
+Pure functions over ``(level, msg, fields)``; the stdout log exporter and the receiver's own
+operational log both use them, so every line on stdout has one format.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+import msgspec
+
+__all__ = ["LogFormat", "render", "render_json", "render_logfmt"]
+
+LogFormat = Literal["logfmt", "json"]
+
+# go-logfmt: a key loses these runes; a value containing one is quoted.
+_BAD_KEY: Final = re.compile(r'[\x00-\x20="\x7f\ufffd]')
+_NEEDS_QUOTES: Final = re.compile(r'[\x00-\x20="\x7f\ufffd]')
+_ESCAPES: Final = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_TO_ESCAPE: Final = re.compile(r'["\\\x00-\x1f\x7f]')
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def render(fmt: LogFormat, level: str, msg: str, fields: Mapping[str, Any]) -> str:
+    """Return one line (with its newline) in the chosen format."""
+    if fmt == "json":
+        return render_json(level, msg, fields)
+    return render_logfmt(level, msg, fields)
+
+
+def render_logfmt(level: str, msg: str, fields: Mapping[str, Any]) -> str:
+    """Return ``level=.. msg=.. key=value ...``; a key is never lost nor repeated.
+
+    Runes go-logfmt forbids in keys are stripped, as upstream does; a key left empty or already
+    on the line is written as ``var_<key>`` (numbered if needed) instead of dropping the line.
+    """
+    parts = [f"level={_value(level)}", f"msg={_value(msg)}"]
+    seen = {"level", "msg"}
+    for key, value in fields.items():
+        parts.append(f"{_unique(_BAD_KEY.sub('', key), seen)}={_value(value)}")
+    return " ".join(parts) + "\n"
+
+
+def render_json(level: str, msg: str, fields: Mapping[str, Any]) -> str:
+    """Return one compact JSON object: ``level``, ``msg``, then the fields in order."""
+    line = {"level": level, "msg": msg}
+    for key, value in fields.items():
+        line[_unique(key, set(line)) if key in line else key] = value
+    return _ENCODER.encode(line).decode() + "\n"
+
+
+def _unique(key: str, seen: set[str]) -> str:
+    """Return ``key``, or ``var_<key>[_n]`` when it is empty or taken; record it as taken."""
+    result = key
+    if not key or key in seen:
+        result = base = f"var_{key}"
+        n = 2
+        while result in seen:
+            result, n = f"{base}_{n}", n + 1
+    seen.add(result)
+    return result
+
+
+def _value(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    text = value if isinstance(value, str) else _text(value)
+    if not text or not _NEEDS_QUOTES.search(text):
+        return text
+    return '"' + _TO_ESCAPE.sub(_escape, text) + '"'
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, int | float):
+        return str(value)
+    return _ENCODER.encode(value).decode()
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group(0)
+    return _ESCAPES.get(char) or f"\\u{ord(char):04x}"

@@ -1,0 +1,115 @@
+"""The in-process session store: a dict in least-recently-active order, with a lock."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TypeVar
+
+if TYPE_CHECKING:
+    from otel_panel_receiver.stores import EvictionCallback, Update
+
+__all__ = ["MemorySessionStore"]
+
+R = TypeVar("R")
+
+_TOUCH_BITS: Final = 32
+_TOUCH_MASK: Final = (1 << _TOUCH_BITS) - 1
+
+
+class MemorySessionStore:
+    """Keep session states in this process, bounded by size and by idleness.
+
+    The dict is kept in order of last activity (each update re-inserts its key), so the least
+    recently active sessions are at its front. Past ``max_size`` sessions the oldest 1% are
+    evicted together: one scan of the front instead of one per insert. Sessions idle for
+    ``idle_ttl`` seconds are dropped by :meth:`sweep`, which :meth:`apply` runs by itself at most
+    every ``idle_ttl / 10`` seconds. Nothing is ever flushed wholesale. ``max_size`` 0 means no
+    size bound; ``idle_ttl`` 0 means no idle expiry.
+
+    Each entry is one ``int``: the packed state shifted left by 32 bits, or'ed with the time of
+    last activity in whole seconds since the store was made.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_size: int = 100_000,
+        idle_ttl: float = 86_400.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_evict: EvictionCallback | None = None,
+    ) -> None:
+        if max_size < 0 or idle_ttl < 0:
+            raise ValueError("max_size and idle_ttl must be >= 0")
+        self.max_size = max_size
+        self.idle_ttl = idle_ttl
+        self._clock = clock
+        self._epoch = clock()
+        self._on_evict = on_evict
+        self._sessions: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._batch = max(1, max_size // 100)
+        self._sweep_every = idle_ttl / 10
+        self._next_sweep = self._sweep_every
+        self.evicted = 0
+        self.expired = 0
+
+    def _now(self) -> int:
+        return int(self._clock() - self._epoch) & _TOUCH_MASK
+
+    def apply(self, key: int, fn: Update[R]) -> R:
+        """Run ``fn`` on the session's packed state and store the result, under the lock."""
+        now = self._now()
+        if self.idle_ttl and now >= self._next_sweep:
+            self.sweep()
+        with self._lock:
+            entry = self._sessions.pop(key, None)
+            state, result = fn(None if entry is None else entry >> _TOUCH_BITS)
+            self._sessions[key] = (state << _TOUCH_BITS) | now
+            if self.max_size and len(self._sessions) > self.max_size:
+                dropped = self._drop(itertools.islice(self._sessions, self._batch))
+                self.evicted += len(dropped)
+            else:
+                dropped = []
+        self._notify(dropped)
+        return result
+
+    def sweep(self) -> int:
+        """Drop every session idle for ``idle_ttl`` seconds or more; return how many."""
+        if not self.idle_ttl:
+            return 0
+        now = self._now()
+        self._next_sweep = now + self._sweep_every
+        with self._lock:
+            idle = itertools.takewhile(
+                lambda key: now - (self._sessions[key] & _TOUCH_MASK) >= self.idle_ttl,
+                self._sessions,
+            )
+            dropped = self._drop(idle)
+            self.expired += len(dropped)
+        self._notify(dropped)
+        return len(dropped)
+
+    def _drop(self, keys: itertools.islice[int] | itertools.takewhile[int]) -> list[tuple[int, int]]:
+        victims = list(keys)
+        return [(key, self._sessions.pop(key) >> _TOUCH_BITS) for key in victims]
+
+    def _notify(self, dropped: list[tuple[int, int]]) -> None:
+        if self._on_evict is not None:
+            for key, state in dropped:
+                self._on_evict(key, state)
+
+    def get(self, key: int) -> int | None:
+        """Return the session's packed state, or ``None``; does not count as activity."""
+        entry = self._sessions.get(key)
+        return None if entry is None else entry >> _TOUCH_BITS
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def close(self) -> None:
+        """Forget every session (nothing is held open)."""
+        with self._lock:
+            self._sessions.clear()

@@ -1,0 +1,128 @@
+"""The recorder: turn each event and its session update into OTel metrics and log records.
+
+Only the OpenTelemetry **API** is used here; which SDK, readers and exporters sit behind the
+providers is decided by ``providers.py`` (or by an embedding application).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from typing import Final
+
+from opentelemetry._logs import LoggerProvider, SeverityNumber
+from opentelemetry.metrics import MeterProvider
+
+from otel_panel_receiver.attributes import log_attributes, metric_attributes, raw_payload
+from otel_panel_receiver.model import EventKind, PanelEvent, SessionUpdate
+from otel_panel_receiver.version import __version__
+
+__all__ = [
+    "BUILD_INFO",
+    "DURATION",
+    "INSTRUMENTATION_SCOPE",
+    "LOG_MESSAGE",
+    "SESSIONS",
+    "UP",
+    "Recorder",
+]
+
+INSTRUMENTATION_SCOPE: Final = "otel_panel_receiver"
+#: Instrument names; the Prometheus exporter appends the unit and ``_total``.
+SESSIONS: Final = "grafana_analytics_sessions"
+DURATION: Final = "grafana_analytics_sessions_duration"
+BUILD_INFO: Final = "grafana_analytics_build_info"
+UP: Final = "grafana_analytics_up"
+LOG_MESSAGE: Final = "Received session data"
+INVALID_TYPE_MESSAGE: Final = "Session has invalid type, defaulted to heartbeat"
+
+
+class Recorder:
+    """Create the instruments once and record what each event did.
+
+    ``users=False`` leaves the user labels out of the metric attributes (the providers also
+    install a View that drops them, for instruments an embedder records into directly).
+    ``session_log``, ``variable_log`` and ``raw_log`` mirror the upstream flags.
+    """
+
+    def __init__(
+        self,
+        meter_provider: MeterProvider,
+        logger_provider: LoggerProvider | None = None,
+        *,
+        users: bool = True,
+        session_log: bool = True,
+        variable_log: bool = True,
+        raw_log: bool = False,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
+        self._sessions = meter.create_counter(
+            SESSIONS, unit="{session}", description="Number of sessions."
+        )
+        self._duration = meter.create_counter(
+            DURATION, unit="s", description="Duration of sessions."
+        )
+        meter.create_gauge(
+            BUILD_INFO,
+            description=(
+                "A metric with a constant '1' value labeled by version, revision, branch, "
+                "and pythonversion from which grafana_analytics was built."
+            ),
+        ).set(
+            1,
+            {
+                "version": __version__,
+                "revision": "",
+                "branch": "",
+                "pythonversion": platform.python_version(),
+            },
+        )
+        # Kept for alert rules written against the upstream receiver; always 1 here.
+        meter.create_gauge(UP, description="Was the last scrape successful.").set(1)
+        self._logger = (
+            logger_provider.get_logger(INSTRUMENTATION_SCOPE, __version__)
+            if logger_provider is not None and session_log
+            else None
+        )
+        self._users = users
+        self._variables = variable_log
+        self._raw = raw_log
+        self._clock_ns = clock_ns
+
+    def record(self, event: PanelEvent, update: SessionUpdate) -> None:
+        """Count a new session, add the duration an event brought, and log the payload."""
+        attrs = metric_attributes(event, users=self._users)
+        if update.started:
+            self._sessions.add(1, attrs)
+        if event.kind is not EventKind.START:
+            # Heartbeats and ends make the duration series exist even at 0, as upstream.
+            self._duration.add(update.duration, attrs)
+        if self._logger is not None:
+            self._log(event)
+
+    def _log(self, event: PanelEvent) -> None:
+        assert self._logger is not None
+        now = self._clock_ns()
+        if not event.type_is_known and not event.legacy:
+            self._logger.emit(
+                timestamp=now,
+                observed_timestamp=now,
+                severity_number=SeverityNumber.WARN,
+                severity_text="warn",
+                body=INVALID_TYPE_MESSAGE,
+                attributes={"uuid": event.uuid, "type": event.type},
+            )
+        if self._raw:
+            attributes = {"data": raw_payload(event, variables=self._variables)}
+        else:
+            attributes = log_attributes(event, variables=self._variables)
+        self._logger.emit(
+            timestamp=now,
+            observed_timestamp=now,
+            severity_number=SeverityNumber.INFO,
+            severity_text="info",
+            body=LOG_MESSAGE,
+            attributes=attributes,  # type: ignore[arg-type]  # extended (nested) attributes
+        )
