@@ -6,13 +6,15 @@ operational log both use them, so every line on stdout has one format.
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import IO, Any, Final, Literal
 
 import msgspec
 
-__all__ = ["LogFormat", "render", "render_json", "render_logfmt"]
+__all__ = ["LineHandler", "LogFormat", "render", "render_json", "render_logfmt"]
 
 LogFormat = Literal["logfmt", "json"]
 
@@ -86,3 +88,38 @@ def _text(value: Any) -> str:
 def _escape(match: re.Match[str]) -> str:
     char = match.group(0)
     return _ESCAPES.get(char) or f"\\u{ord(char):04x}"
+
+
+class LineHandler(logging.Handler):
+    """A ``logging`` handler that prints records as lines in the receiver's stdout format.
+
+    The receiver's own messages (start-up, warnings) then look like the per-payload lines;
+    ``extra={"fields": {...}}`` adds key/value fields.
+    """
+
+    def __init__(self, fmt: LogFormat = "logfmt", stream: IO[str] | None = None) -> None:
+        super().__init__()
+        self._fmt: LogFormat = fmt
+        self._stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Render and write one record; never raise into the caller."""
+        try:
+            level = _LEVELS.get(record.levelno, record.levelname.lower())
+            fields: dict[str, Any] = dict(getattr(record, "fields", {}))
+            if record.exc_info and record.exc_info[1] is not None:
+                fields["err"] = repr(record.exc_info[1])
+            stream = self._stream if self._stream is not None else sys.stdout
+            stream.write(render(self._fmt, level, record.getMessage(), fields))
+            stream.flush()
+        except Exception:  # logging must not take the process down
+            self.handleError(record)
+
+
+_LEVELS: Final = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warn",
+    logging.ERROR: "error",
+    logging.CRITICAL: "error",
+}

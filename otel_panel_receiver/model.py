@@ -107,7 +107,7 @@ class Viewer(msgspec.Struct, frozen=True):
 
     @property
     def role(self) -> str:
-        """Return ``admin``, ``editor`` or ``user``; kept from upstream, ``org_role`` is not used."""
+        """Return ``admin``, ``editor`` or ``user``, as upstream does (``org_role`` is unused)."""
         if self.is_grafana_admin:
             return "admin"
         if self.has_edit_permission_in_folders:

@@ -132,17 +132,17 @@ class _Payload(msgspec.Struct, rename="camel"):
     uuid: str | None = None
     type: str | None = None
     has_focus: bool | None = None
-    options: _Options | None | UnsetType = UNSET
-    host: _Host | None | UnsetType = UNSET
-    dashboard: _Dashboard | None | UnsetType = UNSET
-    user: _User | None | UnsetType = UNSET
+    options: _Options | UnsetType | None = UNSET
+    host: _Host | UnsetType | None = UNSET
+    dashboard: _Dashboard | UnsetType | None = UNSET
+    user: _User | UnsetType | None = UNSET
     variables: list[_Variable] | None = None
-    time_range: _TimeRange | None | UnsetType = UNSET
+    time_range: _TimeRange | UnsetType | None = UNSET
     time_zone: str | None = None
     time_origin: UnixTime | None = None
     time: UnixTime | None = None
-    environment: _Environment | None | UnsetType = UNSET  # 1.x
-    context: _User | None | UnsetType = UNSET  # 1.x
+    environment: _Environment | UnsetType | None = UNSET  # 1.x
+    context: _User | UnsetType | None = UNSET  # 1.x
 
 
 _DECODER: Final = msgspec.json.Decoder(_Payload)
@@ -231,18 +231,19 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
         node = root
         for depth, part in enumerate(parts[:-1]):
             child = node.get(part)
-            if child is None or child == [] or child == {}:
+            if child is None or child in ([], {}):
                 child = node[part] = {}
             elif not isinstance(child, dict):
                 raise PayloadError("key is both a value and a parent", ".".join(parts[: depth + 1]))
             node = child
         leaf = parts[-1]
         if isinstance(node.get(leaf), dict) and node[leaf]:
-            if value == [] or value == {}:
+            if value in ([], {}):
                 continue  # flat keeps empty containers as values: nothing to merge
             raise PayloadError("key is both a value and a parent", key)
         node[leaf] = value
-    return _listify(root)
+    result: dict[str, Any] = _listify(root)
+    return result
 
 
 def _listify(node: Any) -> Any:
@@ -270,7 +271,9 @@ def _to_event(wire: _Payload, now: int) -> PanelEvent:
         dashboard=_dashboard(wire.dashboard if isinstance(wire.dashboard, _Dashboard) else None),
         user=_user(wire.user if isinstance(wire.user, _User) else None),
         variables=_variables(wire.variables),
-        time_range=_time_range(wire.time_range if isinstance(wire.time_range, _TimeRange) else None),
+        time_range=_time_range(
+            wire.time_range if isinstance(wire.time_range, _TimeRange) else None
+        ),
         time_zone=wire.time_zone or "",
         time_origin=wire.time_origin or 0,
     )
@@ -321,11 +324,12 @@ def _options(w: _Options | None) -> PanelOptions:
 def _interval(value: float | str | None) -> float:
     """Return the heartbeat interval in seconds; unusable values count as 0 (no auto cap)."""
     if isinstance(value, str):
+        text = value
         try:
-            value = float(value.strip())
+            value = float(text.strip())
         except ValueError:
             raise PayloadError(
-                f"heartbeatInterval must be a number of seconds, got {value[:40]!r}",
+                f"heartbeatInterval must be a number of seconds, got {text[:40]!r}",
                 "options.heartbeatInterval",
             ) from None
     if value is None or not math.isfinite(value) or value < 0:
@@ -380,9 +384,9 @@ def _variables(ws: list[_Variable] | None) -> tuple[Variable, ...]:
             name=w.name or "",
             label=w.label or "",
             type=w.type or "",
-            multi=bool(w.multi) if w.values is not None or w.multi is not None else isinstance(
-                w.value, list
-            ),
+            multi=bool(w.multi)
+            if w.values is not None or w.multi is not None
+            else isinstance(w.value, list),
             values=_values(w.values if w.values is not None else w.value),
         )
         for w in ws

@@ -124,5 +124,5 @@ class Recorder:
             severity_number=SeverityNumber.INFO,
             severity_text="info",
             body=LOG_MESSAGE,
-            attributes=attributes,  # type: ignore[arg-type]  # extended (nested) attributes
+            attributes=attributes,  # nested under "data" in raw mode: extended attributes
         )

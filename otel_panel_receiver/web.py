@@ -46,16 +46,18 @@ class WriteResource:
 
     def _read(self, req: falcon.Request) -> bytes:
         length = req.content_length
-        if length is not None and length > self._limit:
-            raise _too_large(length, self._limit)
-        stream = req.bounded_stream
         if length is not None:
-            return stream.read(length)
+            if length > self._limit:
+                raise _too_large(length, self._limit)
+            return req.bounded_stream.read(length)
+        if "chunked" not in (req.get_header("Transfer-Encoding") or "").lower():
+            return b""  # no length and not chunked: no body (reading could block)
+        # Chunked: the server de-chunks wsgi.input; read at most one byte past the limit.
         chunks, size = [], 0
-        while chunk := stream.read(_CHUNK):
+        while chunk := req.stream.read(min(_CHUNK, self._limit + 1 - size)):
             size += len(chunk)
             if size > self._limit:
-                raise _too_large(size, self._limit, at_least=True)
+                raise _too_large(self._limit, self._limit, at_least=True)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -103,13 +105,19 @@ def _http_error(req: falcon.Request, resp: falcon.Response, ex: Exception, param
     assert isinstance(ex, falcon.HTTPError)
     resp.status = ex.status
     resp.content_type = falcon.MEDIA_JSON
-    message = ex.title if not ex.description else f"{ex.title}: {ex.description}"
-    resp.data = msgspec.json.encode({"error": message.lower(), "path": ""})
     if ex.headers:
         resp.set_headers(ex.headers)
+    if isinstance(ex, falcon.HTTPMethodNotAllowed):
+        allowed = resp.get_header("Allow")
+        message = f"method {req.method} is not allowed on {req.path}; allowed: {allowed}"
+    elif isinstance(ex, falcon.HTTPNotFound) and not ex.description:
+        message = f"no such route: {req.path}"
+    else:
+        message = ex.title if not ex.description else f"{ex.title}: {ex.description}"
+    resp.data = msgspec.json.encode({"error": message, "path": ""})
 
 
-class ReceiverApp(falcon.App):  # type: ignore[misc]  # falcon.App is untyped for subclassing
+class ReceiverApp(falcon.App[falcon.Request, falcon.Response]):
     """A Falcon app that also holds the receiver and telemetry it serves."""
 
     receiver: Receiver

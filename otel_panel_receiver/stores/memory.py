@@ -92,7 +92,9 @@ class MemorySessionStore:
         self._notify(dropped)
         return len(dropped)
 
-    def _drop(self, keys: itertools.islice[int] | itertools.takewhile[int]) -> list[tuple[int, int]]:
+    def _drop(
+        self, keys: itertools.islice[int] | itertools.takewhile[int]
+    ) -> list[tuple[int, int]]:
         victims = list(keys)
         return [(key, self._sessions.pop(key) >> _TOUCH_BITS) for key in victims]
 

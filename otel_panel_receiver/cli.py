@@ -1,0 +1,102 @@
+"""The ``otel-panel-receiver`` command: parse the settings and serve the app with gunicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from otel_panel_receiver.config import PROGRAM, Settings, load_settings
+from otel_panel_receiver.errors import ConfigError
+from otel_panel_receiver.logformat import LineHandler
+from otel_panel_receiver.version import __version__
+
+__all__ = ["gunicorn_options", "main", "serve"]
+
+log = logging.getLogger("otel_panel_receiver")
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    """Return the gunicorn settings the CLI serves with."""
+    return {
+        "bind": [settings.bind],
+        "workers": settings.workers,
+        "threads": settings.threads,
+        "worker_class": "gthread" if settings.threads > 1 else "sync",
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "graceful_timeout": 30,
+        "timeout": 30,
+        "keepalive": 5,
+        "limit_request_line": 8190,
+        "proc_name": PROGRAM,
+    }
+
+
+def serve(settings: Settings) -> None:
+    """Serve the receiver with gunicorn until it is told to stop; the app is built per worker."""
+    from gunicorn.app.base import BaseApplication
+
+    from otel_panel_receiver.web import ReceiverApp, create_app
+
+    class _Server(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
+        def load_config(self) -> None:
+            for key, value in gunicorn_options(settings).items():
+                self.cfg.set(key, value)
+            self.cfg.set("worker_exit", _close_app)
+
+        def load(self) -> ReceiverApp:
+            # Runs in each worker after the fork: providers and export threads are per process.
+            return create_app(settings)
+
+    def _close_app(server: Any, worker: Any) -> None:
+        app = getattr(worker, "wsgi", None)
+        if isinstance(app, ReceiverApp):
+            app.close()
+
+    _Server().run()
+
+
+def configure_logging(settings: Settings) -> None:
+    """Send the receiver's own messages to stdout in the per-payload line format."""
+    handler = LineHandler(settings.log_format_effective)
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the command line; return the exit status (2 for a bad setting)."""
+    try:
+        settings = load_settings(
+            sys.argv[1:] if argv is None else argv, os.environ if environ is None else environ
+        )
+        if settings.workers > 1:
+            raise ConfigError(
+                "--workers > 1 needs a session store shared by the workers, which this "
+                "version does not have yet; use --threads to serve more requests at once"
+            )
+    except ConfigError as exc:
+        print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    log.info(
+        "Starting otel-panel-receiver",
+        extra={
+            "fields": {
+                "version": __version__,
+                "address": settings.http_address,
+                "workers": settings.workers,
+                "threads": settings.threads,
+            }
+        },
+    )
+    serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""The entry point for WSGI servers: ``otel_panel_receiver.wsgi:app``.
+
+Settings come from the environment variables of ``docs/configuration.md`` (the CLI's flags are
+not seen here). Example::
+
+    gunicorn -k gthread --threads 4 -b :8080 otel_panel_receiver.wsgi:app
+    granian --interface wsgi --port 8080 otel_panel_receiver.wsgi:app
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+
+from otel_panel_receiver.config import load_settings
+from otel_panel_receiver.web import create_app
+
+__all__ = ["app"]
+
+app = create_app(load_settings((), os.environ))
+atexit.register(app.close)

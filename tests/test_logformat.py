@@ -1,0 +1,62 @@
+"""Log line rendering: go-kit's logfmt and JSON shapes, minus upstream's lost lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from otel_panel_receiver.logformat import LineHandler, render_json, render_logfmt
+
+
+def test_logfmt_quotes_only_values_that_need_it() -> None:
+    line = render_logfmt("info", "Received session data", {"a": "plain", "b": "two words", "c": ""})
+    assert line == 'level=info msg="Received session data" a=plain b="two words" c=\n'
+
+
+def test_logfmt_escapes_quotes_backslashes_and_control_characters() -> None:
+    line = render_logfmt("info", "m", {"v": 'say "hi"\\\n\t\x01'})
+    assert line == 'level=info msg=m v="say \\"hi\\"\\\\\\n\\t\\u0001"\n'
+
+
+def test_logfmt_renders_bools_and_numbers_like_go() -> None:
+    assert render_logfmt("info", "m", {"t": True, "f": False, "n": 7}) == (
+        "level=info msg=m t=true f=false n=7\n"
+    )
+
+
+def test_logfmt_strips_forbidden_key_runes_as_upstream() -> None:
+    assert render_logfmt("info", "m", {"my var": 1, 'x="y': 2}) == "level=info msg=m myvar=1 xy=2\n"
+
+
+def test_logfmt_never_drops_a_line_for_an_empty_or_repeated_key() -> None:
+    # Upstream drops the whole line when a key strips to nothing (spec 2.7).
+    line = render_logfmt("info", "m", {"": 1, "=": 2, "a b": 3, "ab": 4, "level": 5})
+    assert line == "level=info msg=m var_=1 var__2=2 ab=3 var_ab=4 var_level=5\n"
+
+
+def test_logfmt_unicode_passes_through() -> None:
+    assert render_logfmt("info", "m", {"k": "Grüße 📊"}) == 'level=info msg=m k="Grüße 📊"\n'
+
+
+def test_json_is_one_object_with_level_and_msg_first() -> None:
+    line = render_json("warn", "m", {"a": 1, "nested": {"x": [1, "y"]}})
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert list(json.loads(line).items()) == [
+        ("level", "warn"), ("msg", "m"), ("a", 1), ("nested", {"x": [1, "y"]}),
+    ]  # fmt: skip
+
+
+def test_json_never_overwrites_level_or_msg() -> None:
+    assert json.loads(render_json("info", "m", {"msg": "x"})) == {
+        "level": "info", "msg": "m", "var_msg": "x",
+    }  # fmt: skip
+
+
+def test_line_handler_prints_operational_messages_in_the_same_format() -> None:
+    out = io.StringIO()
+    logger = logging.getLogger("test_line_handler")
+    logger.propagate = False
+    logger.addHandler(LineHandler("logfmt", out))
+    logger.warning("Exporter failed", extra={"fields": {"endpoint": "http://x:4318"}})
+    assert out.getvalue() == 'level=warn msg="Exporter failed" endpoint=http://x:4318\n'

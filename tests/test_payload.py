@@ -1,0 +1,295 @@
+"""Decoding: every field of spec 1.3, flattened and 1.x payloads, clear errors with a path."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from otel_panel_receiver.errors import PayloadError
+from otel_panel_receiver.model import EventKind, PanelEvent
+from otel_panel_receiver.payload import MAX_TIME, decode, unflatten
+from tests.peers import PAYLOADS
+
+NOW = 1_700_000_000
+SAMPLES = sorted(p.name for p in PAYLOADS.glob("*.json"))
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((PAYLOADS / name).read_bytes())
+    return data
+
+
+def dec(doc: Any) -> PanelEvent:
+    return decode(json.dumps(doc).encode(), now=NOW)
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten like flat@5.0.2 with default options: empty containers stay as values."""
+    if isinstance(value, dict) and value:
+        items = value.items()
+    elif isinstance(value, list) and value:
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, child in items:
+        out.update(flatten(child, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_every_sample_payload_decodes(name: str) -> None:
+    ev = decode((PAYLOADS / name).read_bytes(), now=NOW)
+    assert ev.kind in EventKind
+    assert ev.time > 0
+    if not name.startswith("v1"):
+        assert ev.uuid == load(name).get("uuid")
+
+
+def test_v2_start_decodes_every_field() -> None:
+    ev = decode((PAYLOADS / "v2-start.json").read_bytes(), now=NOW)
+    assert (ev.uuid, ev.kind, ev.type, ev.has_focus) == (
+        "3f0c6a9e-2b7d-4c1e-9a51-7d2e4b8f6c10", EventKind.START, "start", True,
+    )  # fmt: skip
+    assert ev.options.server == "https://analytics.example.com/write"
+    assert ev.options.dashboard == "$__dashboard"
+    assert (ev.options.post_start, ev.options.post_end, ev.options.post_heartbeat) == (
+        True, True, True,
+    )  # fmt: skip
+    assert (ev.options.heartbeat_interval, ev.options.heartbeat_always) == (60.0, False)
+    assert (ev.options.show_details, ev.options.flatten) == (False, False)
+    assert (ev.host.hostname, ev.host.port, ev.host.protocol) == (
+        "grafana.example.com", "", "https:",
+    )  # fmt: skip
+    assert ev.host.build.version == "8.1.5" and ev.host.build.commit == "fdcf0a2a11"
+    assert ev.host.build.env == "production" and ev.host.build.edition == "Open Source"
+    assert (ev.host.license.has_license, ev.host.license.expiry) == (False, 0)
+    assert (ev.dashboard.name, ev.dashboard.uid) == ("Service Overview", "ZQZXRMXMk")
+    u = ev.user
+    assert (u.is_signed_in, u.id, u.login, u.email, u.name) == (
+        True, 7, "jdoe", "jdoe@example.com", "Jane Doe",
+    )  # fmt: skip
+    assert (u.light_theme, u.org_count, u.org_id, u.org_name, u.org_role) == (
+        False, 1, 1, "Main Org.", "Editor",
+    )  # fmt: skip
+    assert (u.is_grafana_admin, u.timezone, u.locale, u.has_edit_permission_in_folders) == (
+        False, "browser", "en-US", True,
+    )  # fmt: skip
+    assert [(v.name, v.label, v.type, v.multi, v.values) for v in ev.variables] == [
+        ("env", "Environment", "custom", False, ("prod",)),
+        ("instance", "Instance", "query", True, ("web-1:9100", "web-2:9100")),
+    ]
+    tr = ev.time_range
+    assert (tr.start, tr.end, tr.raw_start, tr.raw_end) == (1618782134, 1618803734, "now-6h", "now")
+    assert (ev.time_zone, ev.time_origin, ev.time) == ("browser", 1618803731, 1618803734)
+
+
+@pytest.mark.parametrize(
+    ("flat", "nested"),
+    [
+        ("v2-start-flattened.json", "v2-start.json"),
+        ("v2-flattened-absolute-timerange.json", "v2-absolute-timerange.json"),
+        ("v1.1.1-legacy-flattened.json", "v1.1.1-legacy.json"),
+    ],
+)
+def test_flattened_payload_decodes_to_the_same_event_as_nested(flat: str, nested: str) -> None:
+    a = decode((PAYLOADS / flat).read_bytes(), now=NOW)
+    b = decode((PAYLOADS / nested).read_bytes(), now=NOW)
+    if flat.startswith("v1"):  # 1.x omitted the variables when flattening
+        b = PanelEvent(**{f: getattr(b, f) for f in b.__struct_fields__ if f != "variables"})
+    # The flattened sample carries flatten=true in its options, the nested one false.
+    assert a.options.flatten and not b.options.flatten
+    assert {**_fields(a), "options": None} == {**_fields(b), "options": None}
+
+
+def _fields(ev: PanelEvent) -> dict[str, Any]:
+    return {f: getattr(ev, f) for f in ev.__struct_fields__}
+
+
+@pytest.mark.parametrize("name", ["v2-start.json", "v2-variables-multi.json"])
+def test_our_flatten_of_any_sample_decodes_like_the_nested_form(name: str) -> None:
+    doc = load(name)
+    assert dec(flatten(doc)) == dec(doc)
+
+
+def test_heartbeat_sample_flattened_matches_nested_heartbeat() -> None:
+    a = decode((PAYLOADS / "v2-heartbeat-flattened.json").read_bytes(), now=NOW)
+    b = decode((PAYLOADS / "v2-heartbeat.json").read_bytes(), now=NOW)
+    assert a.time == b.time and a.variables == b.variables and a.user == b.user
+
+
+def test_absolute_range_moment_junk_yields_the_iso_strings() -> None:
+    ev = decode((PAYLOADS / "v2-flattened-absolute-timerange.json").read_bytes(), now=NOW)
+    assert ev.time_range.raw_start == "2021-04-19T00:00:00.000Z"
+    assert ev.time_range.raw_end == "2021-04-19T06:00:00.000Z"
+
+
+def test_legacy_payload_is_one_start_with_host_and_port_split() -> None:
+    ev = decode((PAYLOADS / "v1.1.1-legacy.json").read_bytes(), now=NOW)
+    assert (ev.kind, ev.uuid, ev.legacy) == (EventKind.START, "", True)
+    assert (ev.host.hostname, ev.host.port) == ("grafana.example.com", "3000")
+    assert ev.user.login == "admin" and ev.user.is_grafana_admin
+    assert [(v.name, v.multi, v.values) for v in ev.variables] == [
+        ("env", False, ("prod",)),
+        ("instance", True, ("web-1:9100", "web-2:9100")),
+    ]
+
+
+def test_decimal_and_numeric_string_heartbeat_intervals_are_accepted() -> None:
+    doc = load("v2-heartbeat.json")
+    doc["options"]["heartbeatInterval"] = 30.5
+    assert dec(doc).options.heartbeat_interval == 30.5
+    doc["options"]["heartbeatInterval"] = " 45 "
+    assert dec(doc).options.heartbeat_interval == 45.0
+    doc["options"]["heartbeatInterval"] = -5
+    assert dec(doc).options.heartbeat_interval == 0.0
+
+
+def test_non_string_variable_values_become_their_json_text() -> None:
+    doc = load("v2-start.json")
+    doc["variables"][0]["values"] = [42, 1.5, True, None, "x"]
+    assert dec(doc).variables[0].values == ("42", "1.5", "true", "null", "x")
+
+
+def test_null_fields_and_missing_groups_take_zero_values() -> None:
+    doc = {k: None for k in load("v2-start.json")}
+    ev = dec({**doc, "type": "end", "time": 5})
+    assert (ev.uuid, ev.kind, ev.time, ev.host.address, ev.user.login) == (
+        "", EventKind.END, 5, "", "",
+    )  # fmt: skip
+    assert ev.variables == ()
+
+
+def test_missing_time_is_the_receive_time() -> None:
+    assert dec({"uuid": "u", "type": "start"}).time == NOW
+
+
+def test_unknown_type_is_a_heartbeat_that_keeps_its_type_text() -> None:
+    ev = dec({"uuid": "u", "type": "refresh", "time": 1})
+    assert (ev.kind, ev.type, ev.type_is_known) == (EventKind.HEARTBEAT, "refresh", False)
+
+
+def test_unknown_keys_are_ignored() -> None:
+    doc = load("v2-start.json")
+    doc["somethingNew"] = {"deep": [1, 2, {"x": None}]}
+    doc["user"]["gravatarUrl"] = "/avatar/x"
+    assert dec(doc) == dec(load("v2-start.json"))
+
+
+def test_content_after_keys_with_dots_in_values_is_not_unflattened() -> None:
+    doc = load("v2-start.json")
+    doc["dashboard"]["name"] = "a.b.c"
+    assert dec(doc).dashboard.name == "a.b.c"
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "path"),
+    [
+        (b"", "body is empty", ""),
+        (b"   ", "body is empty", ""),
+        (b"{", "not valid JSON", ""),
+        (b'{"time": 1} trailing', "not valid JSON", ""),
+        (b"null", "expected object, got null", ""),
+        (b"[]", "expected object, got array", ""),
+        (b'"x"', "expected object", ""),
+        (b'{"time": "1618803734"}', "expected integer, got string", "time"),
+        (b'{"time": 1618803734.5}', "expected integer, got number", "time"),
+        (b'{"time": -1}', "unix time", "time"),
+        (b'{"time": 1618803734000}', "unix time", "time"),
+        (b'{"hasFocus": "yes"}', "expected boolean", "hasFocus"),
+        (b'{"host": {"port": 3000}}', "expected string", "host.port"),
+        (b'{"user": {"id": 1e400}}', "", "user.id"),
+        (b'{"user": {"id": 99999999999999999999}}', "", "user.id"),
+        (b'{"variables": {}}', "expected array", "variables"),
+        (b'{"variables": [{"values": [1, {}]}]}', "got object", "variables[0].values[1]"),
+        (b'{"timeRange": {"raw": {"from": 5}}}', "got integer", "timeRange.raw.from"),
+        (
+            b'{"options": {"heartbeatInterval": "fast"}}',
+            "number of seconds",
+            "options.heartbeatInterval",
+        ),
+        (b'{"user.id": "seven"}', "expected integer", "user.id"),
+        (b'{"a": 1, "a.b": 2}', "both a value and a parent", "a"),
+        (b"\xff\xfe", "not valid JSON", ""),
+        (b'{"uuid": "\\ud800"}', "not valid JSON", ""),
+        (b'{"x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested too deeply", ""),
+    ],
+)
+def test_bad_bodies_raise_payload_error_naming_problem_and_path(
+    body: bytes, message: str, path: str
+) -> None:
+    with pytest.raises(PayloadError) as info:
+        decode(body, now=NOW)
+    assert message in info.value.message
+    assert info.value.path == path
+    assert info.value.status == 400
+
+
+def test_max_time_is_accepted() -> None:
+    assert dec({"time": MAX_TIME}).time == MAX_TIME
+
+
+def test_unflatten_turns_numeric_keys_into_lists_without_filling_gaps() -> None:
+    assert unflatten({"a.0": "x", "a.999999999": "y", "b.c": 1}) == {"a": ["x", "y"], "b": {"c": 1}}
+
+
+def test_unflatten_merges_empty_container_values() -> None:
+    assert unflatten({"v": [], "v.0.name": "x", "w.0": 1, "w": []}) == {
+        "v": [{"name": "x"}],
+        "w": [1],
+    }
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=25,
+)
+field_names = st.sampled_from(
+    ["uuid", "type", "time", "timeOrigin", "hasFocus", "options", "host", "dashboard", "user",
+     "variables", "timeRange", "timeZone", "options.heartbeatInterval", "user.id",
+     "variables.0.values.0", "timeRange.raw.from._d", "environment", "context", "host.port"]
+)  # fmt: skip
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_only_ever_raise_payload_error(body: bytes) -> None:
+    with contextlib.suppress(PayloadError):  # anything else fails the test
+        decode(body, now=NOW)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(field_names | st.text(max_size=8), json_values, max_size=8))
+def test_arbitrary_json_objects_only_ever_raise_payload_error(doc: dict[str, Any]) -> None:
+    try:
+        ev = dec(doc)
+    except PayloadError as exc:
+        assert exc.status == 400
+    else:
+        assert 0 <= ev.time <= MAX_TIME
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sample=st.sampled_from(SAMPLES),
+    path_value=st.lists(st.tuples(field_names, json_values), max_size=3),
+    flat=st.booleans(),
+)
+def test_mutated_samples_only_ever_raise_payload_error(
+    sample: str, path_value: list[tuple[str, Any]], flat: bool
+) -> None:
+    doc = load(sample)
+    if flat:
+        doc = flatten(doc)
+    for key, value in path_value:
+        doc[key] = value
+    with contextlib.suppress(PayloadError):  # anything else fails the test
+        dec(doc)

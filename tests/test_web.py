@@ -1,0 +1,235 @@
+"""The Falcon app through falcon.testing: /write, /metrics, /healthz, limits and 4xx bodies."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import falcon.testing
+import pytest
+
+from otel_panel_receiver.config import Settings
+from otel_panel_receiver.providers import build_telemetry
+from otel_panel_receiver.web import ReceiverApp, create_app
+from tests.peers import payload
+
+LABELS = (
+    'dashboard_name="Service Overview",dashboard_timezone="browser",dashboard_uid="ZQZXRMXMk",'
+    'grafana_env="production",grafana_host="grafana.example.com",user_locale="en-US",'
+    'user_login="jdoe",user_name="Jane Doe",user_role="editor",user_theme="dark",'
+    'user_timezone="browser"'
+)
+# Spec 2.6's observed exposition for the start/heartbeat/end samples, with section 7's fix
+# (no trailing colon in grafana_host); prometheus_client writes floats as 1.0.
+EXPECTED_FAMILIES = f"""\
+# HELP grafana_analytics_sessions_total Number of sessions.
+# TYPE grafana_analytics_sessions_total counter
+grafana_analytics_sessions_total{{{LABELS}}} 1.0
+# HELP grafana_analytics_sessions_duration_seconds_total Duration of sessions.
+# TYPE grafana_analytics_sessions_duration_seconds_total counter
+grafana_analytics_sessions_duration_seconds_total{{{LABELS}}} 135.0
+# HELP grafana_analytics_up Was the last scrape successful.
+# TYPE grafana_analytics_up gauge
+grafana_analytics_up 1.0
+"""
+# Spec 2.7's logfmt example for the start sample, host without the trailing colon.
+EXPECTED_START_LINE = (
+    'level=info msg="Received session data" uuid=3f0c6a9e-2b7d-4c1e-9a51-7d2e4b8f6c10 '
+    "type=start has_focus=true host=https://grafana.example.com "
+    'build="(commit=fdcf0a2a11, edition=Open Source, env=production, version=8.1.5)" '
+    'license="(state=, expiry=0, license=false)" dashboard_name="Service Overview" '
+    "dashboard_uid=ZQZXRMXMk dashboard_timezone=browser user_id=7 user_login=jdoe "
+    'user_email=jdoe@example.com user_name="Jane Doe" user_theme=dark user_role=editor '
+    "user_locale=en-US user_timezone=browser time_from=1618782134 time_to=1618803734 "
+    "time_from_raw=now-6h time_to_raw=now timeorigin=1618803731 time=1618803734 "
+    'env="(label=Environment, type=custom, multi=false, count=1, values=[prod])" '
+    'instance="(label=Instance, type=query, multi=true, count=2, '
+    'values=[web-1:9100,web-2:9100])"\n'
+)
+
+
+class Harness:
+    def __init__(self, settings: Settings) -> None:
+        self.out = io.StringIO()
+        self.app: ReceiverApp = create_app(
+            settings, telemetry=build_telemetry(settings, stream=self.out)
+        )
+        self.client = falcon.testing.TestClient(self.app)
+
+    def write(self, body: bytes, **kw: object) -> falcon.testing.Result:
+        headers = {"Content-Type": "text/plain;charset=UTF-8"}
+        return self.client.simulate_post("/write", body=body, headers=headers, **kw)  # type: ignore[arg-type]
+
+    def metrics(self, accept: str = "") -> str:
+        return self.client.simulate_get("/metrics", headers={"Accept": accept}).text
+
+    def families(self) -> list[str]:
+        """Return the sessions and up metric families, each as its text block, sorted."""
+        wanted = tuple(
+            f"# HELP {w}" for w in ("grafana_analytics_sessions", "grafana_analytics_up")
+        )
+        return sorted(b for b in blocks(self.metrics()) if b.startswith(wanted))
+
+    def write_chunked(self, body: bytes) -> tuple[str, bytes]:
+        """POST without Content-Length, as a chunked request arrives at a WSGI app."""
+        environ = falcon.testing.create_environ(method="POST", path="/write", body=body)
+        del environ["CONTENT_LENGTH"]
+        environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+        environ["wsgi.input"] = io.BytesIO(body)
+        status: list[str] = []
+        chunks = self.app(environ, lambda s, headers, exc_info=None: status.append(s))
+        return status[0], b"".join(chunks)
+
+
+def blocks(text: str) -> list[str]:
+    return re.split(r"(?=# HELP )", text)
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness(Settings())
+
+
+def test_write_answers_201_with_an_empty_body_whatever_the_content_type(h: Harness) -> None:
+    for ctype in ("text/plain;charset=UTF-8", "application/json", "application/octet-stream"):
+        r = h.client.simulate_post(
+            "/write", body=payload("v2-start.json"), headers={"Content-Type": ctype}
+        )
+        assert (r.status_code, r.content) == (201, b"")
+
+
+def test_start_heartbeat_end_give_the_spec_exposition_exactly(h: Harness) -> None:
+    for name in ("v2-start.json", "v2-heartbeat.json", "v2-end.json"):
+        assert h.write(payload(name)).status_code == 201
+    assert h.families() == sorted(blocks(EXPECTED_FAMILIES)[1:])
+
+
+def test_metrics_has_no_target_info_or_scope_labels(h: Harness) -> None:
+    h.write(payload("v2-start.json"))
+    text = h.metrics()
+    assert "target_info" not in text and "otel_scope" not in text
+
+
+def test_build_info_is_exported(h: Harness) -> None:
+    assert re.search(r'^grafana_analytics_build_info\{.*version="[^"]+"\} 1\.0$', h.metrics(), re.M)
+
+
+def test_openmetrics_is_negotiated(h: Harness) -> None:
+    h.write(payload("v2-start.json"))
+    r = h.client.simulate_get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert r.headers["content-type"].startswith("application/openmetrics-text")
+    assert r.text.endswith("# EOF\n")
+    assert "grafana_analytics_sessions_total{" in r.text
+
+
+def test_each_payload_logs_the_upstream_line(h: Harness) -> None:
+    h.write(payload("v2-start.json"))
+    assert h.out.getvalue() == EXPECTED_START_LINE
+
+
+def test_disable_user_metrics_removes_user_labels() -> None:
+    h = Harness(Settings(disable_user_metrics=True))
+    h.write(payload("v2-start.json"))
+    assert "user_login" not in h.metrics() and "user_name" not in h.metrics()
+    assert "grafana_analytics_sessions_total{" in h.metrics()
+
+
+def test_json_log_format() -> None:
+    h = Harness(Settings(log_format="json"))
+    h.write(payload("v2-start.json"))
+    line = json.loads(h.out.getvalue())
+    assert (line["level"], line["msg"], line["user_login"]) == (
+        "info", "Received session data", "jdoe",
+    )  # fmt: skip
+
+
+def test_raw_log_is_one_json_object_with_the_payload_under_data() -> None:
+    h = Harness(Settings(log_raw=True))
+    h.write(payload("v2-start.json"))
+    line = json.loads(h.out.getvalue())
+    assert set(line) == {"level", "msg", "data"}
+    assert line["data"]["dashboard"] == {"name": "Service Overview", "uid": "ZQZXRMXMk"}
+
+
+def test_disable_session_log_prints_nothing() -> None:
+    h = Harness(Settings(disable_session_log=True))
+    h.write(payload("v2-start.json"))
+    assert h.out.getvalue() == ""
+
+
+def test_bad_payload_gets_400_with_error_and_path(h: Harness) -> None:
+    r = h.write(b'{"uuid": "u", "type": "start", "time": "soon"}')
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/json"
+    assert r.json == {"error": "expected integer, got string", "path": "time"}
+    assert h.out.getvalue() == "" and "grafana_analytics_sessions_total{" not in h.metrics()
+
+
+def test_body_over_the_limit_gets_413_by_content_length() -> None:
+    h = Harness(Settings(max_body_size=1000))
+    r = h.write(b" " * 1001)
+    assert r.status_code == 413
+    assert r.json["error"] == "body is 1001 bytes, larger than the limit of 1000 bytes"
+
+
+def test_body_at_the_limit_is_read(h: Harness) -> None:
+    body = payload("v2-start.json")
+    padded = body + b" " * (65_536 - len(body))
+    assert h.write(padded).status_code == 201
+
+
+def test_chunked_body_over_the_limit_gets_413() -> None:
+    h = Harness(Settings(max_body_size=1000))
+    status, body = h.write_chunked(b" " * 5000)
+    assert status.startswith("413")
+    assert json.loads(body)["error"].startswith("body is more than 1000 bytes")
+
+
+def test_chunked_body_within_the_limit_is_accepted(h: Harness) -> None:
+    status, body = h.write_chunked(payload("v2-start.json"))
+    assert (status, body) == ("201 Created", b"")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/write", 405), ("PUT", "/write", 405), ("GET", "/nope", 404), ("POST", "/", 404)],
+)
+def test_other_routes_and_methods_get_a_json_4xx(
+    h: Harness, method: str, path: str, status: int
+) -> None:
+    r = h.client.simulate_request(method, path)
+    assert r.status_code == status
+    assert set(r.json) == {"error", "path"} and path in r.json["error"]
+
+
+def test_healthz(h: Harness) -> None:
+    r = h.client.simulate_get("/healthz")
+    assert (r.status_code, r.text) == (200, "ok\n")
+
+
+def test_path_prefix_moves_every_route() -> None:
+    h = Harness(Settings(path_prefix="/analytics"))
+    r = h.client.simulate_post("/analytics/write", body=payload("v2-start.json"))
+    assert r.status_code == 201
+    assert "sessions_total{" in h.client.simulate_get("/analytics/metrics").text
+    assert h.client.simulate_get("/analytics/healthz").status_code == 200
+    assert h.client.simulate_post("/write", body=payload("v2-start.json")).status_code == 404
+
+
+def test_apps_share_nothing() -> None:
+    a, b = Harness(Settings()), Harness(Settings())
+    a.write(payload("v2-start.json"))
+    assert "sessions_total{" in a.metrics() and "sessions_total{" not in b.metrics()
+
+
+def test_each_sample_payload_is_accepted(h: Harness) -> None:
+    from tests.peers import PAYLOADS
+
+    for path in sorted(PAYLOADS.glob("*.json")):
+        assert h.write(path.read_bytes()).status_code == 201, path.name
+
+
+def test_close_shuts_telemetry_down(h: Harness) -> None:
+    h.app.close()
+    h.app.close()  # twice is harmless
