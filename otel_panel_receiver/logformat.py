@@ -24,6 +24,11 @@ _NEEDS_QUOTES: Final = re.compile(r'[\x00-\x20="\x7f\ufffd]')
 _ESCAPES: Final = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _TO_ESCAPE: Final = re.compile(r'["\\\x00-\x1f\x7f]')
 _ENCODER: Final = msgspec.json.Encoder()
+# Most key/value pairs repeat from line to line (host, user, dashboard, variables): remember
+# their rendered form. Bounded, and emptied when full: values can be anything a client sends.
+_PAIRS: dict[tuple[str, Any], tuple[str, str]] = {}
+_PAIRS_MAX: Final = 8192
+_CACHEABLE: Final = frozenset({str, int})
 
 
 def render(fmt: LogFormat, level: str, msg: str, fields: Mapping[str, Any]) -> str:
@@ -41,8 +46,24 @@ def render_logfmt(level: str, msg: str, fields: Mapping[str, Any]) -> str:
     """
     parts = [f"level={_value(level)}", f"msg={_value(msg)}"]
     seen = {"level", "msg"}
+    pairs = _PAIRS
     for key, value in fields.items():
-        parts.append(f"{_unique(_BAD_KEY.sub('', key), seen)}={_value(value)}")
+        cacheable = value.__class__ in _CACHEABLE  # not bool: True == 1 as a dict key
+        if cacheable and (cached := pairs.get((key, value))) is not None and cached[0] not in seen:
+            seen.add(cached[0])
+            parts.append(cached[1])
+            continue
+        clean = _BAD_KEY.sub("", key)
+        if clean in seen or not clean:
+            clean = _unique(clean, seen)
+        else:
+            seen.add(clean)
+        pair = f"{clean}={_value(value)}"
+        parts.append(pair)
+        if cacheable and clean == key:
+            if len(pairs) >= _PAIRS_MAX:
+                pairs.clear()
+            pairs[key, value] = (clean, pair)
     return " ".join(parts) + "\n"
 
 
@@ -76,6 +97,12 @@ def _value(value: Any) -> str:
     text = value if isinstance(value, str) else _text(value)
     if not text or not _NEEDS_QUOTES.search(text):
         return text
+    return _quoted(text)
+
+
+def _quoted(text: str) -> str:
+    if _TO_ESCAPE.search(text) is None:  # the common case: spaces or "=" only
+        return f'"{text}"'
     return '"' + _TO_ESCAPE.sub(_escape, text) + '"'
 
 

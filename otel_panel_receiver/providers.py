@@ -51,7 +51,7 @@ class StdoutLogExporter(LogRecordExporter):
                 self._fmt,
                 record.log_record.severity_text or "info",
                 str(record.log_record.body),
-                dict(record.log_record.attributes or {}),
+                record.log_record.attributes or {},
             )
             for record in batch
         )
@@ -72,7 +72,8 @@ class StdoutLogExporter(LogRecordExporter):
 
 def session_views(*, users: bool = True, cardinality_limit: int = 10_000) -> list[View]:
     """Return the Views of the two session counters: label set L, user labels optional."""
-    keys = set(METRIC_LABELS) - (set() if users else set(USER_LABELS))
+    # Keeping every key is the SDK's default (None); naming them would only cost a filter.
+    keys = None if users else set(METRIC_LABELS) - set(USER_LABELS)
     return [
         View(
             instrument_name=name,

@@ -60,3 +60,9 @@ def test_line_handler_prints_operational_messages_in_the_same_format() -> None:
     logger.addHandler(LineHandler("logfmt", out))
     logger.warning("Exporter failed", extra={"fields": {"endpoint": "http://x:4318"}})
     assert out.getvalue() == 'level=warn msg="Exporter failed" endpoint=http://x:4318\n'
+
+
+def test_repeated_lines_render_identically_and_bools_never_take_an_int_rendering() -> None:
+    first = render_logfmt("info", "m", {"a": 1, "b": "x y"})
+    assert render_logfmt("info", "m", {"a": 1, "b": "x y"}) == first
+    assert render_logfmt("info", "m", {"a": True, "b": "x y"}) == 'level=info msg=m a=true b="x y"\n'
