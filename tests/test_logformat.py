@@ -65,4 +65,5 @@ def test_line_handler_prints_operational_messages_in_the_same_format() -> None:
 def test_repeated_lines_render_identically_and_bools_never_take_an_int_rendering() -> None:
     first = render_logfmt("info", "m", {"a": 1, "b": "x y"})
     assert render_logfmt("info", "m", {"a": 1, "b": "x y"}) == first
-    assert render_logfmt("info", "m", {"a": True, "b": "x y"}) == 'level=info msg=m a=true b="x y"\n'
+    line = render_logfmt("info", "m", {"a": True, "b": "x y"})
+    assert line == 'level=info msg=m a=true b="x y"\n'
