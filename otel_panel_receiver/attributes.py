@@ -18,8 +18,12 @@ __all__ = [
     "log_attributes",
     "metric_attributes",
     "raw_payload",
+    "span_attributes",
     "variable_keys",
 ]
+
+#: Most variables put on a session span (the SDK keeps 128 attributes per span).
+MAX_SPAN_VARIABLES: Final = 64
 
 #: The user labels that ``--disable-user-metrics`` removes.
 USER_LABELS: Final = ("user_login", "user_name")
@@ -227,3 +231,32 @@ def raw_payload(event: PanelEvent, *, variables: bool = True) -> dict[str, Any]:
         "timeOrigin": event.time_origin,
         "time": event.time,
     }
+
+
+def span_attributes(event: PanelEvent, *, users: bool = True) -> dict[str, Any]:
+    """Return a session span's attributes; user attributes (``user.*``) only with ``users``.
+
+    Names follow OpenTelemetry's conventions where one exists (``user.id``, ``user.name``,
+    ``user.full_name``, ``user.email``, ``user.roles``), so a collector can drop them by prefix.
+    """
+    host, dash = event.host, event.dashboard
+    attrs: dict[str, Any] = {
+        "session.id": event.uuid,
+        "grafana.host": host.address,
+        "grafana.env": host.build.env,
+        "grafana.version": host.build.version,
+        "grafana.dashboard.name": dash.name,
+        "grafana.dashboard.uid": dash.uid,
+        "grafana.dashboard.timezone": event.time_zone,
+        "grafana.heartbeat_interval": event.options.heartbeat_interval,
+    }
+    if users:
+        user = event.user
+        attrs["user.id"] = str(user.id)
+        attrs["user.name"] = user.login
+        attrs["user.full_name"] = user.name
+        attrs["user.email"] = user.email
+        attrs["user.roles"] = (user.role,)
+    for var in event.variables[:MAX_SPAN_VARIABLES]:
+        attrs[f"grafana.variable.{var.name}"] = var.values
+    return attrs

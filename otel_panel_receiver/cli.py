@@ -36,10 +36,11 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, environ: Mapping[str, str]) -> None:
     """Serve the receiver with gunicorn until it is told to stop; the app is built per worker."""
     from gunicorn.app.base import BaseApplication
 
+    from otel_panel_receiver.providers import build_telemetry
     from otel_panel_receiver.web import ReceiverApp, create_app
 
     class _Server(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
@@ -50,7 +51,8 @@ def serve(settings: Settings) -> None:
 
         def load(self) -> ReceiverApp:
             # Runs in each worker after the fork: providers and export threads are per process.
-            return create_app(settings)
+            telemetry = build_telemetry(settings, environ=environ)
+            return create_app(settings, telemetry=telemetry)
 
     def _close_app(server: Any, worker: Any) -> None:
         app = getattr(worker, "wsgi", None)
@@ -66,14 +68,15 @@ def configure_logging(settings: Settings) -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
+    # The OTLP exporters log every failed attempt; the receiver reports failures once instead.
+    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the command line; return the exit status (2 for a bad setting)."""
+    environ = os.environ if environ is None else environ
     try:
-        settings = load_settings(
-            sys.argv[1:] if argv is None else argv, os.environ if environ is None else environ
-        )
+        settings = load_settings(sys.argv[1:] if argv is None else argv, environ)
         if settings.workers > 1:
             raise ConfigError(
                 "--workers > 1 needs a session store shared by the workers, which this "
@@ -94,7 +97,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             }
         },
     )
-    serve(settings)
+    serve(settings, environ)
     return 0
 
 

@@ -96,6 +96,13 @@ def _address(text: str) -> str:
     return text.strip()
 
 
+def _url(text: str) -> str:
+    value = text.strip()
+    if value and not re.match(r"^(https?://)?[^\s/]+(:\d+)?(/\S*)?$", value):
+        raise ValueError(f'expected a URL such as "http://collector:4318", got {text!r}')
+    return value
+
+
 def _prefix(text: str) -> str:
     value = text.strip().rstrip("/")
     if value and (not value.startswith("/") or "//" in value or " " in value):
@@ -110,8 +117,17 @@ def _option(
     *,
     metavar: str = "",
     upstream: bool = False,
+    env: str = "",
+    flag: str = "",
 ) -> Any:
-    meta = {"parse": parse, "help": help, "metavar": metavar, "upstream": upstream}
+    meta = {
+        "parse": parse,
+        "help": help,
+        "metavar": metavar,
+        "upstream": upstream,
+        "env": env,
+        "flag": flag,
+    }
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -172,6 +188,23 @@ class Settings:
         'otel_metric_overflow="true" series, so totals stay exact.',
         metavar="N",
     )  # fmt: skip
+    otlp_endpoint: str = _option(
+        "", _url,
+        "Base URL (http/protobuf) or address (grpc) of an OTLP collector; metrics, logs and "
+        "session traces are pushed there besides /metrics. Off when empty. The standard "
+        "per-signal OTEL_EXPORTER_OTLP_*_ENDPOINT variables also switch a signal on.",
+        metavar="URL", env="OTEL_EXPORTER_OTLP_ENDPOINT",
+    )  # fmt: skip
+    otlp_protocol: Literal["http/protobuf", "grpc"] = _option(
+        "http/protobuf", _choice("http/protobuf", "grpc"),
+        "OTLP transport; grpc needs the [grpc] extra.",
+        metavar="http/protobuf|grpc", env="OTEL_EXPORTER_OTLP_PROTOCOL",
+    )  # fmt: skip
+    trace_idle_timeout: float = _option(
+        600.0, parse_duration,
+        "Close the span of a session with no event for this long (its end never came).",
+        metavar="DURATION",
+    )  # fmt: skip
     workers: int = _option(
         1, _positive, "gunicorn worker processes (the CLI's server).", metavar="N"
     )
@@ -196,12 +229,12 @@ def options() -> tuple[dataclasses.Field[Any], ...]:
 
 def flag(field: dataclasses.Field[Any]) -> str:
     """Return the command-line flag of a setting."""
-    return "--" + field.name.replace("_", "-")
+    return str(field.metadata["flag"] or "--" + field.name.replace("_", "-"))
 
 
 def env_name(field: dataclasses.Field[Any]) -> str:
-    """Return the environment variable of a setting."""
-    return field.name.upper()
+    """Return the environment variable of a setting (OpenTelemetry's own name where one exists)."""
+    return str(field.metadata["env"] or field.name.upper())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,37 +1,64 @@
-"""Build the OpenTelemetry SDK providers the receiver records into: the one module using the SDK.
+"""Build the OpenTelemetry SDK providers the receiver records into (with ``otlp.py``, the only
+modules using the SDK).
 
 * a MeterProvider with the receiver's Views and a Prometheus reader on a private registry
-  (no ``target_info``, no scope labels), served at ``/metrics``;
-* a LoggerProvider whose stdout exporter prints upstream's logfmt or JSON line per record.
+  (no ``target_info``, no scope labels), served at ``/metrics``, plus an OTLP reader when an
+  endpoint is configured;
+* a LoggerProvider whose stdout exporter prints upstream's logfmt or JSON line per record,
+  plus a batching OTLP exporter;
+* a TracerProvider for session spans, whose id generator gives each session's span the trace id
+  derived from its uuid; only when traces are pushed (or ``OTEL_TRACES_EXPORTER=console``).
+
+Export to a collector never blocks ``/write``: metrics leave from the periodic reader's thread,
+logs and spans through batch processors with bounded queues, each request with a 5 s timeout.
 """
 
 from __future__ import annotations
 
+import random
 import sys
 import threading
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
     LogRecordExporter,
     LogRecordExportResult,
     SimpleLogRecordProcessor,
 )
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+)
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from prometheus_client import CollectorRegistry
 
 from otel_panel_receiver.attributes import METRIC_LABELS, USER_LABELS
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.logformat import LogFormat, render
+from otel_panel_receiver.otlp import exporter_setting, otlp_exporter
 from otel_panel_receiver.telemetry import DURATION, SESSIONS
+from otel_panel_receiver.traces import SESSION_IDS
 from otel_panel_receiver.version import __version__
 
-__all__ = ["StdoutLogExporter", "Telemetry", "build_telemetry", "session_views"]
+__all__ = [
+    "SessionIdGenerator",
+    "StdoutLogExporter",
+    "Telemetry",
+    "build_telemetry",
+    "session_views",
+]
 
 SERVICE_NAME = "otel-panel-receiver"
 
@@ -84,13 +111,34 @@ def session_views(*, users: bool = True, cardinality_limit: int = 10_000) -> lis
     ]
 
 
+class SessionIdGenerator(IdGenerator):
+    """Random ids, except for session spans, which take the ids their session derives."""
+
+    def __init__(self) -> None:
+        self._random = RandomIdGenerator()
+
+    def generate_span_id(self) -> int:
+        """Return the session's span id inside a session span's start, else a random one."""
+        ids = SESSION_IDS.get()
+        return ids[1] if ids is not None else self._random.generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        """Return the session's trace id inside a session span's start, else a random one."""
+        ids = SESSION_IDS.get()
+        return ids[0] if ids is not None else self._random.generate_trace_id()
+
+
 @dataclass
 class Telemetry:
-    """The providers the recorder uses, and the registry ``/metrics`` serves."""
+    """The providers the recorder uses, and the registry ``/metrics`` serves.
+
+    ``tracer_provider`` is ``None`` when session spans go nowhere.
+    """
 
     meter_provider: MeterProvider
     logger_provider: LoggerProvider | None
     registry: CollectorRegistry
+    tracer_provider: TracerProvider | None = None
     _closed: bool = field(default=False, repr=False)
 
     def shutdown(self) -> None:
@@ -98,40 +146,111 @@ class Telemetry:
         if self._closed:
             return
         self._closed = True
-        self.meter_provider.shutdown()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
         if self.logger_provider is not None:
             self.logger_provider.shutdown()
+        self.meter_provider.shutdown()
+
+    def force_flush(self, timeout_millis: int = 10_000) -> None:
+        """Export what is buffered now (logs, spans, and a metrics collection)."""
+        if self.tracer_provider is not None:
+            self.tracer_provider.force_flush(timeout_millis)
+        if self.logger_provider is not None:
+            self.logger_provider.force_flush(timeout_millis)
+        self.meter_provider.force_flush(timeout_millis)
 
 
 def build_telemetry(
     settings: Settings,
     *,
     stream: IO[str] | None = None,
+    environ: Mapping[str, str] | None = None,
     extra_attributes: dict[str, Any] | None = None,
 ) -> Telemetry:
-    """Build the SDK providers for ``settings``; log lines go to ``stream`` (stdout)."""
-    resource = Resource.create(
-        {"service.name": SERVICE_NAME, "service.version": __version__, **(extra_attributes or {})}
-    )
+    """Build the SDK providers for ``settings``; log lines go to ``stream`` (stdout).
+
+    ``environ`` holds the standard ``OTEL_*`` variables that switch OTLP signals on (the entry
+    points pass ``os.environ``); headers, temporality and the export interval are read from the
+    process environment by the SDK's exporters and readers themselves.
+    """
+    environ = environ if environ is not None else {}
+    resource = _resource(environ, extra_attributes)
     registry = CollectorRegistry(auto_describe=True)
-    reader = PrometheusMetricReader(
-        disable_target_info=True, scope_info_enabled=False, registry=registry
-    )
+    readers: list[MetricReader] = [
+        PrometheusMetricReader(
+            disable_target_info=True, scope_info_enabled=False, registry=registry
+        )
+    ]
+    metrics_exporter = otlp_exporter("metrics", settings, environ)
+    if metrics_exporter is not None:
+        readers.append(PeriodicExportingMetricReader(metrics_exporter))
     meter_provider = MeterProvider(
         resource=resource,
-        metric_readers=[reader],
+        shutdown_on_exit=False,  # the app's close() (gunicorn's worker_exit, atexit) shuts down
+        metric_readers=readers,
         views=session_views(
             users=not settings.disable_user_metrics,
             cardinality_limit=settings.metric_cardinality_limit,
         ),
     )
-    logger_provider = None
-    if not settings.disable_session_log:
-        logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-        logger_provider.add_log_record_processor(
-            SimpleLogRecordProcessor(
-                StdoutLogExporter(settings.log_format_effective, stream),
-                meter_provider=meter_provider,
+    return Telemetry(
+        meter_provider,
+        _logger_provider(settings, environ, resource, stream),
+        registry,
+        _tracer_provider(settings, environ, resource, stream),
+    )
+
+
+def _resource(environ: Mapping[str, str], extra: dict[str, Any] | None) -> Resource:
+    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; ours fill the gaps.
+    attributes: dict[str, Any] = {
+        "service.version": __version__,
+        # One id per process (built after the fork under gunicorn): each worker its own series.
+        "service.instance.id": str(uuid.UUID(int=random.getrandbits(128), version=4)),
+        **(extra or {}),
+    }
+    named = environ.get("OTEL_SERVICE_NAME") or "service.name=" in environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    )
+    if not named:
+        attributes["service.name"] = SERVICE_NAME
+    resource = Resource.create(attributes)
+    return resource
+
+
+def _logger_provider(
+    settings: Settings, environ: Mapping[str, str], resource: Resource, stream: IO[str] | None
+) -> LoggerProvider | None:
+    if settings.disable_session_log:
+        return None
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    # Synchronous to stdout: the line is written before the 201 goes out.
+    provider.add_log_record_processor(
+        SimpleLogRecordProcessor(StdoutLogExporter(settings.log_format_effective, stream))
+    )
+    exporter = otlp_exporter("logs", settings, environ)
+    if exporter is not None:
+        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    return provider
+
+
+def _tracer_provider(
+    settings: Settings, environ: Mapping[str, str], resource: Resource, stream: IO[str] | None
+) -> TracerProvider | None:
+    exporter = otlp_exporter("traces", settings, environ)
+    console = "console" in exporter_setting("traces", environ)
+    if exporter is None and not console:
+        return None
+    provider = TracerProvider(
+        resource=resource, id_generator=SessionIdGenerator(), shutdown_on_exit=False
+    )
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    if console:
+        provider.add_span_processor(
+            SimpleSpanProcessor(
+                ConsoleSpanExporter(out=stream if stream is not None else sys.stdout)
             )
         )
-    return Telemetry(meter_provider, logger_provider, registry)
+    return provider

@@ -48,6 +48,7 @@ class Receiver:
             state, update = rules.apply(None if packed is None else unpack(packed), event)
             return pack(state), (state, update)
 
-        _, update = self.store.apply(session_key(event), step)
-        self.recorder.record(event, update)
+        key = session_key(event)
+        _, update = self.store.apply(key, step)
+        self.recorder.record(event, update, key)
         return update

@@ -16,6 +16,7 @@ from opentelemetry.metrics import MeterProvider
 
 from otel_panel_receiver.attributes import log_attributes, metric_attributes, raw_payload
 from otel_panel_receiver.model import EventKind, PanelEvent, SessionUpdate
+from otel_panel_receiver.traces import SessionTracer
 from otel_panel_receiver.version import __version__
 
 __all__ = [
@@ -43,7 +44,8 @@ class Recorder:
 
     ``users=False`` leaves the user labels out of the metric attributes (the providers also
     install a View that drops them, for instruments an embedder records into directly).
-    ``session_log``, ``variable_log`` and ``raw_log`` mirror the upstream flags.
+    ``session_log``, ``variable_log`` and ``raw_log`` mirror the upstream flags. With a
+    ``tracer``, each event also goes to its session's span.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Recorder:
         session_log: bool = True,
         variable_log: bool = True,
         raw_log: bool = False,
+        tracer: SessionTracer | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
@@ -89,10 +92,11 @@ class Recorder:
         self._users = users
         self._variables = variable_log
         self._raw = raw_log
+        self.tracer = tracer
         self._clock_ns = clock_ns
 
-    def record(self, event: PanelEvent, update: SessionUpdate) -> None:
-        """Count a new session, add the duration an event brought, and log the payload."""
+    def record(self, event: PanelEvent, update: SessionUpdate, key: int = 0) -> None:
+        """Count a new session, add the duration an event brought, log it, trace it."""
         attrs = metric_attributes(event, users=self._users)
         if update.started:
             self._sessions.add(1, attrs)
@@ -101,6 +105,13 @@ class Recorder:
             self._duration.add(update.duration, attrs)
         if self._logger is not None:
             self._log(event)
+        if self.tracer is not None:
+            self.tracer.observe(key, event, update)
+
+    def close(self) -> None:
+        """Write the spans of sessions still open (the process is stopping)."""
+        if self.tracer is not None:
+            self.tracer.close_all()
 
     def _log(self, event: PanelEvent) -> None:
         assert self._logger is not None

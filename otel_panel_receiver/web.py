@@ -23,6 +23,7 @@ from otel_panel_receiver.receiver import Receiver
 from otel_panel_receiver.sessions import SessionRules
 from otel_panel_receiver.stores import MemorySessionStore, SessionStore
 from otel_panel_receiver.telemetry import Recorder
+from otel_panel_receiver.traces import SessionTracer
 
 __all__ = ["ReceiverApp", "create_app", "create_receiver"]
 
@@ -124,7 +125,8 @@ class ReceiverApp(falcon.App[falcon.Request, falcon.Response]):
     telemetry: Telemetry
 
     def close(self) -> None:
-        """Shut the telemetry providers down (flushing exporters) and close the store."""
+        """Close open session spans, shut the providers down (flushing), close the store."""
+        self.receiver.recorder.close()
         self.telemetry.shutdown()
         self.receiver.store.close()
 
@@ -133,8 +135,20 @@ def create_receiver(
     settings: Settings, telemetry: Telemetry, store: SessionStore | None = None
 ) -> Receiver:
     """Return the receiver for ``settings``: the store (memory by default) and the recorder."""
+    tracer = None
+    if telemetry.tracer_provider is not None:
+        tracer = SessionTracer(
+            telemetry.tracer_provider,
+            users=not settings.disable_user_metrics,
+            idle_timeout=settings.trace_idle_timeout,
+            max_sessions=settings.max_cache_size,
+        )
     if store is None:
-        store = MemorySessionStore(max_size=settings.max_cache_size, idle_ttl=settings.session_ttl)
+        store = MemorySessionStore(
+            max_size=settings.max_cache_size,
+            idle_ttl=settings.session_ttl,
+            on_evict=tracer.evicted if tracer is not None else None,
+        )
     recorder = Recorder(
         telemetry.meter_provider,
         telemetry.logger_provider,
@@ -142,6 +156,7 @@ def create_receiver(
         session_log=not settings.disable_session_log,
         variable_log=not settings.disable_variable_log,
         raw_log=settings.log_raw,
+        tracer=tracer,
     )
     return Receiver(store, recorder, SessionRules(settings.session_timeout))
 

@@ -13,9 +13,11 @@ import atexit
 import os
 
 from otel_panel_receiver.config import load_settings
+from otel_panel_receiver.providers import build_telemetry
 from otel_panel_receiver.web import create_app
 
 __all__ = ["app"]
 
-app = create_app(load_settings((), os.environ))
+_settings = load_settings((), os.environ)
+app = create_app(_settings, telemetry=build_telemetry(_settings, environ=os.environ))
 atexit.register(app.close)

@@ -6,6 +6,8 @@ import pytest
 
 from otel_panel_receiver.config import (
     Settings,
+    env_name,
+    flag,
     load_settings,
     options,
     parse_duration,
@@ -28,8 +30,8 @@ UPSTREAM = {
 
 def test_every_upstream_flag_exists_with_its_env_var_and_default() -> None:
     table = {"--" + f.name.replace("_", "-"): (f.name.upper(), f.default) for f in options()}
-    for flag, expected in UPSTREAM.items():
-        assert table[flag] == expected
+    for name, expected in UPSTREAM.items():
+        assert table[name] == expected
 
 
 @pytest.mark.parametrize(
@@ -101,4 +103,12 @@ def test_configuration_doc_is_generated_from_the_table() -> None:
     doc = (REPO / "docs" / "configuration.md").read_text()
     assert doc == render_markdown()
     for field in options():
-        assert f"`{field.name.upper()}`" in doc
+        assert f"`{env_name(field)}`" in doc and f"`{flag(field)}`" in doc
+
+
+def test_otlp_settings_use_the_standard_opentelemetry_variables() -> None:
+    s = load_settings(
+        [], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    )
+    assert (s.otlp_endpoint, s.otlp_protocol) == ("http://c:4318", "grpc")
+    assert load_settings(["--otlp-endpoint", "http://d:4318"], {}).otlp_endpoint == "http://d:4318"

@@ -1,0 +1,221 @@
+"""OTLP exporters, configured the OpenTelemetry way, and reported once when they fail.
+
+Which signals are pushed is decided from the settings and the standard variables:
+
+* a signal is on when ``OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`` or the base endpoint
+  (``--otlp-endpoint`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``) is set, and
+  ``OTEL_<SIGNAL>_EXPORTER`` is not ``none``;
+* the transport is ``OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL``, else ``--otlp-protocol``;
+* headers, temporality, export interval and resource attributes are read by the SDK itself
+  from their standard variables; the request timeout is 5 s unless
+  ``OTEL_EXPORTER_OTLP[_<SIGNAL>]_TIMEOUT`` says otherwise (seconds, as the Python SDK reads it).
+
+Each exporter is wrapped so that a collector that is down is reported in the receiver's log
+once when exports start failing and once when they recover, never per payload.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Literal
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from otel_panel_receiver.config import Settings
+from otel_panel_receiver.errors import ConfigError
+
+__all__ = ["DEFAULT_TIMEOUT", "Signal", "exporter_setting", "otlp_exporter", "signal_endpoint"]
+
+log = logging.getLogger("otel_panel_receiver")
+
+Signal = Literal["metrics", "logs", "traces"]
+#: Request timeout of each export, well under gunicorn's 30 s graceful timeout.
+DEFAULT_TIMEOUT: Final = 5.0
+
+
+def exporter_setting(signal: Signal, environ: Mapping[str, str]) -> set[str]:
+    """Return the exporters ``OTEL_<SIGNAL>_EXPORTER`` names (empty when unset)."""
+    raw = environ.get(f"OTEL_{signal.upper()}_EXPORTER", "")
+    return {part.strip().lower() for part in raw.split(",") if part.strip()}
+
+
+def signal_endpoint(signal: Signal, settings: Settings, environ: Mapping[str, str]) -> str:
+    """Return the endpoint one signal is pushed to, or ``""`` when it is not pushed."""
+    if "none" in exporter_setting(signal, environ):
+        return ""
+    specific = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
+    if specific:
+        return specific
+    base = settings.otlp_endpoint
+    if not base:
+        return ""
+    if _protocol(signal, settings, environ) == "grpc":
+        return base
+    return f"{base.rstrip('/')}/v1/{signal}"
+
+
+def _protocol(signal: Signal, settings: Settings, environ: Mapping[str, str]) -> str:
+    proto = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "").strip()
+    proto = proto or settings.otlp_protocol
+    if proto not in ("http/protobuf", "grpc"):
+        raise ConfigError(
+            f'OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL must be "http/protobuf" or "grpc" '
+            f"but got {proto!r}"
+        )
+    return proto
+
+
+def _timeout(signal: Signal, environ: Mapping[str, str]) -> float:
+    for name in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
+        raw = environ.get(name, "").strip()
+        if raw:
+            try:
+                return float(raw)
+            except ValueError:
+                raise ConfigError(f"{name} expected seconds as a number, got {raw!r}") from None
+    return DEFAULT_TIMEOUT
+
+
+def otlp_exporter(signal: Signal, settings: Settings, environ: Mapping[str, str]) -> Any:
+    """Return the wrapped OTLP exporter of one signal, or ``None`` when it is off."""
+    endpoint = signal_endpoint(signal, settings, environ)
+    if not endpoint:
+        return None
+    protocol = _protocol(signal, settings, environ)
+    cls = _exporter_class(signal, protocol)
+    inner = cls(endpoint=endpoint, timeout=_timeout(signal, environ))
+    health = _Health(signal, endpoint)
+    if signal == "metrics":
+        return _ReportingMetricExporter(inner, health)
+    if signal == "logs":
+        return _ReportingLogExporter(inner, health)
+    return _ReportingSpanExporter(inner, health)
+
+
+def _exporter_class(signal: Signal, protocol: str) -> Any:
+    try:
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc import _log_exporter as glogs
+            from opentelemetry.exporter.otlp.proto.grpc import metric_exporter as gmetrics
+            from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as gtraces
+
+            return {
+                "metrics": gmetrics.OTLPMetricExporter,
+                "logs": glogs.OTLPLogExporter,
+                "traces": gtraces.OTLPSpanExporter,
+            }[signal]
+    except ImportError:
+        raise ConfigError(
+            "OTLP over grpc needs the grpc exporter: pip install 'otel-panel-receiver[grpc]'"
+        ) from None
+    from opentelemetry.exporter.otlp.proto.http import _log_exporter as hlogs
+    from opentelemetry.exporter.otlp.proto.http import metric_exporter as hmetrics
+    from opentelemetry.exporter.otlp.proto.http import trace_exporter as htraces
+
+    return {
+        "metrics": hmetrics.OTLPMetricExporter,
+        "logs": hlogs.OTLPLogExporter,
+        "traces": htraces.OTLPSpanExporter,
+    }[signal]
+
+
+class _Health:
+    """Log an export failure once when it starts and once when exports work again."""
+
+    def __init__(self, signal: Signal, endpoint: str) -> None:
+        self.signal = signal
+        self.endpoint = endpoint
+        self.failing = False
+        self.failures = 0
+
+    def report(self, ok: bool) -> None:
+        if ok and self.failing:
+            self.failing = False
+            log.info(
+                "OTLP export recovered",
+                extra={"fields": {"signal": self.signal, "endpoint": self.endpoint,
+                                  "failed_exports": self.failures}},
+            )  # fmt: skip
+        elif not ok:
+            self.failures += 1
+            if not self.failing:
+                self.failing = True
+                log.warning(
+                    "OTLP export failing; data of failed exports is dropped, ingest goes on",
+                    extra={"fields": {"signal": self.signal, "endpoint": self.endpoint}},
+                )
+
+
+class _ReportingMetricExporter(MetricExporter):
+    def __init__(self, inner: MetricExporter, health: _Health) -> None:
+        # The reader asks the exporter for these; the inner exporter's come from the standard
+        # variables (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE).
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self.inner = inner
+        self._health = health
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        result = _guard(lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis))
+        ok = result is MetricExportResult.SUCCESS
+        self._health.report(ok)
+        return result if ok else MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis)
+
+
+class _ReportingLogExporter(LogRecordExporter):
+    def __init__(self, inner: LogRecordExporter, health: _Health) -> None:
+        self.inner = inner
+        self._health = health
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        result = _guard(lambda: self.inner.export(batch))
+        ok = result is LogRecordExportResult.SUCCESS
+        self._health.report(ok)
+        return result if ok else LogRecordExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()  # type: ignore[no-untyped-call]  # untyped in the SDK
+
+
+class _ReportingSpanExporter(SpanExporter):
+    def __init__(self, inner: SpanExporter, health: _Health) -> None:
+        self.inner = inner
+        self._health = health
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = _guard(lambda: self.inner.export(spans))
+        ok = result is SpanExportResult.SUCCESS
+        self._health.report(ok)
+        return result if ok else SpanExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+
+def _guard(call: Any) -> Any:
+    """Run an export; an exception counts as a failure instead of reaching the SDK thread."""
+    try:
+        return call()
+    except Exception:  # an exporter bug must not stop the export thread
+        return None

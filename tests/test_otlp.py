@@ -1,0 +1,152 @@
+"""OTLP push: standard variables switch signals on; metrics, logs and spans arrive over OTLP;
+a collector that is down is reported once and costs ``/write`` nothing."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import falcon.testing
+import pytest
+from opentelemetry.sdk._logs.export import LogRecordExportResult
+
+from otel_panel_receiver.config import Settings
+from otel_panel_receiver.errors import ConfigError
+from otel_panel_receiver.otlp import _Health, _ReportingLogExporter, otlp_exporter, signal_endpoint
+from otel_panel_receiver.providers import build_telemetry
+from otel_panel_receiver.web import create_app
+from tests.otlp_sink import OtlpSink, attributes
+from tests.peers import free_port, payload
+
+UUID_HEX = "3f0c6a9e2b7d4c1e9a517d2e4b8f6c10"
+
+
+@pytest.mark.parametrize(
+    ("settings", "environ", "signal", "expected"),
+    [
+        (Settings(), {}, "metrics", ""),
+        (Settings(otlp_endpoint="http://c:4318"), {}, "metrics", "http://c:4318/v1/metrics"),
+        (Settings(otlp_endpoint="http://c:4318/"), {}, "logs", "http://c:4318/v1/logs"),
+        (Settings(otlp_endpoint="http://c:4317", otlp_protocol="grpc"), {}, "traces", "http://c:4317"),
+        (Settings(), {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t/x"}, "traces", "http://t/x"),
+        (Settings(), {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t/x"}, "metrics", ""),
+        (Settings(otlp_endpoint="http://c:4318"), {"OTEL_TRACES_EXPORTER": "none"}, "traces", ""),
+        (Settings(otlp_endpoint="http://c:4318"), {"OTEL_TRACES_EXPORTER": "none"}, "logs", "http://c:4318/v1/logs"),
+    ],
+)  # fmt: skip
+def test_signal_endpoints_follow_the_standard_variables(
+    settings: Settings, environ: dict[str, str], signal: str, expected: str
+) -> None:
+    assert signal_endpoint(signal, settings, environ) == expected  # type: ignore[arg-type]
+
+
+def test_grpc_without_the_extra_is_a_config_error() -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    try:
+        import opentelemetry.exporter.otlp.proto.grpc  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"\[grpc\]"):
+            otlp_exporter("metrics", Settings(otlp_endpoint="c:4317", otlp_protocol="grpc"), {})
+    else:
+        pytest.skip("the grpc extra is installed")
+
+
+def test_bad_per_signal_protocol_is_a_config_error() -> None:
+    env = {"OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "json"}
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"):
+        otlp_exporter("logs", Settings(otlp_endpoint="http://c:4318"), env)
+
+
+class Flaky:
+    def __init__(self, results: list[LogRecordExportResult]) -> None:
+        self.results = results
+
+    def export(self, batch: object) -> LogRecordExportResult:
+        result = self.results.pop(0)
+        if result is None:
+            raise OSError("boom")
+        return result
+
+
+def test_failures_are_reported_once_and_recovery_once(caplog: pytest.LogCaptureFixture) -> None:
+    F, OK = LogRecordExportResult.FAILURE, LogRecordExportResult.SUCCESS
+    exporter = _ReportingLogExporter(Flaky([F, None, F, OK, OK, F]), _Health("logs", "http://x"))  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="otel_panel_receiver"):
+        results = [exporter.export([]) for _ in range(6)]
+    assert results == [F, F, F, OK, OK, F]
+    assert [r.getMessage() for r in caplog.records] == [
+        "OTLP export failing; data of failed exports is dropped, ingest goes on",
+        "OTLP export recovered",
+        "OTLP export failing; data of failed exports is dropped, ingest goes on",
+    ]
+
+
+def run_session(environ: dict[str, str], **settings: object) -> tuple[object, io.StringIO]:
+    s = Settings(**settings)  # type: ignore[arg-type]
+    out = io.StringIO()
+    app = create_app(s, telemetry=build_telemetry(s, stream=out, environ=environ))
+    client = falcon.testing.TestClient(app)
+    for name in ("v2-start.json", "v2-heartbeat.json", "v2-end.json"):
+        assert client.simulate_post("/write", body=payload(name)).status_code == 201
+    app.telemetry.force_flush()
+    return app, out
+
+
+def test_metrics_logs_and_the_session_span_arrive_over_otlp_http() -> None:
+    with OtlpSink() as sink:
+        app, _ = run_session({}, otlp_endpoint=sink.url)
+        try:
+            sums = sink.latest_sums()
+            [(labels, sessions)] = sums["grafana_analytics_sessions"].items()
+            assert sessions == 1 and ("grafana_host", "grafana.example.com") in labels
+            [duration] = sums["grafana_analytics_sessions_duration"].values()
+            assert duration == 135
+            assert sink.resources()[0]["service.name"] == "otel-panel-receiver"
+            records = [
+                r for r in sink.log_records() if r.body.string_value == "Received session data"
+            ]
+            assert len(records) == 3
+            assert attributes(records[0].attributes)["dashboard_uid"] == "ZQZXRMXMk"
+            [span] = list(sink.spans())
+            assert span.trace_id.hex() == UUID_HEX
+            assert (span.start_time_unix_nano, span.end_time_unix_nano) == (
+                1618803734 * 10**9, (1618803734 + 185) * 10**9,
+            )  # fmt: skip
+        finally:
+            app.close()  # type: ignore[attr-defined]
+
+
+def test_prometheus_pull_and_otlp_push_show_the_same_totals() -> None:
+    with OtlpSink() as sink:
+        app, _ = run_session({}, otlp_endpoint=sink.url)
+        try:
+            text = falcon.testing.TestClient(app).simulate_get("/metrics").text  # type: ignore[arg-type]
+            assert "grafana_analytics_sessions_duration_seconds_total{" in text
+            assert "} 135.0" in text
+            assert list(sink.latest_sums()["grafana_analytics_sessions_duration"].values()) == [135]
+        finally:
+            app.close()  # type: ignore[attr-defined]
+
+
+def test_collector_down_every_write_succeeds_and_the_failure_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    with caplog.at_level(logging.INFO, logger="otel_panel_receiver"):
+        app, out = run_session({"OTEL_EXPORTER_OTLP_TIMEOUT": "1"}, otlp_endpoint=closed)
+        app.telemetry.force_flush()  # type: ignore[attr-defined]
+        app.close()  # type: ignore[attr-defined]
+    assert out.getvalue().count("Received session data") == 3  # stdout lines unaffected
+    failing = [r for r in caplog.records if r.getMessage().startswith("OTLP export failing")]
+    assert 1 <= len(failing) <= 3  # at most once per signal
+    assert {r.fields["signal"] for r in failing} <= {"metrics", "logs", "traces"}  # type: ignore[attr-defined]
+
+
+def test_spans_reach_stdout_only_when_otel_traces_exporter_is_console() -> None:
+    app, out = run_session({}, disable_session_log=True)
+    assert out.getvalue() == ""
+    app.close()  # type: ignore[attr-defined]
+    app, out = run_session({"OTEL_TRACES_EXPORTER": "console"}, disable_session_log=True)
+    assert '"name": "grafana.dashboard.session"' in out.getvalue()
+    assert f'"trace_id": "0x{UUID_HEX}"' in out.getvalue()
+    app.close()  # type: ignore[attr-defined]
