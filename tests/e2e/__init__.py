@@ -1,0 +1,1 @@
+"""End-to-end tests: the receiver under real gunicorn with real peers (Prometheus, Chromium)."""
