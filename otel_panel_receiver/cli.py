@@ -37,27 +37,26 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def serve(settings: Settings, environ: Mapping[str, str]) -> None:
-    """Serve the receiver with gunicorn until it is told to stop; the app is built per worker."""
+    """Serve the receiver with gunicorn until it is told to stop; apps are built per worker."""
     from gunicorn.app.base import BaseApplication
 
+    from otel_panel_receiver import gunicorn_conf
     from otel_panel_receiver.providers import build_telemetry
-    from otel_panel_receiver.web import ReceiverApp, create_app
+    from otel_panel_receiver.web import create_app
+
+    worker_settings = gunicorn_conf.prepare(settings, settings.workers, os.environ)
 
     class _Server(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
         def load_config(self) -> None:
             for key, value in gunicorn_options(settings).items():
                 self.cfg.set(key, value)
-            self.cfg.set("worker_exit", _close_app)
+            for hook in ("worker_exit", "child_exit", "on_exit"):
+                self.cfg.set(hook, getattr(gunicorn_conf, hook))
 
-        def load(self) -> ReceiverApp:
+        def load(self) -> object:
             # Runs in each worker after the fork: providers and export threads are per process.
-            telemetry = build_telemetry(settings, environ=environ)
-            return create_app(settings, telemetry=telemetry)
-
-    def _close_app(server: Any, worker: Any) -> None:
-        app = getattr(worker, "wsgi", None)
-        if isinstance(app, ReceiverApp):
-            app.close()
+            telemetry = build_telemetry(worker_settings, environ=environ)
+            return create_app(worker_settings, telemetry=telemetry)
 
     _Server().run()
 
@@ -77,10 +76,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     environ = os.environ if environ is None else environ
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv, environ)
-        if settings.workers > 1:
+        if settings.workers > 1 and settings.store_url == "memory":
             raise ConfigError(
-                "--workers > 1 needs a session store shared by the workers, which this "
-                "version does not have yet; use --threads to serve more requests at once"
+                "--workers > 1 needs a session store shared by the workers: "
+                "--session-store sqlite:///path/to/sessions.db or redis://host:port/db"
             )
     except ConfigError as exc:
         print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
@@ -94,6 +93,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 "address": settings.http_address,
                 "workers": settings.workers,
                 "threads": settings.threads,
+                "session_store": settings.store_url,
             }
         },
     )

@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 PROGRAM: Final = "otel-panel-receiver"
+DEFAULT_SQLITE_STORE: Final = "sqlite:///var/tmp/otel-panel-receiver/sessions.db"
 DESCRIPTION: Final = (
     "An OpenTelemetry-native receiver for the macropower-analytics-panel Grafana plugin."
 )
@@ -101,6 +102,18 @@ def _url(text: str) -> str:
     if value and not re.match(r"^(https?://)?[^\s/]+(:\d+)?(/\S*)?$", value):
         raise ValueError(f'expected a URL such as "http://collector:4318", got {text!r}')
     return value
+
+
+def _store_url(text: str) -> str:
+    value = text.strip()
+    if value and value != "memory" and not value.startswith(_STORE_SCHEMES):
+        raise ValueError(
+            f"expected memory, sqlite:///path/to/sessions.db or redis://host:port/db, got {text!r}"
+        )
+    return value
+
+
+_STORE_SCHEMES: Final = ("sqlite:", "redis://", "rediss://", "unix://")
 
 
 def _prefix(text: str) -> str:
@@ -205,6 +218,25 @@ class Settings:
         "Close the span of a session with no event for this long (its end never came).",
         metavar="DURATION",
     )  # fmt: skip
+    session_store: str = _option(
+        "", _store_url,
+        "Where session state lives: memory, sqlite:///path/to.db (all workers of one host; "
+        "survives restarts) or redis://host:port/db (many hosts). Empty: memory with one "
+        "worker, else sqlite:///var/tmp/otel-panel-receiver/sessions.db.",
+        metavar="URL",
+    )  # fmt: skip
+    prometheus_multiproc_dir: str = _option(
+        "", str,
+        "Directory for the per-worker metric files /metrics sums (prometheus_client's "
+        "multiprocess mode); empty: none with one worker, a fresh temporary one with several.",
+        metavar="DIR", env="PROMETHEUS_MULTIPROC_DIR",
+    )  # fmt: skip
+    multiproc_export_interval: float = _option(
+        1.0, parse_duration,
+        "With several workers, how often each adds its new counts to the shared files "
+        "(/metrics lags by up to this).",
+        metavar="DURATION",
+    )  # fmt: skip
     workers: int = _option(
         1, _positive, "gunicorn worker processes (the CLI's server).", metavar="N"
     )
@@ -214,6 +246,13 @@ class Settings:
     def log_format_effective(self) -> Literal["logfmt", "json"]:
         """Return the format lines are written in: raw logging forces JSON."""
         return "json" if self.log_raw else self.log_format
+
+    @property
+    def store_url(self) -> str:
+        """Return the session store to open: the named one, or the default for the workers."""
+        if self.session_store:
+            return self.session_store
+        return "memory" if self.workers == 1 else DEFAULT_SQLITE_STORE
 
     @property
     def bind(self) -> str:

@@ -47,6 +47,7 @@ from prometheus_client import CollectorRegistry
 from otel_panel_receiver.attributes import METRIC_LABELS, USER_LABELS
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.logformat import LogFormat, render
+from otel_panel_receiver.multiproc import MultiprocessBridge, multiprocess_registry
 from otel_panel_receiver.otlp import exporter_setting, otlp_exporter
 from otel_panel_receiver.telemetry import DURATION, SESSIONS
 from otel_panel_receiver.traces import SESSION_IDS
@@ -176,12 +177,19 @@ def build_telemetry(
     """
     environ = environ if environ is not None else {}
     resource = _resource(environ, extra_attributes)
-    registry = CollectorRegistry(auto_describe=True)
-    readers: list[MetricReader] = [
-        PrometheusMetricReader(
-            disable_target_info=True, scope_info_enabled=False, registry=registry
-        )
-    ]
+    readers: list[MetricReader]
+    if settings.prometheus_multiproc_dir:  # several workers: /metrics sums their files
+        registry = multiprocess_registry(settings.prometheus_multiproc_dir)
+        bridge = MultiprocessBridge(settings.prometheus_multiproc_dir)
+        interval = settings.multiproc_export_interval * 1000
+        readers = [PeriodicExportingMetricReader(bridge, export_interval_millis=interval)]
+    else:
+        registry = CollectorRegistry(auto_describe=True)
+        readers = [
+            PrometheusMetricReader(
+                disable_target_info=True, scope_info_enabled=False, registry=registry
+            )
+        ]
     metrics_exporter = otlp_exporter("metrics", settings, environ)
     if metrics_exporter is not None:
         readers.append(PeriodicExportingMetricReader(metrics_exporter))

@@ -21,7 +21,8 @@ from otel_panel_receiver.errors import PayloadError
 from otel_panel_receiver.providers import Telemetry, build_telemetry
 from otel_panel_receiver.receiver import Receiver
 from otel_panel_receiver.sessions import SessionRules
-from otel_panel_receiver.stores import MemorySessionStore, SessionStore
+from otel_panel_receiver.stores import SessionStore
+from otel_panel_receiver.stores.factory import open_store
 from otel_panel_receiver.telemetry import Recorder
 from otel_panel_receiver.traces import SessionTracer
 
@@ -144,7 +145,8 @@ def create_receiver(
             max_sessions=settings.max_cache_size,
         )
     if store is None:
-        store = MemorySessionStore(
+        store = open_store(
+            settings.store_url,
             max_size=settings.max_cache_size,
             idle_ttl=settings.session_ttl,
             on_evict=tracer.evicted if tracer is not None else None,

@@ -25,11 +25,17 @@ def test_bad_env_var_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "SESSION_TIMEOUT" in capsys.readouterr().err
 
 
-def test_several_workers_are_refused_until_a_shared_store_exists(
+def test_several_workers_with_the_memory_store_are_refused(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["--workers", "2"], {}) == 2
-    assert "shared" in capsys.readouterr().err
+    assert main(["--workers", "2", "--session-store", "memory"], {}) == 2
+    assert "shared by the workers" in capsys.readouterr().err
+
+
+def test_several_workers_default_to_the_sqlite_store() -> None:
+    assert Settings(workers=2).store_url.startswith("sqlite:///")
+    assert Settings(workers=1).store_url == "memory"
+    assert Settings(workers=2, session_store="redis://r:6379/0").store_url == "redis://r:6379/0"
 
 
 def test_gunicorn_runs_threads_in_one_worker_by_default() -> None:

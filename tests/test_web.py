@@ -8,6 +8,8 @@ import re
 
 import falcon.testing
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.providers import build_telemetry
@@ -233,3 +235,32 @@ def test_each_sample_payload_is_accepted(h: Harness) -> None:
 def test_close_shuts_telemetry_down(h: Harness) -> None:
     h.app.close()
     h.app.close()  # twice is harmless
+
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.binary(max_size=200)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | st.dictionaries(
+        st.sampled_from(["uuid", "type", "time", "user", "variables", "options", "host.port"]),
+        json_values,
+    ).map(lambda v: json.dumps(v).encode()),
+    ctype=st.sampled_from(["text/plain;charset=UTF-8", "application/json", "", "x/\x7f"]),
+)
+def test_no_body_gets_a_5xx_and_every_4xx_names_its_problem(
+    h: Harness, body: bytes, ctype: str
+) -> None:
+    r = h.client.simulate_post("/write", body=body, headers={"Content-Type": ctype})
+    assert r.status_code in (201, 400, 413)
+    if r.status_code != 201:
+        assert set(r.json) == {"error", "path"} and r.json["error"]

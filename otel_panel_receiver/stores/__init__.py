@@ -10,8 +10,18 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from otel_panel_receiver.stores.memory import MemorySessionStore
+from otel_panel_receiver.stores.redis import RedisSessionStore
+from otel_panel_receiver.stores.sqlite import SqliteSessionStore
 
-__all__ = ["EvictionCallback", "MemorySessionStore", "SessionStore", "Update"]
+__all__ = [
+    "EvictionCallback",
+    "MemorySessionStore",
+    "RedisSessionStore",
+    "SessionStore",
+    "SqliteSessionStore",
+    "Update",
+    "open_store",
+]
 
 R = TypeVar("R")
 
@@ -26,7 +36,11 @@ class SessionStore(Protocol):
     """The seam between the session rules and wherever session states are kept."""
 
     def apply(self, key: int, fn: Update[R]) -> R:
-        """Run ``fn`` on the session's state and store what it returns, atomically per key."""
+        """Run ``fn`` on the session's state and store what it returns, atomically per key.
+
+        ``fn`` may run more than once (a shared store retries on a concurrent update), so it
+        must have no side effects; when it raises, the stored state is left as it was.
+        """
         ...
 
     def __len__(self) -> int:
@@ -40,3 +54,6 @@ class SessionStore(Protocol):
     def close(self) -> None:
         """Release what the store holds open (connections, files)."""
         ...
+
+
+from otel_panel_receiver.stores.factory import open_store  # noqa: E402  # needs the protocol above

@@ -66,7 +66,12 @@ class MemorySessionStore:
             self.sweep()
         with self._lock:
             entry = self._sessions.pop(key, None)
-            state, result = fn(None if entry is None else entry >> _TOUCH_BITS)
+            try:
+                state, result = fn(None if entry is None else entry >> _TOUCH_BITS)
+            except BaseException:
+                if entry is not None:  # the update failed: the session stays as it was
+                    self._sessions[key] = entry
+                raise
             self._sessions[key] = (state << _TOUCH_BITS) | now
             if self.max_size and len(self._sessions) > self.max_size:
                 dropped = self._drop(itertools.islice(self._sessions, self._batch))

@@ -1,0 +1,117 @@
+"""Open the session store a URL names: ``memory``, ``sqlite:`` or ``redis:``."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from otel_panel_receiver.errors import ConfigError
+from otel_panel_receiver.stores.memory import MemorySessionStore
+from otel_panel_receiver.stores.sqlite import SqliteSessionStore
+
+if TYPE_CHECKING:
+    from otel_panel_receiver.stores import EvictionCallback, SessionStore
+
+__all__ = ["FORMS", "open_store"]
+
+#: The accepted forms of a store URL, as error messages and help texts show them.
+FORMS: Final = (
+    "memory, sqlite:///absolute/path.db, sqlite:relative/path.db, "
+    "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path/to/redis.sock[?db=N]"
+)
+_REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+
+
+def open_store(
+    url: str,
+    *,
+    max_size: int,
+    idle_ttl: float,
+    on_evict: EvictionCallback | None = None,
+    clock: Callable[[], float] | None = None,
+) -> SessionStore:
+    """Return a new store for ``url`` (see :data:`FORMS`); ``clock`` defaults to the store's own.
+
+    Raises :class:`ConfigError` for a URL of no accepted form. Nothing connects yet for Redis;
+    an SQLite file is created (with its tables) if missing.
+    """
+    scheme, sep, rest = url.partition(":")
+    scheme = scheme.lower()
+    if url in ("memory", "memory:", "memory://"):
+        return MemorySessionStore(
+            max_size=max_size,
+            idle_ttl=idle_ttl,
+            on_evict=on_evict,
+            clock=time.monotonic if clock is None else clock,
+        )
+    if sep and scheme == "sqlite":
+        try:
+            return SqliteSessionStore(
+                _sqlite_path(url, rest),
+                max_size=max_size,
+                idle_ttl=idle_ttl,
+                on_evict=on_evict,
+                clock=time.time if clock is None else clock,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open the session store {url!r}: {exc}") from exc
+    if sep and scheme in _REDIS_SCHEMES:
+        _check_redis_url(url)
+        from otel_panel_receiver.stores.redis import RedisSessionStore
+
+        return RedisSessionStore(
+            url,
+            max_size=max_size,
+            idle_ttl=idle_ttl,
+            on_evict=on_evict,
+            clock=time.time if clock is None else clock,
+        )
+    raise ConfigError(f"unknown session store {url!r}; expected one of: {FORMS}")
+
+
+def _sqlite_path(url: str, rest: str) -> str:
+    if rest.startswith("//"):  # sqlite://HOST/PATH, where only an empty host makes sense
+        host, slash, path = rest[2:].partition("/")
+        if host or not slash:
+            raise ConfigError(
+                f"session store {url!r} names a host; an SQLite file is local: use "
+                f"sqlite:///absolute/path.db or sqlite:relative/path.db"
+            )
+        path = "/" + path
+    else:
+        path = rest
+    path = urllib.parse.unquote(path)
+    if path.strip("/") == "" or path.endswith("/"):
+        raise ConfigError(
+            f"session store {url!r} names no file; use sqlite:///absolute/path.db "
+            f"or sqlite:relative/path.db"
+        )
+    return path
+
+
+def _check_redis_url(url: str) -> None:
+    """Refuse a Redis URL now, where it is a setting's fault, rather than at the first payload."""
+    try:
+        import redis.connection
+    except ImportError:
+        raise ConfigError(
+            f"session store {url!r} needs the redis package: "
+            f"pip install 'otel-panel-receiver[redis]'"
+        ) from None
+    try:
+        # The parser the client itself uses; redis-py leaves it unannotated.
+        options = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ConfigError(f"bad Redis URL {url!r}: {exc}; expected one of: {FORMS}") from None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() == "unix":
+        problem = "" if parts.path.strip("/") else "it names no socket path"
+    elif "db" in options or parts.path.strip("/") == "":
+        problem = ""
+    else:  # redis-py would quietly use db 0
+        problem = f"the database {parts.path.strip('/')!r} is not a number"
+    if problem:
+        raise ConfigError(f"bad Redis URL {url!r}: {problem}; expected one of: {FORMS}")

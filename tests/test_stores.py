@@ -1,0 +1,470 @@
+"""Every session store keeps the same promises; the shared ones keep them across processes.
+
+One suite runs over the memory, SQLite and Redis stores, each opened by its URL. Redis is a real
+``redis-server`` (PEERS.md) started once for the session on a free port, emptied before each test.
+Time is a fake clock wherever it matters, so nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from otel_panel_receiver.errors import ConfigError
+from otel_panel_receiver.stores import EvictionCallback, MemorySessionStore, SessionStore
+from otel_panel_receiver.stores.factory import open_store
+from otel_panel_receiver.stores.redis import RedisSessionStore
+from otel_panel_receiver.stores.sqlite import SqliteSessionStore
+from tests import peers
+
+STATE_210_BITS = (1 << 209) | 0x5A5A_1234_FFFF
+
+
+class Store(SessionStore, Protocol):
+    evicted: int
+    expired: int
+
+    def get(self, key: int) -> int | None: ...
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0  # wall-clock-like: the shared stores keep unix times
+
+    def __call__(self) -> float:
+        return self.now
+
+
+Opener = Callable[..., Store]
+
+
+def put(store: SessionStore, key: int, value: int = 1) -> int | None:
+    seen: list[int | None] = []
+
+    def fn(old: int | None) -> tuple[int, None]:
+        seen.append(old)
+        return value, None
+
+    store.apply(key, fn)
+    return seen[-1]  # a store may run fn again after a conflict; the last run is what counts
+
+
+def increment(old: int | None) -> tuple[int, None]:
+    return (old or 0) + 1, None
+
+
+@pytest.fixture(scope="session")
+def redis_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[peers.RedisServer]:
+    with peers.redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_peer: peers.RedisServer) -> str:
+    import redis
+
+    with redis.Redis.from_url(redis_peer.url) as client:
+        client.flushall()
+    return redis_peer.url
+
+
+def _url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if kind == "memory":
+        return "memory"
+    if kind == "sqlite":
+        return f"sqlite://{tmp_path}/sessions.db"
+    return str(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _url(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _url(request.param, request, tmp_path)
+
+
+def _opener(url: str) -> Iterator[Opener]:
+    opened: list[SessionStore] = []
+
+    def open_(
+        *,
+        max_size: int = 100_000,
+        idle_ttl: float = 86_400.0,
+        clock: Callable[[], float] | None = None,
+        on_evict: EvictionCallback | None = None,
+    ) -> Store:
+        store = open_store(
+            url, max_size=max_size, idle_ttl=idle_ttl, clock=clock, on_evict=on_evict
+        )
+        opened.append(store)
+        return store  # type: ignore[return-value]  # every store has get() and the counters
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def opener(url: str) -> Iterator[Opener]:
+    yield from _opener(url)
+
+
+@pytest.fixture
+def shared_opener(shared_url: str) -> Iterator[Opener]:
+    yield from _opener(shared_url)
+
+
+# --- what every store does -----------------------------------------------------------------
+
+
+def test_a_new_session_gets_none_then_its_stored_state(opener: Opener) -> None:
+    store = opener()
+    assert put(store, 1, 10) is None
+    assert put(store, 1, 11) == 10
+    assert store.get(1) == 11 and len(store) == 1
+
+
+def test_apply_returns_what_fn_returns(opener: Opener) -> None:
+    assert opener().apply(5, lambda old: (3, "result")) == "result"
+
+
+@pytest.mark.parametrize("state", [0, 1, STATE_210_BITS, (1 << 256) - 1])
+@pytest.mark.parametrize("key", [0, 42, (1 << 128) - 1])
+def test_states_and_keys_of_any_size_come_back_unchanged(
+    opener: Opener, key: int, state: int
+) -> None:
+    store = opener()
+    put(store, key, state)
+    assert put(store, key, 1) == state
+
+
+def test_size_cap_evicts_the_least_recently_active_never_everything(opener: Opener) -> None:
+    evicted: list[tuple[int, int]] = []
+    # The clock stands still: the order of activity must not depend on distinct times.
+    store = opener(max_size=200, clock=FakeClock(), on_evict=lambda k, s: evicted.append((k, s)))
+    for key in range(200):
+        put(store, key, key + 10_000)
+    put(store, 0, 7)  # key 0 becomes the most recently active
+    put(store, 1000)  # one over the cap: the oldest 1% (2 sessions) go
+    assert evicted == [(1, 10_001), (2, 10_002)]
+    assert len(store) == 199 and store.evicted == 2
+    assert store.get(0) == 7 and store.get(1000) == 1 and store.get(1) is None
+    for key in range(2000, 3000):
+        put(store, key)
+        assert 199 <= len(store) <= 200
+    assert all(store.get(key) is not None for key in range(2801, 3000))
+
+
+def test_idle_sessions_expire_with_their_state_and_active_ones_stay(opener: Opener) -> None:
+    clock = FakeClock()
+    dropped: list[tuple[int, int]] = []
+    store = opener(idle_ttl=100, clock=clock, on_evict=lambda k, s: dropped.append((k, s)))
+    put(store, 1, STATE_210_BITS)
+    put(store, 2, 22)
+    clock.now += 60
+    put(store, 2, 23)
+    clock.now += 50  # key 1 idle 110 s, key 2 idle 50 s
+    assert store.sweep() == 1
+    assert dropped == [(1, STATE_210_BITS)]
+    assert store.get(1) is None and store.get(2) == 23 and len(store) == 1
+    assert store.expired == 1
+    assert put(store, 1) is None  # an expired session starts afresh
+
+
+def test_apply_sweeps_by_itself_once_the_sweep_interval_passed(opener: Opener) -> None:
+    clock = FakeClock()
+    store = opener(idle_ttl=100, clock=clock)
+    put(store, 1)
+    clock.now += 200
+    put(store, 2)
+    assert store.get(1) is None and len(store) == 1
+
+
+def test_zero_turns_both_bounds_off(opener: Opener) -> None:
+    clock = FakeClock()
+    store = opener(max_size=0, idle_ttl=0, clock=clock)
+    for key in range(500):
+        put(store, key)
+    clock.now += 10 * 365 * 86_400
+    assert store.sweep() == 0
+    put(store, 1)
+    assert len(store) == 500
+
+
+def test_eviction_callbacks_run_outside_the_store(opener: Opener) -> None:
+    seen: list[tuple[int, int | None, int]] = []
+
+    def on_evict(key: int, state: int) -> None:  # would deadlock inside the store's lock
+        seen.append((key, store.get(key), len(store)))
+
+    store = opener(max_size=2, clock=FakeClock(), on_evict=on_evict)
+    for key in range(3):
+        put(store, key)
+    assert seen == [(0, None, 2)]
+
+
+def test_concurrent_updates_of_one_key_from_threads_are_not_lost(opener: Opener) -> None:
+    store = opener()
+
+    def work() -> None:
+        for _ in range(250):
+            store.apply(42, increment)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get(42) == 1000
+
+
+def test_an_update_that_raises_changes_nothing(opener: Opener) -> None:
+    store = opener()
+    put(store, 1, 10)
+
+    def fail(old: int | None) -> tuple[int, None]:
+        raise RuntimeError("rules failed")
+
+    with pytest.raises(RuntimeError, match="rules failed"):
+        store.apply(1, fail)
+    assert store.get(1) == 10 and len(store) == 1
+
+
+def test_negative_limits_are_refused(opener: Opener) -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        opener(max_size=-1)
+
+
+# --- what the shared stores do across store objects, processes and restarts ----------------
+
+
+def test_two_store_objects_see_each_others_updates(shared_opener: Opener) -> None:
+    a, b = shared_opener(), shared_opener()
+    put(a, 1, 10)
+    assert put(b, 1, 11) == 10
+    assert a.get(1) == 11 and len(a) == len(b) == 1
+
+
+def test_the_size_cap_bounds_the_sessions_of_all_store_objects(shared_opener: Opener) -> None:
+    clock = FakeClock()
+    a, b = shared_opener(max_size=100, clock=clock), shared_opener(max_size=100, clock=clock)
+    for key in range(150):
+        put(a if key % 2 else b, key)
+    assert 99 <= len(a) <= 100 and a.evicted + b.evicted == 150 - len(a)
+    assert a.get(0) is None and b.get(149) is not None
+
+
+def test_an_idle_session_expires_once_whichever_store_object_sweeps(
+    shared_opener: Opener,
+) -> None:
+    clock = FakeClock()
+    dropped: list[int] = []
+    a = shared_opener(idle_ttl=100, clock=clock, on_evict=lambda k, s: dropped.append(k))
+    b = shared_opener(idle_ttl=100, clock=clock, on_evict=lambda k, s: dropped.append(k))
+    put(a, 1)
+    clock.now += 150
+    assert b.sweep() + a.sweep() == 1
+    assert dropped == [1]
+
+
+def test_sessions_survive_closing_and_reopening(shared_opener: Opener) -> None:
+    clock = FakeClock()
+    store = shared_opener(max_size=10, clock=clock)
+    put(store, 1, STATE_210_BITS)
+    put(store, 2, 22)
+    store.close()
+    store = shared_opener(max_size=10, clock=clock)
+    assert store.get(1) == STATE_210_BITS and len(store) == 2
+    put(store, 1, 11)  # and the order of activity survives too: key 2 goes first
+    for key in range(100, 109):
+        put(store, key)
+    assert store.get(2) is None and store.get(1) == 11
+
+
+def _increment_in_process(url: str, key: int, count: int, barrier: Barrier) -> None:
+    barrier.wait(30)  # every process opens the (maybe new) store at the same moment
+    store = open_store(url, max_size=1000, idle_ttl=3600)
+    try:
+        for _ in range(count):
+            store.apply(key, increment)
+    finally:
+        store.close()
+
+
+def test_processes_sharing_a_store_lose_no_increment(shared_url: str) -> None:
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters, as gunicorn workers are
+    barrier = ctx.Barrier(3)
+    procs = [
+        ctx.Process(target=_increment_in_process, args=(shared_url, 7, 300, barrier))
+        for _ in range(3)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    for p in procs:
+        p.close()
+    store = open_store(shared_url, max_size=1000, idle_ttl=3600)
+    try:
+        assert isinstance(store, SqliteSessionStore | RedisSessionStore)
+        assert store.get(7) == 900
+    finally:
+        store.close()
+
+
+def _increment_inherited(store: SessionStore, count: int) -> None:
+    for _ in range(count):
+        store.apply(7, increment)
+    store.close()
+
+
+def test_an_sqlite_store_opened_before_a_fork_works_on_both_sides(tmp_path: Path) -> None:
+    store = SqliteSessionStore(tmp_path / "s.db", max_size=1000, idle_ttl=3600)
+    try:
+        store.apply(7, increment)  # the parent's connection is open when it forks
+        ctx = multiprocessing.get_context("fork")  # gunicorn --preload forks a loaded app
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking with threads; the child touches only the store.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child = ctx.Process(target=_increment_inherited, args=(store, 300))
+            child.start()
+        for _ in range(300):
+            store.apply(7, increment)
+        child.join(60)
+        assert child.exitcode == 0
+        child.close()
+        assert store.get(7) == 601
+    finally:
+        store.close()
+
+
+def test_a_redis_write_sent_twice_after_a_lost_reply_counts_once(redis_url: str) -> None:
+    store = RedisSessionStore(redis_url, max_size=10, idle_ttl=60)
+    script, sent = store._cas, list[Any]()
+
+    def resent(keys: Any, args: Any) -> Any:  # the first reply is lost, redis-py sends again
+        if not sent:
+            sent.append(script(keys, args))
+        return script(keys, args)
+
+    store._cas = resent  # type: ignore[assignment]
+    try:
+        store.apply(7, increment)
+        store.apply(7, increment)
+        assert store.get(7) == 2 and store.conflicts == 0
+    finally:
+        store.close()
+
+
+def test_redis_keys_get_a_safety_ttl_and_prefixes_keep_deployments_apart(redis_url: str) -> None:
+    import redis
+
+    a = RedisSessionStore(redis_url, max_size=10, idle_ttl=100, prefix="a:")
+    b = RedisSessionStore(redis_url, max_size=10, idle_ttl=0, prefix="b:")
+    try:
+        put(a, 1, 10)
+        put(b, 1, 20)
+        assert a.get(1) == 10 and b.get(1) == 20
+        with redis.Redis.from_url(redis_url) as client:
+            assert 199_000 < client.pttl(f"a:s:{1:032x}") <= 200_000
+            assert client.pttl(f"b:s:{1:032x}") == -1  # no idle expiry: no TTL either
+    finally:
+        a.close()
+        b.close()
+
+
+# --- open_store -------------------------------------------------------------------------------
+
+
+def test_open_store_opens_the_store_a_url_names(tmp_path: Path, redis_peer: Any) -> None:
+    cases: list[tuple[str, type]] = [
+        ("memory", MemorySessionStore),
+        (f"sqlite://{tmp_path}/a.db", SqliteSessionStore),
+        (f"sqlite:{tmp_path}/b.db", SqliteSessionStore),
+        (f"sqlite://{tmp_path}/with%20space.db", SqliteSessionStore),
+        (redis_peer.url, RedisSessionStore),
+        (redis_peer.unix_url, RedisSessionStore),
+    ]
+    for url, kind in cases:
+        store = open_store(url, max_size=10, idle_ttl=60)
+        try:
+            assert type(store) is kind
+            put(store, 99, 5)
+            assert put(store, 99, 6) == 5
+        finally:
+            store.close()
+    assert {p.name for p in tmp_path.glob("*.db")} == {"a.db", "b.db", "with space.db"}
+
+
+def test_a_relative_sqlite_path_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    open_store("sqlite:data/sessions.db", max_size=10, idle_ttl=60).close()
+    assert (tmp_path / "data" / "sessions.db").is_file()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["rediss://cache.example:6380/2", "redis://:secret@cache.example", "unix:///run/r.sock?db=3"],
+)
+def test_redis_urls_open_without_connecting(url: str) -> None:
+    store = open_store(url, max_size=10, idle_ttl=60)
+    assert isinstance(store, RedisSessionStore)
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "memcached://cache:11211",
+        "/var/lib/sessions.db",
+        "sqlite:",
+        "sqlite://",
+        "sqlite:///",
+        "sqlite://host/sessions.db",
+        "sqlite:///var/lib/",
+        "redis:cache",
+        "redis://cache:port/0",
+        "redis://cache:99999/0",
+        "redis://cache/sessions",
+        "redis://cache/0?socket_timeout=soon",
+        "unix://",
+    ],
+)
+def test_a_bad_store_url_is_a_config_error_quoting_it_and_the_accepted_forms(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        open_store(url, max_size=10, idle_ttl=60)
+    message = str(caught.value)
+    assert repr(url) in message and "sqlite:///absolute/path.db" in message
+
+
+def test_an_sqlite_file_that_cannot_be_opened_is_a_config_error(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/missing/dir/sessions.db"
+    with pytest.raises(ConfigError, match="cannot open the session store"):
+        open_store(url, max_size=10, idle_ttl=60)
+    (tmp_path / "not-a-db").write_bytes(b"this is no SQLite database" * 100)
+    with pytest.raises(ConfigError, match="not a database"):
+        open_store(f"sqlite://{tmp_path}/not-a-db", max_size=10, idle_ttl=60)
+
+
+def test_a_redis_url_without_the_redis_package_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(ConfigError, match=r"pip install 'otel-panel-receiver\[redis\]'"):
+        open_store("redis://cache:6379/0", max_size=10, idle_ttl=60)
