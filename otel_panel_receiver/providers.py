@@ -17,20 +17,15 @@ from __future__ import annotations
 
 import random
 import sys
-import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from opentelemetry._logs import LoggerProvider as ApiLoggerProvider
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
-from opentelemetry.sdk._logs.export import (
-    BatchLogRecordProcessor,
-    LogRecordExporter,
-    LogRecordExportResult,
-    SimpleLogRecordProcessor,
-)
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import View
@@ -46,56 +41,21 @@ from prometheus_client import CollectorRegistry
 
 from otel_panel_receiver.attributes import METRIC_LABELS, USER_LABELS
 from otel_panel_receiver.config import Settings
-from otel_panel_receiver.logformat import LogFormat, render
 from otel_panel_receiver.multiproc import MultiprocessBridge, multiprocess_registry
 from otel_panel_receiver.otlp import exporter_setting, otlp_exporter
+from otel_panel_receiver.stdoutlog import StdoutLogExporter, StdoutLoggerProvider
 from otel_panel_receiver.telemetry import DURATION, SESSIONS
 from otel_panel_receiver.traces import SESSION_IDS
 from otel_panel_receiver.version import __version__
 
 __all__ = [
     "SessionIdGenerator",
-    "StdoutLogExporter",
     "Telemetry",
     "build_telemetry",
     "session_views",
 ]
 
 SERVICE_NAME = "otel-panel-receiver"
-
-
-class StdoutLogExporter(LogRecordExporter):
-    """Write each log record as one upstream-style line (logfmt or JSON) to a text stream."""
-
-    def __init__(self, fmt: LogFormat = "logfmt", stream: IO[str] | None = None) -> None:
-        self._fmt: LogFormat = fmt
-        self._stream = stream if stream is not None else sys.stdout
-        self._lock = threading.Lock()
-
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        """Render and write the records; one write and flush per batch."""
-        text = "".join(
-            render(
-                self._fmt,
-                record.log_record.severity_text or "info",
-                str(record.log_record.body),
-                record.log_record.attributes or {},
-            )
-            for record in batch
-        )
-        with self._lock:
-            self._stream.write(text)
-            self._stream.flush()
-        return LogRecordExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        """Nothing to release: the stream belongs to the caller."""
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Flush the stream."""
-        with self._lock:
-            self._stream.flush()
-        return True
 
 
 def session_views(*, users: bool = True, cardinality_limit: int = 10_000) -> list[View]:
@@ -137,7 +97,7 @@ class Telemetry:
     """
 
     meter_provider: MeterProvider
-    logger_provider: LoggerProvider | None
+    logger_provider: ApiLoggerProvider | None
     registry: CollectorRegistry
     tracer_provider: TracerProvider | None = None
     _closed: bool = field(default=False, repr=False)
@@ -149,7 +109,7 @@ class Telemetry:
         self._closed = True
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
-        if self.logger_provider is not None:
+        if isinstance(self.logger_provider, LoggerProvider | StdoutLoggerProvider):
             self.logger_provider.shutdown()
         self.meter_provider.shutdown()
 
@@ -157,7 +117,7 @@ class Telemetry:
         """Export what is buffered now (logs, spans, and a metrics collection)."""
         if self.tracer_provider is not None:
             self.tracer_provider.force_flush(timeout_millis)
-        if self.logger_provider is not None:
+        if isinstance(self.logger_provider, LoggerProvider | StdoutLoggerProvider):
             self.logger_provider.force_flush(timeout_millis)
         self.meter_provider.force_flush(timeout_millis)
 
@@ -229,17 +189,17 @@ def _resource(environ: Mapping[str, str], extra: dict[str, Any] | None) -> Resou
 
 def _logger_provider(
     settings: Settings, environ: Mapping[str, str], resource: Resource, stream: IO[str] | None
-) -> LoggerProvider | None:
+) -> ApiLoggerProvider | None:
     if settings.disable_session_log:
         return None
+    fmt = settings.log_format_effective
+    exporter = otlp_exporter("logs", settings, environ)
+    if exporter is None:  # stdout only: the API-level provider, without the SDK's overhead
+        return StdoutLoggerProvider(fmt, stream)
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     # Synchronous to stdout: the line is written before the 201 goes out.
-    provider.add_log_record_processor(
-        SimpleLogRecordProcessor(StdoutLogExporter(settings.log_format_effective, stream))
-    )
-    exporter = otlp_exporter("logs", settings, environ)
-    if exporter is not None:
-        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(StdoutLogExporter(fmt, stream)))
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     return provider
 
 

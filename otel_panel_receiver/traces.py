@@ -69,7 +69,9 @@ class SessionTracer:
 
     ``clock`` is the server's monotonic clock in seconds (idleness is judged by it, not by the
     browser's timestamps); ``max_sessions`` bounds the open records (the least recently active
-    are closed first), ``max_events`` the span events kept per session.
+    are closed first), ``max_events`` the span events kept per session. With ``background``, a
+    daemon thread (started at the first event, so after a fork) sweeps idle sessions every
+    tenth of ``idle_timeout`` even when no payload arrives.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class SessionTracer:
         max_sessions: int = 100_000,
         max_events: int = 32,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
     ) -> None:
         self._tracer = tracer_provider.get_tracer(_SCOPE, __version__)
         self._users = users
@@ -91,6 +94,9 @@ class SessionTracer:
         self._open: dict[int, tuple[_Open, float]] = {}
         self._lock = threading.Lock()
         self._next_sweep = clock() + idle_timeout / 10
+        self._background = background
+        self._sweeper: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def __len__(self) -> int:
         return len(self._open)
@@ -98,6 +104,8 @@ class SessionTracer:
     def observe(self, key: int, event: PanelEvent, update: SessionUpdate) -> None:
         """Add one event to its session's record; write the span if the event ends it."""
         now = self._clock()
+        if self._background and self._sweeper is None:
+            self._start_sweeper()
         closing: list[tuple[int, _Open, str, int]] = []
         with self._lock:
             entry = self._open.pop(key, None)
@@ -134,6 +142,20 @@ class SessionTracer:
         else:
             rec.dropped += 1
 
+    def _start_sweeper(self) -> None:
+        with self._lock:
+            if self._sweeper is not None:
+                return
+            self._sweeper = threading.Thread(
+                target=self._sweep_forever, name="otel-panel-receiver-span-sweeper", daemon=True
+            )
+        self._sweeper.start()
+
+    def _sweep_forever(self) -> None:
+        period = min(max(self._idle / 10, 0.2), 60.0)
+        while not self._stop.wait(period):
+            self.sweep()
+
     def evicted(self, key: int, packed_state: int) -> None:
         """Close the session's span because the session store dropped the session."""
         with self._lock:
@@ -158,7 +180,10 @@ class SessionTracer:
         return len(idle)
 
     def close_all(self) -> None:
-        """Close every open span (at shutdown: their sessions end with the process)."""
+        """Stop the sweeper and close every open span (their sessions end with the process)."""
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=5)
         with self._lock:
             items = [(key, rec) for key, (rec, _) in self._open.items()]
             self._open.clear()

@@ -16,11 +16,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -444,3 +446,224 @@ def diff_series(
         if got.get(key) != want.get(key)
     ]
     return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+# --------------------------------------------------------------------------------------------
+# Replaying traffic against several processes, and reading their totals
+# --------------------------------------------------------------------------------------------
+
+#: The two counters of the receiver, as ``/metrics`` names them.
+SESSIONS_TOTAL = "grafana_analytics_sessions_total"
+DURATION_TOTAL = "grafana_analytics_sessions_duration_seconds_total"
+#: Per metric, per label set (the values of the names given): the value.
+Totals = dict[str, dict[tuple[str, ...], float]]
+
+
+class Answers:
+    """Count the answers of every lane, so that a test can act after the ``n``-th one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.count = 0
+
+    def add(self) -> None:
+        """Count one answer."""
+        with self._cond:
+            self.count += 1
+            self._cond.notify_all()
+
+    def wait_for(self, n: int, *, deadline: float = 30.0) -> None:
+        """Wait until ``n`` answers have come; raise ``TimeoutError`` at the deadline."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.count >= n, deadline):
+                raise TimeoutError(f"only {self.count} of {n} answers within {deadline} s")
+
+
+@dataclasses.dataclass(slots=True)
+class LaneResult:
+    """What one lane got: the status of each answered request, in order, and how it ended.
+
+    ``error`` names the connection error that ended the lane early ("" when every request was
+    answered); the requests after it were not sent. ``retries`` counts requests sent again.
+    """
+
+    statuses: list[int] = dataclasses.field(default_factory=list)
+    error: str = ""
+    retries: int = 0
+
+
+_CONNECTION_ERRORS = (OSError, http.client.HTTPException)
+
+
+def post_lane(
+    requests: Sequence[tuple[int, bytes]],
+    *,
+    spread: int = 1,
+    retry: bool = False,
+    answers: Answers | None = None,
+) -> LaneResult:
+    """POST each body to its port on 127.0.0.1, in order, on kept-alive connections.
+
+    The lane keeps ``spread`` connections per port and sends its ``i``-th request on the
+    ``i % spread``-th, so that consecutive requests may reach different worker processes (a
+    worker serves a kept-alive connection to its end). A connection error (refused, reset,
+    closed before the answer) ends the lane, so that a session's later events never overtake
+    an earlier one. With ``retry`` the request is first sent once more on a new connection, as
+    clients do on a kept-alive connection the server closed; only for traffic in which a
+    repeated event adds nothing (a repeated time adds no duration, a known session is not
+    counted again).
+    """
+    conns: dict[tuple[int, int], http.client.HTTPConnection] = {}
+    result = LaneResult()
+    attempts = 2 if retry else 1
+    try:
+        for i, (port, body) in enumerate(requests):
+            slot = (port, i % spread)
+            for attempt in range(attempts):
+                if slot not in conns:
+                    conns[slot] = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                try:
+                    conns[slot].request(
+                        "POST",
+                        "/write",
+                        body=body,
+                        headers={"Content-Type": "text/plain;charset=UTF-8"},
+                    )
+                    resp = conns[slot].getresponse()
+                    resp.read()
+                except _CONNECTION_ERRORS as exc:
+                    conns.pop(slot).close()
+                    result.error = f"{type(exc).__name__}: {exc}"
+                    result.retries += attempt + 1 < attempts
+                    continue
+                result.error = ""
+                result.statuses.append(resp.status)
+                if answers is not None:
+                    answers.add()
+                break
+            if result.error:
+                break
+        return result
+    finally:
+        for conn in conns.values():
+            conn.close()
+
+
+def replay_lanes(
+    lanes: Sequence[Sequence[tuple[int, bytes]]],
+    *,
+    spread: int = 1,
+    retry: bool = False,
+    answers: Answers | None = None,
+) -> list[LaneResult]:
+    """Run :func:`post_lane` for every lane at once, one thread per lane."""
+    if not lanes:
+        return []
+    with ThreadPoolExecutor(len(lanes)) as pool:
+        futures = [
+            pool.submit(post_lane, lane, spread=spread, retry=retry, answers=answers)
+            for lane in lanes
+        ]
+        return [future.result() for future in futures]
+
+
+def totals_of(text: str, names: Sequence[str]) -> Totals:
+    """Return both counters of a Prometheus text exposition, by label set (``by_label_set``)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    rows: dict[str, list[tuple[dict[str, str], float]]] = {SESSIONS_TOTAL: [], DURATION_TOTAL: []}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in rows:
+                rows[sample.name].append((sample.labels, sample.value))
+    return {metric: by_label_set(samples, names) for metric, samples in rows.items()}
+
+
+def scrape_totals(port: int, names: Sequence[str]) -> Totals:
+    """Return both counters of one ``/metrics`` answer on 127.0.0.1:``port``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return totals_of(resp.read().decode(), names)
+
+
+def add_totals(*parts: Totals) -> Totals:
+    """Return the sum of several processes' totals, per metric and label set."""
+    out: Totals = {SESSIONS_TOTAL: {}, DURATION_TOTAL: {}}
+    for part in parts:
+        for metric, series in part.items():
+            for key, value in series.items():
+                out[metric][key] = out[metric].get(key, 0.0) + value
+    return out
+
+
+def wait_stable_totals(
+    port: int, names: Sequence[str], *, quiet: float, deadline: float = 20.0
+) -> Totals:
+    """Return ``/metrics``' totals once they stayed the same for ``quiet`` seconds.
+
+    Give ``quiet`` longer than the workers' export interval: then no delta is still on its way.
+    """
+    end = time.monotonic() + deadline
+    last, since = scrape_totals(port, names), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > end:
+            raise TimeoutError(f"/metrics on port {port} still changed after {deadline} s")
+        time.sleep(0.1)
+        now = scrape_totals(port, names)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def single_process_totals(bodies: Iterable[bytes], names: Sequence[str]) -> Totals:
+    """Return the totals one in-process app (memory store, Prometheus reader) shows for ``bodies``.
+
+    The reference for the multi-process layouts: the same bodies in the same per-session order
+    through ``create_app`` and ``falcon.testing``, then its own ``/metrics``.
+    """
+    from falcon.testing import TestClient
+
+    from otel_panel_receiver import Settings, create_app
+
+    app = create_app(Settings(disable_session_log=True))
+    try:
+        client = TestClient(app)
+        for body in bodies:
+            status = client.simulate_post("/write", body=body).status_code
+            assert status == 201, f"the in-process app answered {status}"
+        text = client.simulate_get("/metrics").text
+    finally:
+        app.close()
+    return totals_of(text, names)
+
+
+def kill_all(proc: subprocess.Popen[bytes], *, deadline: float = 10.0) -> list[int]:
+    """SIGKILL a server and its workers (the master first, so that it forks no new one).
+
+    Return the workers' pids, once each is gone or a zombie.
+    """
+    workers = worker_pids(proc.pid)
+    proc.kill()
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(deadline)
+
+    def all_dead() -> bool:
+        for pid in workers:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                # The third field of /proc/PID/stat is the state; Z: dead, not yet reaped.
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    return False
+        return True
+
+    wait_until(all_dead, deadline=deadline, interval=0.05, what="the killed workers' exit")
+    return workers
+
+
+def diff_totals(got: Totals, want: Totals, names: Sequence[str]) -> list[str]:
+    """Return one readable line per metric and label set whose value differs."""
+    return [
+        f"{metric} {line}"
+        for metric in (SESSIONS_TOTAL, DURATION_TOTAL)
+        for line in diff_series(got.get(metric, {}), want.get(metric, {}), names)
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -33,7 +34,7 @@ def setup(**kw: Any) -> tuple[SessionTracer, InMemorySpanExporter, Clock]:
     provider = TracerProvider(id_generator=SessionIdGenerator(), shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(spans))
     clock = Clock()
-    return SessionTracer(provider, clock=clock, **kw), spans, clock
+    return SessionTracer(provider, clock=clock, background=False, **kw), spans, clock
 
 
 def feed(tracer: SessionTracer, name: str, *, start: int = T0, added: float = 0.0) -> None:
@@ -169,3 +170,16 @@ def test_empty_uuid_session_gets_its_key_as_session_id() -> None:
     span = only(spans)
     assert (span.attributes or {})["session.id"] == f"{key:032x}"
     assert span.get_span_context().trace_id == key
+
+
+def test_idle_sessions_are_closed_without_further_traffic() -> None:
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(id_generator=SessionIdGenerator(), shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = SessionTracer(provider, idle_timeout=0.3)  # real clock, background sweeper
+    feed(tracer, "v2-start.json")
+    deadline = time.monotonic() + 5
+    while not spans.get_finished_spans() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (only(spans).attributes or {})["session.end_reason"] == "idle"
+    tracer.close_all()
