@@ -150,3 +150,13 @@ def test_spans_reach_stdout_only_when_otel_traces_exporter_is_console() -> None:
     assert '"name": "grafana.dashboard.session"' in out.getvalue()
     assert f'"trace_id": "0x{UUID_HEX}"' in out.getvalue()
     app.close()  # type: ignore[attr-defined]
+
+
+def test_stdout_lines_are_identical_with_and_without_otlp_logs() -> None:
+    with OtlpSink() as sink:
+        app, with_otlp = run_session({}, otlp_endpoint=sink.url)
+        app.close()  # type: ignore[attr-defined]
+    app, alone = run_session({})
+    app.close()  # type: ignore[attr-defined]
+    assert with_otlp.getvalue() == alone.getvalue()
+    assert alone.getvalue().count("\n") == 3
