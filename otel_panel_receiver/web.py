@@ -8,7 +8,6 @@ several apps, and an embedding WSGI app can mount this one.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import falcon
@@ -27,8 +26,6 @@ from otel_panel_receiver.telemetry import Recorder
 from otel_panel_receiver.traces import SessionTracer
 
 __all__ = ["ReceiverApp", "create_app", "create_receiver"]
-
-log = logging.getLogger(__name__)
 
 _CHUNK = 65_536
 

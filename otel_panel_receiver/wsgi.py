@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import os
 
+from otel_panel_receiver.cli import configure_logging
 from otel_panel_receiver.config import load_settings
 from otel_panel_receiver.providers import build_telemetry
 from otel_panel_receiver.web import create_app
@@ -19,5 +20,6 @@ from otel_panel_receiver.web import create_app
 __all__ = ["app"]
 
 _settings = load_settings((), os.environ)
+configure_logging(_settings)
 app = create_app(_settings, telemetry=build_telemetry(_settings, environ=os.environ))
 atexit.register(app.close)
