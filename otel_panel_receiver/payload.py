@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import msgspec
-from msgspec import UNSET, Meta, UnsetType
+from msgspec import UNSET
 
+from otel_panel_receiver import wire
 from otel_panel_receiver.errors import PayloadError
+from otel_panel_receiver.flat import unflatten
 from otel_panel_receiver.model import (
     BuildInfo,
     Dashboard,
@@ -28,124 +30,17 @@ from otel_panel_receiver.model import (
     Variable,
     Viewer,
 )
+from otel_panel_receiver.wire import MAX_TIME, Scalar
 
 __all__ = ["MAX_TIME", "decode"]
 
-#: Latest accepted timestamp (9999-12-31T23:59:59Z): rejects milliseconds sent as seconds.
-MAX_TIME: Final = 253_402_300_799
-
-# Every timestamp is integer unix seconds; other integers must fit OTLP's int64.
-UnixTime = Annotated[int, Meta(ge=0, le=MAX_TIME)]
-Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
-Scalar = str | Int64 | float | bool | None
 
 _KINDS: Final = {kind.value: kind for kind in EventKind}
 _TYPE_NAMES: Final = {"int": "integer", "str": "string", "float": "number", "bool": "boolean"}
 _TYPE_WORDS: Final = re.compile(r"\b(int|str|float|bool)\b")
 
 
-class _Options(msgspec.Struct, rename="camel"):
-    server: str | None = None
-    dashboard: str | None = None
-    show_details: bool | None = None
-    post_start: bool | None = None
-    post_end: bool | None = None
-    post_heartbeat: bool | None = None
-    heartbeat_interval: float | str | None = None
-    heartbeat_always: bool | None = None
-    flatten: bool | None = None
-
-
-class _BuildInfo(msgspec.Struct):
-    version: str | None = None
-    commit: str | None = None
-    env: str | None = None
-    edition: str | None = None
-
-
-class _LicenseInfo(msgspec.Struct, rename="camel"):
-    has_license: bool | None = None
-    expiry: Int64 | None = None
-    state_info: str | None = None
-
-
-class _Host(msgspec.Struct, rename="camel"):
-    hostname: str | None = None
-    port: str | None = None
-    protocol: str | None = None
-    build_info: _BuildInfo | None = None
-    license_info: _LicenseInfo | None = None
-    endpoint: str | None = None  # 1.x: "host:port"
-
-
-class _Dashboard(msgspec.Struct):
-    name: str | None = None
-    uid: str | None = None
-
-
-class _User(msgspec.Struct, rename="camel"):
-    is_signed_in: bool | None = None
-    id: Int64 | None = None
-    login: str | None = None
-    email: str | None = None
-    name: str | None = None
-    light_theme: bool | None = None
-    org_count: Int64 | None = None
-    org_id: Int64 | None = None
-    org_name: str | None = None
-    org_role: str | None = None
-    is_grafana_admin: bool | None = None
-    timezone: str | None = None
-    locale: str | None = None
-    has_edit_permission_in_folders: bool | None = None
-
-
-class _Variable(msgspec.Struct):
-    name: str | None = None
-    label: str | None = None
-    type: str | None = None
-    multi: bool | None = None
-    values: list[Scalar] | None = None
-    value: str | list[Scalar] | None = None  # 1.x: the raw current value
-
-
-class _Raw(msgspec.Struct):
-    # An absolute range's raw value is a moment object: an ISO string once JSON.stringify'd,
-    # or its internals (with the ISO string under "_d") once flattened.
-    from_: str | dict[str, Any] | None = msgspec.field(default=None, name="from")
-    to: str | dict[str, Any] | None = None
-
-
-class _TimeRange(msgspec.Struct):
-    from_: UnixTime | None = msgspec.field(default=None, name="from")
-    to: UnixTime | None = None
-    raw: _Raw | None = None
-
-
-class _Environment(msgspec.Struct, rename="camel"):  # 1.x
-    host: _Host | None = None
-    time_range: _TimeRange | None = None
-    dashboard: _Dashboard | None = None
-
-
-class _Payload(msgspec.Struct, rename="camel"):
-    uuid: str | None = None
-    type: str | None = None
-    has_focus: bool | None = None
-    options: _Options | UnsetType | None = UNSET
-    host: _Host | UnsetType | None = UNSET
-    dashboard: _Dashboard | UnsetType | None = UNSET
-    user: _User | UnsetType | None = UNSET
-    variables: list[_Variable] | None = None
-    time_range: _TimeRange | UnsetType | None = UNSET
-    time_zone: str | None = None
-    time_origin: UnixTime | None = None
-    time: UnixTime | None = None
-    environment: _Environment | UnsetType | None = UNSET  # 1.x
-    context: _User | UnsetType | None = UNSET  # 1.x
-
-
-_DECODER: Final = msgspec.json.Decoder(_Payload)
+_DECODER: Final = msgspec.json.Decoder(wire.Payload)
 _GENERIC: Final = msgspec.json.Decoder()
 
 
@@ -162,19 +57,19 @@ def decode(body: bytes, *, now: int) -> PanelEvent:
     return _to_event(wire, now)
 
 
-def _lacks_groups(wire: _Payload) -> bool:
+def _lacks_groups(doc: wire.Payload) -> bool:
     return (
-        wire.options is UNSET
-        or wire.host is UNSET
-        or wire.user is UNSET
-        or wire.dashboard is UNSET
-        or wire.time_range is UNSET
+        doc.options is UNSET
+        or doc.host is UNSET
+        or doc.user is UNSET
+        or doc.dashboard is UNSET
+        or doc.time_range is UNSET
     )
 
 
-def _load(body: bytes, how: Any) -> _Payload:
+def _load(body: bytes, how: Any) -> wire.Payload:
     try:
-        result: _Payload = how(body)
+        result: wire.Payload = how(body)
     except msgspec.ValidationError as exc:
         raise _validation_error(exc) from None
     except msgspec.DecodeError as exc:
@@ -184,14 +79,14 @@ def _load(body: bytes, how: Any) -> _Payload:
     return result
 
 
-def _convert_generic(body: bytes) -> _Payload:
+def _convert_generic(body: bytes) -> wire.Payload:
     document = _GENERIC.decode(body)
     if not isinstance(document, dict):
         kind = "null" if document is None else type(document).__name__
         raise PayloadError(f"body must be a JSON object, got {_json_kind(kind)}")
     if any("." in key for key in document):
         document = unflatten(document)
-    return msgspec.convert(document, _Payload)
+    return msgspec.convert(document, wire.Payload)
 
 
 def _json_kind(python_name: str) -> str:
@@ -219,63 +114,27 @@ def _strip_path(message: str) -> str:
     return message.removeprefix("JSON is malformed: ")
 
 
-def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    """Undo ``flat.flatten()``: dotted keys become nested objects, numeric segments arrays.
-
-    A dict whose keys are all numeric becomes a list in index order without filling gaps, so a
-    hostile index costs nothing. A key that is both a value and a parent is a ``PayloadError``.
-    """
-    root: dict[str, Any] = {}
-    for key, value in flat.items():
-        parts = key.split(".")
-        node = root
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None or child in ([], {}):
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise PayloadError("key is both a value and a parent", ".".join(parts[: depth + 1]))
-            node = child
-        leaf = parts[-1]
-        if isinstance(node.get(leaf), dict) and node[leaf]:
-            if value in ([], {}):
-                continue  # flat keeps empty containers as values: nothing to merge
-            raise PayloadError("key is both a value and a parent", key)
-        node[leaf] = value
-    result: dict[str, Any] = _listify(root)
-    return result
-
-
-def _listify(node: Any) -> Any:
-    if not isinstance(node, dict):
-        return node
-    items = {key: _listify(value) for key, value in node.items()}
-    if items and all(key.isdigit() for key in items):
-        return [items[key] for key in sorted(items, key=int)]
-    return items
-
-
-def _to_event(wire: _Payload, now: int) -> PanelEvent:
-    if wire.type is None and wire.uuid is None and _is_set(wire.environment, wire.context):
-        return _legacy_event(wire, now)
-    type_ = wire.type or ""
-    opts = _options(wire.options if isinstance(wire.options, _Options) else None)
+def _to_event(doc: wire.Payload, now: int) -> PanelEvent:
+    if doc.type is None and doc.uuid is None and _is_set(doc.environment, doc.context):
+        return _legacy_event(doc, now)
+    type_ = doc.type or ""
+    opts = _options(doc.options if isinstance(doc.options, wire.Options) else None)
     return PanelEvent(
-        uuid=wire.uuid or "",
+        uuid=doc.uuid or "",
         kind=_KINDS.get(type_, EventKind.HEARTBEAT),
         type=type_,
-        time=now if wire.time is None else wire.time,
-        has_focus=bool(wire.has_focus),
+        time=now if doc.time is None else doc.time,
+        has_focus=bool(doc.has_focus),
         options=opts,
-        host=_host(wire.host if isinstance(wire.host, _Host) else None),
-        dashboard=_dashboard(wire.dashboard if isinstance(wire.dashboard, _Dashboard) else None),
-        user=_user(wire.user if isinstance(wire.user, _User) else None),
-        variables=_variables(wire.variables),
+        host=_host(doc.host if isinstance(doc.host, wire.Host) else None),
+        dashboard=_dashboard(doc.dashboard if isinstance(doc.dashboard, wire.Dashboard) else None),
+        user=_user(doc.user if isinstance(doc.user, wire.User) else None),
+        variables=_variables(doc.variables),
         time_range=_time_range(
-            wire.time_range if isinstance(wire.time_range, _TimeRange) else None
+            doc.time_range if isinstance(doc.time_range, wire.TimeRange) else None
         ),
-        time_zone=wire.time_zone or "",
-        time_origin=wire.time_origin or 0,
+        time_zone=doc.time_zone or "",
+        time_origin=doc.time_origin or 0,
     )
 
 
@@ -283,9 +142,9 @@ def _is_set(*groups: object) -> bool:
     return any(group is not UNSET and group is not None for group in groups)
 
 
-def _legacy_event(wire: _Payload, now: int) -> PanelEvent:
+def _legacy_event(doc: wire.Payload, now: int) -> PanelEvent:
     """Map a 1.x payload (one per dashboard view, no uuid or type) onto a ``start``."""
-    env = wire.environment if isinstance(wire.environment, _Environment) else _Environment()
+    env = doc.environment if isinstance(doc.environment, wire.Environment) else wire.Environment()
     endpoint = (env.host.endpoint if env.host else None) or ""
     hostname, sep, port = endpoint.rpartition(":")
     if not sep or not port.isdigit():
@@ -294,18 +153,18 @@ def _legacy_event(wire: _Payload, now: int) -> PanelEvent:
         uuid="",
         kind=EventKind.START,
         type="start",
-        time=now if wire.time is None else wire.time,
-        options=_options(wire.options if isinstance(wire.options, _Options) else None),
+        time=now if doc.time is None else doc.time,
+        options=_options(doc.options if isinstance(doc.options, wire.Options) else None),
         host=Host(hostname=hostname, port=port),
         dashboard=_dashboard(env.dashboard),
-        user=_user(wire.context if isinstance(wire.context, _User) else None),
-        variables=_variables(wire.variables),
+        user=_user(doc.context if isinstance(doc.context, wire.User) else None),
+        variables=_variables(doc.variables),
         time_range=_time_range(env.time_range),
         legacy=True,
     )
 
 
-def _options(w: _Options | None) -> PanelOptions:
+def _options(w: wire.Options | None) -> PanelOptions:
     if w is None:
         return PanelOptions()
     return PanelOptions(
@@ -337,11 +196,11 @@ def _interval(value: float | str | None) -> float:
     return float(value)
 
 
-def _host(w: _Host | None) -> Host:
+def _host(w: wire.Host | None) -> Host:
     if w is None:
         return Host()
-    b = w.build_info or _BuildInfo()
-    lic = w.license_info or _LicenseInfo()
+    b = w.build_info or wire.BuildInfo()
+    lic = w.license_info or wire.LicenseInfo()
     return Host(
         hostname=w.hostname or "",
         port=w.port or "",
@@ -351,11 +210,11 @@ def _host(w: _Host | None) -> Host:
     )
 
 
-def _dashboard(w: _Dashboard | None) -> Dashboard:
+def _dashboard(w: wire.Dashboard | None) -> Dashboard:
     return Dashboard() if w is None else Dashboard(w.name or "", w.uid or "")
 
 
-def _user(w: _User | None) -> Viewer:
+def _user(w: wire.User | None) -> Viewer:
     if w is None:
         return Viewer()
     return Viewer(
@@ -376,7 +235,7 @@ def _user(w: _User | None) -> Viewer:
     )
 
 
-def _variables(ws: list[_Variable] | None) -> tuple[Variable, ...]:
+def _variables(ws: list[wire.Variable] | None) -> tuple[Variable, ...]:
     if not ws:
         return ()
     return tuple(
@@ -413,8 +272,8 @@ def _raw_text(raw: str | dict[str, Any] | None) -> str:
     return raw or ""
 
 
-def _time_range(w: _TimeRange | None) -> TimeRange:
+def _time_range(w: wire.TimeRange | None) -> TimeRange:
     if w is None:
         return TimeRange()
-    raw = w.raw or _Raw()
+    raw = w.raw or wire.Raw()
     return TimeRange(w.from_ or 0, w.to or 0, _raw_text(raw.from_), _raw_text(raw.to))

@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otel_panel_receiver.errors import PayloadError
+from otel_panel_receiver.flat import unflatten
 from otel_panel_receiver.model import EventKind, PanelEvent
-from otel_panel_receiver.payload import MAX_TIME, decode, unflatten
+from otel_panel_receiver.payload import MAX_TIME, decode
 from tests.peers import PAYLOADS
 
 NOW = 1_700_000_000
