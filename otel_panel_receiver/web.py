@@ -121,9 +121,16 @@ class ReceiverApp(falcon.App[falcon.Request, falcon.Response]):
 
     receiver: Receiver
     telemetry: Telemetry
+    _closed = False
 
     def close(self) -> None:
-        """Close open session spans, shut the providers down (flushing), close the store."""
+        """Close open session spans, shut the providers down (flushing), close the store.
+
+        Safe to call more than once: servers' exit hooks and ``atexit`` may all call it.
+        """
+        if self._closed:
+            return
+        self._closed = True
         self.receiver.recorder.close()
         self.telemetry.shutdown()
         self.receiver.store.close()

@@ -10,6 +10,7 @@ not seen here). Example::
 from __future__ import annotations
 
 import atexit
+import multiprocessing.util
 import os
 
 from otel_panel_receiver.cli import configure_logging
@@ -23,3 +24,6 @@ _settings = load_settings((), os.environ)
 configure_logging(_settings)
 app = create_app(_settings, telemetry=build_telemetry(_settings, environ=os.environ))
 atexit.register(app.close)
+# granian's workers are multiprocessing children, which end with os._exit and skip atexit:
+# a multiprocessing finalizer still runs there, so the last deltas, logs and spans are flushed.
+multiprocessing.util.Finalize(app, app.close, exitpriority=10)

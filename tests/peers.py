@@ -56,6 +56,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(n: int) -> list[int]:
+    """Return ``n`` different TCP ports on 127.0.0.1 that were free a moment ago."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def wait_http(
     url: str, *, proc: subprocess.Popen[bytes] | None = None, deadline: float = 20.0
 ) -> None:
