@@ -1,0 +1,258 @@
+"""Start WSGI servers on loopback, wait for them, read their CPU time, and always stop them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+__all__ = [
+    "BENCHMARKS",
+    "REPO",
+    "VENV_BIN",
+    "AppSpec",
+    "Server",
+    "ServerSpec",
+    "describe",
+    "free_port",
+    "group_cpu_seconds",
+    "machine_busy_seconds",
+    "rotel_agent",
+    "running",
+    "running_collector",
+]
+
+BENCHMARKS: Final = Path(__file__).resolve().parent
+REPO: Final = BENCHMARKS.parent
+VENV_BIN: Final = Path(sys.executable).parent
+_TICK: Final = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class AppSpec:
+    """A WSGI app to serve: its ``module:attribute`` target and the environment it reads."""
+
+    name: str
+    target: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    health: str = "/healthz"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """A WSGI server and how it is started: ``kind`` is ``gunicorn-sync``, ``gunicorn-gthread``
+    or ``granian``; ``threads`` applies to gthread only."""
+
+    kind: str
+    workers: int = 1
+    threads: int = 4
+
+    @property
+    def label(self) -> str:
+        """Return the name shown in tables."""
+        if self.kind == "gunicorn-gthread":
+            return f"gunicorn gthread ({self.threads} threads)"
+        return self.kind.replace("-", " ")
+
+    @property
+    def program(self) -> str:
+        """Return the executable's name (looked up in the venv)."""
+        return "granian" if self.kind == "granian" else "gunicorn"
+
+    def argv(self, app: AppSpec, port: int) -> list[str]:
+        """Return the command line serving ``app`` on ``127.0.0.1:port``."""
+        exe = str(VENV_BIN / self.program)
+        if self.kind == "granian":
+            return [
+                exe, "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(self.workers), "--no-ws", "--no-access-log",
+                "--log-level", "warning", "--working-dir", str(REPO), app.target,
+            ]  # fmt: skip
+        worker = ["--worker-class", "sync"]
+        if self.kind == "gunicorn-gthread":
+            worker = ["--worker-class", "gthread", "--threads", str(self.threads)]
+        return [
+            exe, "--bind", f"127.0.0.1:{port}", "--workers", str(self.workers), *worker,
+            "--keep-alive", "5", "--log-level", "warning", "--chdir", str(REPO), app.target,
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A started server: its process (leader of its own process group) and base URL."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    argv: tuple[str, ...]
+
+    def stop(self, grace: float = 10.0) -> float | None:
+        """Stop the server: SIGTERM, then SIGKILL after ``grace`` seconds; safe to call twice.
+
+        Return how long the graceful stop took, or ``None`` when it had to be killed.
+        """
+        took: float | None = None
+        if self.proc.poll() is None:
+            began = time.monotonic()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(grace)
+                took = time.monotonic() - began
+        # Workers left behind by a leader that died first go with the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        return took
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(
+    url: str, proc: subprocess.Popen[bytes], deadline: float, *, post: bool = False
+) -> None:
+    """Wait until ``url`` answers 2xx (to an empty protobuf POST with ``post``), or raise."""
+    end = time.monotonic() + deadline
+    last: Exception | None = None
+    request = urllib.request.Request(
+        url,
+        data=b"" if post else None,
+        headers={"Content-Type": "application/x-protobuf"} if post else {},
+    )
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                if 200 <= resp.status < 300:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            last = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {deadline:g} s (last error: {last})")
+
+
+@contextlib.contextmanager
+def running(
+    server: ServerSpec,
+    app: AppSpec,
+    *,
+    base_env: Mapping[str, str] | None = None,
+    deadline: float = 30.0,
+    grace: float = 10.0,
+) -> Iterator[Server]:
+    """Serve ``app`` with ``server`` on a free loopback port for the duration of the block.
+
+    The block may stop the server itself (to time the stop); otherwise it is stopped on exit,
+    killed after ``grace`` seconds. The environment is ``base_env`` (default: this process's)
+    plus the app's own variables. The app's stdout (the per-payload log lines) goes to
+    /dev/null; stderr is kept in a temporary file and shown if the server fails to start.
+    """
+    port = free_port()
+    argv = server.argv(app, port)
+    env = {**(os.environ if base_env is None else base_env), **app.env}
+    # The repository first: ``benchmarks.bare_wsgi`` must import whatever the server's cwd.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            env=env,
+            cwd=REPO,
+            start_new_session=True,  # its own process group: CPU accounting and a clean stop
+        )
+        live = Server(proc, f"http://127.0.0.1:{port}", tuple(argv))
+        try:
+            try:
+                _wait_ready(f"{live.url}{app.health}", proc, deadline)
+            except (RuntimeError, TimeoutError):
+                errors.seek(0)
+                sys.stderr.write(errors.read().decode(errors="replace")[-4000:])
+                raise
+            yield live
+        finally:
+            live.stop(grace)  # at once if the block stopped it already
+
+
+def rotel_agent() -> str | None:
+    """Return the path of the ``rotel-agent`` the PyPI ``rotel`` wheel ships, or ``None``."""
+    try:
+        import rotel  # type: ignore[import-untyped,unused-ignore]  # an optional test peer
+    except ImportError:
+        return None
+    agent = Path(rotel.__file__).resolve().parent / "rotel-agent"
+    return str(agent) if agent.exists() else None
+
+
+@contextlib.contextmanager
+def running_collector(agent: str, *, deadline: float = 20.0) -> Iterator[str]:
+    """Run a rotel OTLP collector that drops what it receives; yield its OTLP/HTTP base URL."""
+    http, grpc = free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="otel-panel-bench-rotel-") as tmp:
+        argv = [
+            agent, "start", "--pid-file", f"{tmp}/rotel.pid",
+            "--otlp-grpc-endpoint", f"127.0.0.1:{grpc}",
+            "--otlp-http-endpoint", f"127.0.0.1:{http}",
+            "--exporter", "blackhole",
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        live = Server(proc, f"http://127.0.0.1:{http}", tuple(argv))
+        try:
+            _wait_ready(f"{live.url}/v1/metrics", proc, deadline, post=True)
+            yield live.url
+        finally:
+            live.stop()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """Return the user + system CPU seconds of every live process in process group ``pgid``."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # the process ended meanwhile
+        # Fields after the parenthesised command name, which may itself hold spaces.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:  # field 5, pgrp
+            total += int(fields[11]) + int(fields[12])  # fields 14 and 15, utime and stime
+    return total / _TICK
+
+
+def machine_busy_seconds() -> float:
+    """Return the CPU seconds every process on the machine has used since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
+def describe(argv: Sequence[str]) -> str:
+    """Return a command line for the docs: venv and repository paths shortened, no port."""
+    text = " ".join(argv).replace(str(VENV_BIN) + "/", "").replace(str(REPO), ".")
+    return re.sub(r"(127\.0\.0\.1:|--port )\d+", r"\1PORT", text)
