@@ -23,8 +23,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": [settings.bind],
         "workers": settings.workers,
-        "threads": settings.threads,
-        "worker_class": "gthread" if settings.threads > 1 else "sync",
+        "threads": settings.thread_count,
+        # gthread even with one thread: it keeps the browsers' keep-alive connections open.
+        "worker_class": "gthread",
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 "version": __version__,
                 "address": settings.http_address,
                 "workers": settings.workers,
-                "threads": settings.threads,
+                "threads": settings.thread_count,
                 "session_store": settings.store_url,
             }
         },

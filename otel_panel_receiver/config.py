@@ -240,7 +240,12 @@ class Settings:
     workers: int = _option(
         1, _positive, "gunicorn worker processes (the CLI's server).", metavar="N"
     )
-    threads: int = _option(4, _positive, "Threads per gunicorn worker (gthread).", metavar="N")
+    threads: int = _option(
+        0, _count,
+        "Threads per gunicorn worker (gthread); 0 = auto: 1 with the memory store, where more "
+        "threads only contend for the GIL, 4 with SQLite or Redis, whose calls wait on I/O.",
+        metavar="N",
+    )  # fmt: skip
 
     @property
     def log_format_effective(self) -> Literal["logfmt", "json"]:
@@ -253,6 +258,13 @@ class Settings:
         if self.session_store:
             return self.session_store
         return "memory" if self.workers == 1 else DEFAULT_SQLITE_STORE
+
+    @property
+    def thread_count(self) -> int:
+        """Return the threads per worker: the setting, or the automatic choice for the store."""
+        if self.threads:
+            return self.threads
+        return 1 if self.store_url == "memory" else 4
 
     @property
     def bind(self) -> str:

@@ -30,8 +30,8 @@ _settings = load_settings((), os.environ)
 
 bind = [_settings.bind]
 workers = _settings.workers
-threads = _settings.threads
-worker_class = "gthread" if _settings.threads > 1 else "sync"
+threads = _settings.thread_count
+worker_class = "gthread"  # even with one thread: it keeps keep-alive connections open
 # Exporters time out after 5 s each, so a worker's last flush fits well inside this.
 graceful_timeout = 30
 timeout = 30

@@ -38,11 +38,16 @@ def test_several_workers_default_to_the_sqlite_store() -> None:
     assert Settings(workers=2, session_store="redis://r:6379/0").store_url == "redis://r:6379/0"
 
 
-def test_gunicorn_runs_threads_in_one_worker_by_default() -> None:
+def test_gunicorn_runs_one_gthread_worker_by_default() -> None:
     opts = gunicorn_options(Settings())
-    assert (opts["workers"], opts["threads"], opts["worker_class"]) == (1, 4, "gthread")
+    assert (opts["workers"], opts["threads"], opts["worker_class"]) == (1, 1, "gthread")
     assert opts["bind"] == ["0.0.0.0:8080"]
-    assert gunicorn_options(Settings(threads=1))["worker_class"] == "sync"
+
+
+def test_threads_default_to_four_with_a_store_that_waits_on_io() -> None:
+    assert gunicorn_options(Settings(workers=2))["threads"] == 4
+    assert gunicorn_options(Settings(session_store="redis://r:6379/0"))["threads"] == 4
+    assert gunicorn_options(Settings(threads=8))["threads"] == 8
 
 
 def test_version_flag_via_python_dash_m() -> None:
