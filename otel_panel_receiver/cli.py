@@ -68,8 +68,10 @@ def configure_logging(settings: Settings) -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
-    # The OTLP exporters log every failed attempt; the receiver reports failures once instead.
+    # The OTLP exporters log every failed attempt, and the batch processors every record they
+    # drop when the collector is down; the receiver reports export failures once instead.
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
+    logging.getLogger("opentelemetry.sdk._shared_internal").setLevel(logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

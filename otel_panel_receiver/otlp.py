@@ -17,7 +17,8 @@ once when exports start failing and once when they recover, never per payload.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal
 
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -29,13 +30,25 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.errors import ConfigError
 
-__all__ = ["DEFAULT_TIMEOUT", "Signal", "exporter_setting", "otlp_exporter", "signal_endpoint"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "PROBE_INTERVAL",
+    "Signal",
+    "admission",
+    "exporter_setting",
+    "otlp_exporter",
+    "signal_endpoint",
+]
 
 log = logging.getLogger("otel_panel_receiver")
 
 Signal = Literal["metrics", "logs", "traces"]
 #: Request timeout of each export, well under gunicorn's 30 s graceful timeout.
 DEFAULT_TIMEOUT: Final = 5.0
+#: While exports fail, how often a record is let through to find out whether they work again.
+PROBE_INTERVAL: Final = 1.0
+#: An export waiting this long on the collector counts as failing for admission.
+STALL: Final = 1.0
 
 
 def exporter_setting(signal: Signal, environ: Mapping[str, str]) -> set[str]:
@@ -97,6 +110,12 @@ def otlp_exporter(signal: Signal, settings: Settings, environ: Mapping[str, str]
     return _ReportingSpanExporter(inner, health)
 
 
+def admission(exporter: Any) -> Callable[[], bool]:
+    """Return the ``admit`` check of an exporter made by :func:`otlp_exporter`."""
+    health: _Health = exporter._health
+    return health.admit
+
+
 def _exporter_class(signal: Signal, protocol: str) -> Any:
     try:
         if protocol == "grpc":
@@ -125,13 +144,39 @@ def _exporter_class(signal: Signal, protocol: str) -> Any:
 
 
 class _Health:
-    """Log an export failure once when it starts and once when exports work again."""
+    """Log an export failure once when it starts and once when exports work again.
 
-    def __init__(self, signal: Signal, endpoint: str) -> None:
+    While exports fail, or one has been waiting on the collector for over :data:`STALL`
+    seconds, :meth:`admit` lets one record a second into the export pipeline (the probe that
+    notices the collector is back) and turns the rest away before they cost anything: the
+    exporter's queue would drop them anyway.
+    """
+
+    def __init__(
+        self, signal: Signal, endpoint: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.signal = signal
         self.endpoint = endpoint
         self.failing = False
         self.failures = 0
+        self.turned_away = 0
+        self.busy_since: float | None = None
+        self._clock = clock
+        self._next_probe = 0.0
+
+    def admit(self) -> bool:
+        """Return whether a record should enter the export pipeline now."""
+        busy = self.busy_since
+        if not self.failing and busy is None:
+            return True
+        now = self._clock()
+        if not self.failing and busy is not None and now - busy < STALL:
+            return True
+        if now >= self._next_probe:
+            self._next_probe = now + PROBE_INTERVAL
+            return True
+        self.turned_away += 1
+        return False
 
     def report(self, ok: bool) -> None:
         if ok and self.failing:
@@ -139,12 +184,15 @@ class _Health:
             log.info(
                 "OTLP export recovered",
                 extra={"fields": {"signal": self.signal, "endpoint": self.endpoint,
-                                  "failed_exports": self.failures}},
+                                  "failed_exports": self.failures,
+                                  "records_not_sent": self.turned_away}},
             )  # fmt: skip
+            self.failures = self.turned_away = 0
         elif not ok:
             self.failures += 1
             if not self.failing:
                 self.failing = True
+                self._next_probe = self._clock() + PROBE_INTERVAL
                 log.warning(
                     "OTLP export failing; data of failed exports is dropped, ingest goes on",
                     extra={"fields": {"signal": self.signal, "endpoint": self.endpoint}},
@@ -183,7 +231,11 @@ class _ReportingLogExporter(LogRecordExporter):
         self._health = health
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        result = _guard(lambda: self.inner.export(batch))
+        self._health.busy_since = time.monotonic()
+        try:
+            result = _guard(lambda: self.inner.export(batch))
+        finally:
+            self._health.busy_since = None
         ok = result is LogRecordExportResult.SUCCESS
         self._health.report(ok)
         return result if ok else LogRecordExportResult.FAILURE

@@ -25,7 +25,7 @@ from typing import IO, Any
 from opentelemetry._logs import LoggerProvider as ApiLoggerProvider
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import View
@@ -42,8 +42,8 @@ from prometheus_client import CollectorRegistry
 from otel_panel_receiver.attributes import METRIC_LABELS, USER_LABELS
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.multiproc import MultiprocessBridge, multiprocess_registry
-from otel_panel_receiver.otlp import exporter_setting, otlp_exporter
-from otel_panel_receiver.stdoutlog import StdoutLogExporter, StdoutLoggerProvider
+from otel_panel_receiver.otlp import admission, exporter_setting, otlp_exporter
+from otel_panel_receiver.stdoutlog import StdoutLoggerProvider, TeeLoggerProvider
 from otel_panel_receiver.telemetry import DURATION, SESSIONS
 from otel_panel_receiver.traces import SESSION_IDS
 from otel_panel_receiver.version import __version__
@@ -109,16 +109,14 @@ class Telemetry:
         self._closed = True
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
-        if isinstance(self.logger_provider, LoggerProvider | StdoutLoggerProvider):
-            self.logger_provider.shutdown()
+        getattr(self.logger_provider, "shutdown", lambda: None)()
         self.meter_provider.shutdown()
 
     def force_flush(self, timeout_millis: int = 10_000) -> None:
         """Export what is buffered now (logs, spans, and a metrics collection)."""
         if self.tracer_provider is not None:
             self.tracer_provider.force_flush(timeout_millis)
-        if isinstance(self.logger_provider, LoggerProvider | StdoutLoggerProvider):
-            self.logger_provider.force_flush(timeout_millis)
+        getattr(self.logger_provider, "force_flush", lambda _: True)(timeout_millis)
         self.meter_provider.force_flush(timeout_millis)
 
 
@@ -192,15 +190,14 @@ def _logger_provider(
 ) -> ApiLoggerProvider | None:
     if settings.disable_session_log:
         return None
-    fmt = settings.log_format_effective
+    # The line is on stdout before the 201 goes out; OTLP records leave in batches.
+    stdout = StdoutLoggerProvider(settings.log_format_effective, stream)
     exporter = otlp_exporter("logs", settings, environ)
-    if exporter is None:  # stdout only: the API-level provider, without the SDK's overhead
-        return StdoutLoggerProvider(fmt, stream)
+    if exporter is None:
+        return stdout
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    # Synchronous to stdout: the line is written before the 201 goes out.
-    provider.add_log_record_processor(SimpleLogRecordProcessor(StdoutLogExporter(fmt, stream)))
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
-    return provider
+    return TeeLoggerProvider(stdout, provider, admission(exporter))
 
 
 def _tracer_provider(

@@ -126,7 +126,9 @@ class SessionTracer:
     def _add(self, rec: _Open, event: PanelEvent, update: SessionUpdate) -> None:
         rec.start = min(rec.start, update.start_time)
         rec.last = max(rec.last, event.time)
-        rec.attrs = span_attributes(event, users=self._users)
+        if not rec.attrs or event.kind is not EventKind.HEARTBEAT:
+            # From the first and the closing payloads: heartbeats repeat the same context.
+            rec.attrs = span_attributes(event, users=self._users)
         rec.added += update.duration
         if event.kind is EventKind.HEARTBEAT:
             rec.heartbeats += 1

@@ -8,12 +8,22 @@ import logging
 
 import falcon.testing
 import pytest
+from opentelemetry._logs import Logger, LogRecord
+from opentelemetry._logs import LoggerProvider as ApiLoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.errors import ConfigError
-from otel_panel_receiver.otlp import _Health, _ReportingLogExporter, otlp_exporter, signal_endpoint
+from otel_panel_receiver.otlp import (
+    PROBE_INTERVAL,
+    STALL,
+    _Health,
+    _ReportingLogExporter,
+    otlp_exporter,
+    signal_endpoint,
+)
 from otel_panel_receiver.providers import build_telemetry
+from otel_panel_receiver.stdoutlog import StdoutLoggerProvider, TeeLoggerProvider
 from otel_panel_receiver.web import create_app
 from tests.otlp_sink import OtlpSink, attributes
 from tests.peers import free_port, payload
@@ -160,3 +170,64 @@ def test_stdout_lines_are_identical_with_and_without_otlp_logs() -> None:
     app.close()  # type: ignore[attr-defined]
     assert with_otlp.getvalue() == alone.getvalue()
     assert alone.getvalue().count("\n") == 3
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_while_exports_fail_one_record_a_second_is_let_through() -> None:
+    clock = Clock()
+    health = _Health("logs", "http://x", clock)
+    assert all(health.admit() for _ in range(5))  # healthy: everything goes
+    health.report(False)
+    assert [health.admit() for _ in range(3)] == [False, False, False]
+    clock.now += PROBE_INTERVAL
+    assert [health.admit() for _ in range(3)] == [True, False, False]  # the probe
+    health.report(True)
+    assert all(health.admit() for _ in range(5))
+    assert health.turned_away == 0  # reported with the recovery, then reset
+
+
+def test_an_export_stuck_on_the_collector_turns_records_away() -> None:
+    clock = Clock()
+    health = _Health("logs", "http://x", clock)
+    health.busy_since = clock.now
+    assert health.admit()  # a normal export in flight
+    clock.now += STALL
+    assert [health.admit() for _ in range(2)] == [True, False]  # probe, then turned away
+
+
+def test_records_reach_stdout_whatever_the_collector_does() -> None:
+    out = io.StringIO()
+    admitted: list[bool] = []
+    second = InMemoryLogs()
+    tee = TeeLoggerProvider(StdoutLoggerProvider("logfmt", out), second, lambda: admitted.pop(0))
+    logger = tee.get_logger("t")
+    admitted.extend([True, False, True])
+    for i in range(3):
+        logger.emit(severity_text="info", body="m", attributes={"i": i})
+    assert out.getvalue().count("\n") == 3
+    assert [r.attributes["i"] for r in second.records] == [0, 2]  # type: ignore[index]
+
+
+class InMemoryLogs(ApiLoggerProvider):
+    def __init__(self) -> None:
+        self.records: list[LogRecord] = []
+
+    def get_logger(self, name: str, *args: object, **kwargs: object) -> Logger:
+        provider = self
+
+        class _Logger(Logger):
+            def emit(self, record: LogRecord | None = None, **kw: object) -> None:  # type: ignore[override]
+                assert record is not None
+                provider.records.append(record)
+
+            def enabled(self, **kw: object) -> bool:  # type: ignore[override]
+                return True
+
+        return _Logger(name)
