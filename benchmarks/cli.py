@@ -11,7 +11,16 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from benchmarks import collector_down, http_ingest, pipeline, scrape, session_memory
+from benchmarks import (
+    collector_down,
+    history,
+    http_ingest,
+    otlp_tuning,
+    pipeline,
+    scrape,
+    session_memory,
+)
+from benchmarks.peers import find_redis_server, redis_version
 from benchmarks.plan import FULL, QUICK, Plan
 from benchmarks.report import Machine, Table, machine, render_markdown, render_text, summary
 from benchmarks.servers import REPO
@@ -28,6 +37,7 @@ SECTIONS: Final[dict[str, Section]] = {
     "memory": session_memory.run,
     "http": http_ingest.run,
     "collector": collector_down.run,
+    "otlp": otlp_tuning.run,
 }
 DOCS: Final = REPO / "docs" / "benchmarks.md"
 
@@ -106,9 +116,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if write_docs is None:
         write_docs = not args.quick and names == list(SECTIONS)
     began, load_before = time.monotonic(), os.getloadavg()[0]
-    wrk = find_wrk()
-    facts = machine({"wrk": wrk_version(wrk)} if wrk else {})  # the source as it was at the start
+    wrk, redis = find_wrk(), find_redis_server()
+    tools = {"wrk": wrk_version(wrk)} if wrk else {}
+    if redis:
+        tools["redis-server"] = redis_version(redis)
+    facts = machine(tools)  # the source as it was at the start
     tables, failed = _run_sections(names, plan)
+    past = history.table(tables)
+    if past is not None:
+        print(render_text([past]), flush=True)
+        tables.append(past)
     if any(t.checks for t in tables):
         overview = summary(tables)
         print(render_text([overview]), flush=True)
@@ -142,8 +159,8 @@ def _write_docs(
         "seconds-long smoke CI runs; it prints the same tables from shorter runs and does not",
         "write this page.",
         "",
-        f"Plan: {'quick' if plan.quick else 'full'}; every server on 127.0.0.1, started and "
-        f"stopped by the harness; {load}.",
+        f"Plan: {'quick' if plan.quick else 'full'}; every server and peer (rotel, "
+        f"redis-server) on 127.0.0.1, started and stopped by the harness; {load}.",
     ]
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text(render_markdown(tables, facts, command=command, preamble=preamble))

@@ -15,18 +15,19 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from benchmarks.http_ingest import RECEIVER, Measurement, measure
+from benchmarks.loadrun import Measurement, measure
 from benchmarks.payloads import build_mix
+from benchmarks.peers import ROTEL_HINT, rotel_agent, running_collector
 from benchmarks.plan import Plan
+from benchmarks.receivers import RECEIVER
 from benchmarks.report import Table
-from benchmarks.servers import ServerSpec, free_port, rotel_agent, running_collector
+from benchmarks.servers import ServerSpec, free_port
 from benchmarks.wrk import INSTALL_HINT, find_wrk
 from otel_panel_receiver import Settings
 
 __all__ = ["NOT_IMPLEMENTED", "otlp_settings", "run"]
 
 NOT_IMPLEMENTED: Final = "n/a (OTLP export not implemented yet)"
-ROTEL_HINT: Final = "pip install -e '.[test]'"
 SERVER: Final = ServerSpec("gunicorn-sync")
 #: Longer than gunicorn's graceful_timeout (30 s): a stop that needs the kill shows as such.
 _STOP_GRACE: Final = 40.0

@@ -2,113 +2,27 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from benchmarks import targets
+from benchmarks.http_rows import Row, load_row, na_load_row, ratio_row, rows, tables
+from benchmarks.loadrun import CONNECTIONS, Measurement, expected_sessions, measure
 from benchmarks.payloads import Mix, build_mix
+from benchmarks.peers import find_redis_server, in_ci, running_redis
 from benchmarks.plan import Plan
-from benchmarks.report import NA, Table
-from benchmarks.servers import (
-    VENV_BIN,
-    AppSpec,
-    ServerSpec,
-    describe,
-    group_cpu_seconds,
-    machine_busy_seconds,
-    running,
-)
-from benchmarks.wrk import INSTALL_HINT, WrkResult, find_wrk, run_wrk
-from otel_panel_receiver import Settings
+from benchmarks.receivers import BARE, receiver_app
+from benchmarks.report import Table
+from benchmarks.servers import VENV_BIN, ServerSpec
+from benchmarks.wrk import INSTALL_HINT, find_wrk
 
-__all__ = ["BARE", "RECEIVER", "Measurement", "measure", "run"]
+__all__ = ["run"]
 
-RECEIVER: Final = AppSpec("receiver", "otel_panel_receiver.wsgi:app")
-BARE: Final = AppSpec("bare Falcon + msgspec", "benchmarks.bare_wsgi:app")
-CONNECTIONS: Final = 16
-#: Where the measured run starts in the endless mix: far past the warm-up's sessions.
-_MEASURED_FROM: Final = 10_000_000
-_NEEDS_SHARED_STORE: Final = "n/a (needs shared store)"
-
-
-@dataclass(frozen=True, slots=True)
-class Measurement:
-    """One server and app under load: what wrk saw and the server's CPU per request."""
-
-    server: ServerSpec
-    app: AppSpec
-    wrk: WrkResult
-    cpu_us: float
-    argv: tuple[str, ...]
-    others: float  # cores used by other processes during the run: the row's noise
-    stop_seconds: float | None = None  # the graceful stop, when timed; None: it was killed
-
-
-def measure(
-    server: ServerSpec,
-    app: AppSpec,
-    plan: Plan,
-    wrk: str,
-    round_file: Path,
-    *,
-    env: Mapping[str, str] | None = None,
-    stop_grace: float | None = None,
-) -> Measurement:
-    """Serve ``app``, warm it up, then load it for ``plan.http_seconds`` and read its CPU.
-
-    With ``stop_grace``, also time the graceful stop (killed after that many seconds).
-    """
-    if env:
-        app = AppSpec(app.name, app.target, {**app.env, **env}, app.health)
-    with running(server, app, base_env=_clean_environment()) as live:
-        url = f"{live.url}/write"
-        if plan.http_warmup_seconds:
-            run_wrk(wrk, url, round_file, seconds=plan.http_warmup_seconds)
-        cpu, busy = group_cpu_seconds(live.proc.pid), machine_busy_seconds()
-        result = run_wrk(
-            wrk,
-            url,
-            round_file,
-            seconds=plan.http_seconds,
-            connections=CONNECTIONS,
-            first_index=_MEASURED_FROM,
-        )
-        cpu = group_cpu_seconds(live.proc.pid) - cpu
-        busy = machine_busy_seconds() - busy
-        stopped = live.stop(stop_grace) if stop_grace is not None else None
-    per_request = cpu / result.requests * 1e6 if result.requests else 0.0
-    client = result.client_cpu * result.seconds
-    others = max(0.0, busy - cpu - client) / result.seconds if result.seconds else 0.0
-    return Measurement(server, app, result, per_request, live.argv, others, stopped)
-
-
-def _clean_environment() -> dict[str, str]:
-    """Return this process's environment without what configures the receiver.
-
-    Settings variables (``DISABLE_SESSION_LOG``, ...) and ``OTEL_*`` left in the shell would
-    change what is measured, for example push to a collector.
-    """
-    fields = dataclasses.fields(Settings)
-    names = {f.name.upper() for f in fields} | {str(f.metadata.get("env", "")) for f in fields}
-    return {
-        key: value
-        for key, value in os.environ.items()
-        if key not in names and not key.startswith("OTEL_")
-    }
-
-
-def _servers() -> list[ServerSpec]:
-    kinds = ("gunicorn-sync", "gunicorn-gthread", "granian")
-    return [ServerSpec(kind, workers=n) for n in (1, 2) for kind in kinds]
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: Measured runs at most, on a server with several workers, until one holds not every connection.
+_TRIES: Final = 3
 
 
 def _missing(server: ServerSpec, wrk: str | None) -> str | None:
@@ -120,140 +34,84 @@ def _missing(server: ServerSpec, wrk: str | None) -> str | None:
     return None
 
 
-def _tables() -> tuple[Table, Table]:
-    load = Table(
-        f"HTTP ingest: POST /write, wrk 1 thread, {CONNECTIONS} connections",
-        (
-            "server",
-            "workers",
-            "app",
-            "req/s",
-            "p50 ms",
-            "p99 ms",
-            "non-201 + errors",
-            "server CPU µs/req",
-            "wrk CPU",
-            "other load",
-            "p99 target",
-            "met",
-        ),
-    )
-    ratio = Table(
-        "HTTP ingest: receiver ÷ bare app, same server, same run",
-        (
-            "server",
-            "workers",
-            "receiver req/s",
-            "bare req/s",
-            "receiver ÷ bare",
-            "CPU µs/req receiver - bare",
-            "target",
-            "met",
-        ),
-    )
-    return load, ratio
-
-
-def _load_row(table: Table, m: Measurement) -> None:
-    w = m.wrk
-    table.add(
-        m.server.label,
-        m.server.workers,
-        m.app.name,
-        f"{w.rate:,.0f}",
-        f"{w.p50_ms:.2f}",
-        f"{w.p99_ms:.2f}",
-        w.non201 + w.socket_errors,
-        f"{m.cpu_us:.0f}",
-        f"{w.client_cpu:.0%}",
-        f"{m.others:.2f} cores",
-        *_p99_cells(table, m),
-    )
-
-
-def _p99_cells(table: Table, m: Measurement) -> tuple[str, str]:
-    """Return the target and verdict cells: the p99 target is the receiver's, not the baseline's."""
-    if m.app is not RECEIVER:
-        return "", ""
-    what = f"p99 at {CONNECTIONS} connections, {m.server.label} x{m.server.workers}"
-    return str(targets.P99_MS), table.check(
-        what, f"{m.wrk.p99_ms:.2f} ms", targets.P99_MS, m.wrk.p99_ms
-    )
-
-
-def _ratio_row(table: Table, server: ServerSpec, receiver: Measurement, bare: Measurement) -> None:
-    value = receiver.wrk.rate / bare.wrk.rate if bare.wrk.rate else 0.0
-    target = targets.RECEIVER_OVER_BARE
-    table.add(
-        server.label,
-        server.workers,
-        f"{receiver.wrk.rate:,.0f}",
-        f"{bare.wrk.rate:,.0f}",
-        f"{value:.3f}",
-        f"{receiver.cpu_us - bare.cpu_us:.0f}",
-        target,
-        table.check(
-            f"receiver ÷ bare, {server.label} x{server.workers}", f"{value:.3f}", target, value
-        ),
-    )
-
-
-def _na_rows(load: Table, ratio: Table, server: ServerSpec, app: AppSpec, why: str) -> None:
-    if app is not RECEIVER:
-        load.add(server.label, server.workers, app.name, why, *[""] * 8)
-        return
-    target = targets.RECEIVER_OVER_BARE
-    load.add(server.label, server.workers, app.name, why, *[""] * 6, targets.P99_MS, NA)
-    verdict = ratio.check(f"receiver ÷ bare, {server.label} x{server.workers}", why, target, None)
-    ratio.add(server.label, server.workers, why, "", "", "", target, verdict)
+def _measure_row(row: Row, plan: Plan, wrk: str, round_file: Path, tmp: Path) -> Measurement:
+    # With several workers, a run in which one worker holds every connection is made again
+    # (not in the smoke, which must stay short).
+    tries = _TRIES if row.server.workers > 1 and not plan.quick else 1
+    if row.store is None:
+        return measure(row.server, BARE, plan, wrk, round_file, tries=tries)
+    if row.store == "memory":
+        return measure(row.server, receiver_app(row.server, "memory", tmp), plan, wrk, round_file)
+    # Named after the row, not random: the command lines in the docs stay the same run to run.
+    name = f"{row.server.label} x{row.server.workers} {row.store}".lower()
+    directory = tmp / re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+    directory.mkdir()  # new: each row starts with an empty store
+    if row.store == "SQLite":
+        app = receiver_app(row.server, row.store, directory)
+        return measure(row.server, app, plan, wrk, round_file, tries=tries)
+    exe = find_redis_server()
+    assert exe is not None  # rows() skipped the row otherwise
+    with running_redis(exe) as redis:
+        app = receiver_app(row.server, row.store, directory, redis.url)
+        return measure(row.server, app, plan, wrk, round_file, peers=(redis.pid,), tries=tries)
 
 
 def run(plan: Plan) -> list[Table]:
     """Load each server with the receiver, then with the bare app, and compare them."""
-    load, ratio = _tables()
+    load, ratio = tables()
     wrk = find_wrk()
-    commands: dict[str, str] = {}
+    planned = rows(plan)
+    done: dict[Row, Measurement] = {}
+    skipped: dict[Row, str] = {}
+    mix = build_mix()
     with tempfile.TemporaryDirectory(prefix="otel-panel-bench-") as tmp:
-        mix = build_mix()
         round_file = Path(tmp, "round.tsv")
         mix.write_wrk_data(round_file)
-        for server in _servers():
-            why = _missing(server, wrk)
-            if why is not None:
-                for app in (RECEIVER, BARE):
-                    _na_rows(load, ratio, server, app, why)
-                # As with the tests: a missing peer fails in CI and is only noted elsewhere.
-                (load.problems if _in_ci() else load.notes).append(f"{server.label}: {why}")
+        for row in planned:
+            why = row.skip or _missing(row.server, wrk)
+            if why:
+                skipped[row] = why
+                na_load_row(load, row, why)
+                if why.startswith("n/a"):  # a missing peer fails in CI, as in the tests
+                    (load.problems if in_ci() else load.notes).append(f"{row.key}: {why}")
                 continue
             assert wrk is not None
-            apps: tuple[AppSpec, ...] = (RECEIVER, BARE)
-            if server.workers > 1:
-                _na_rows(load, ratio, server, RECEIVER, _NEEDS_SHARED_STORE)
-                apps = (BARE,) if plan.http_two_workers else ()
-                if not apps:
-                    _na_rows(load, ratio, server, BARE, "not run (--quick)")
-            done = {}
-            for app in apps:
-                done[app.name] = m = measure(server, app, plan, wrk, round_file)
-                _load_row(load, m)
-                commands[f"{server.label} x{server.workers}, {app.name}"] = describe(m.argv)
-                if m.wrk.non201 or m.wrk.socket_errors:
-                    load.problems.append(
-                        f"{server.label} x{server.workers}, {app.name}: {m.wrk.non201} answers "
-                        f"other than 201 and {m.wrk.socket_errors} socket errors"
-                    )
-            if RECEIVER.name in done:
-                _ratio_row(ratio, server, done[RECEIVER.name], done[BARE.name])
-    load.notes.extend(_notes(mix, plan, commands))
+            done[row] = m = _measure_row(row, plan, wrk, round_file, Path(tmp))
+            load_row(load, row, m)
+            load.problems += _answer_problems(row, m, mix)
+    for row in planned:
+        if row.store is not None:
+            bare = next(r for r in planned if r.server == row.server and r.store is None)
+            why = skipped.get(row) or skipped.get(bare, "")
+            ratio_row(ratio, row, done.get(row), done.get(bare), why)
+    load.notes.extend(_notes(mix, plan, done))
     ratio.notes.append(
         "the key figure: requests/s of the receiver divided by the bare app's on the same server "
         "in the same run. CPU µs/req receiver - bare is what the receiver itself costs per request "
-        "on that server."
+        "on that server (with the Redis store, redis-server's CPU included)."
     )
     return [load, ratio]
 
 
-def _notes(mix: Mix, plan: Plan, commands: Mapping[str, str]) -> Iterable[str]:
+def _answer_problems(row: Row, m: Measurement, mix: Mix) -> list[str]:
+    """Return what makes the row invalid: wrong answers, or sessions counted wrong."""
+    problems = []
+    if m.wrk.non201 or m.wrk.socket_errors:
+        problems.append(
+            f"{row.key}, {m.app.name}: {m.wrk.non201} answers other than 201 and "
+            f"{m.wrk.socket_errors} socket errors"
+        )
+    if m.sessions is not None:
+        low, high = expected_sessions(mix, m)
+        if not low <= m.sessions <= high:
+            problems.append(
+                f"{row.key}, {m.app.name}: /metrics counted {m.sessions:,.0f} sessions, "
+                f"the requests held {low:,} to {high:,}"
+            )
+    return problems
+
+
+def _notes(mix: Mix, plan: Plan, done: Mapping[Row, Measurement]) -> Iterable[str]:
     yield (
         f"wrk -t1 -c{CONNECTIONS} -d{plan.http_seconds:g}s -s benchmarks/post.lua, after an "
         f"unmeasured {plan.http_warmup_seconds:g} s run on the same server; bodies are the "
@@ -267,14 +125,36 @@ def _notes(mix: Mix, plan: Plan, commands: Mapping[str, str]) -> Iterable[str]:
         "divided by the requests wrk completed. The receiver's log lines go to /dev/null. "
         "wrk CPU is the client's CPU time over the run: near 100 % the client, not the server, "
         "set the pace, and that row's requests/s is a lower bound. Other load is the CPU the "
-        "rest of the machine used meanwhile (/proc/stat busy time minus server and wrk): a "
-        "row with more than a few tenths of a core was disturbed."
+        "rest of the machine used meanwhile (/proc/stat busy time minus server, its peers and "
+        "wrk): a row with more than a few tenths of a core was disturbed."
     )
     yield (
-        "2 workers: receiver rows are n/a until this benchmark sets up a session store shared "
-        "by the workers (SQLite or Redis, with per-worker metric files); the memory store is per "
-        "process. The bare app's 2-worker rows show the ceiling on this "
-        f"{os.cpu_count()}-core machine, where wrk takes one core."
+        "2 workers: the receiver's workers share sessions through SQLite (a new file in a "
+        "temporary directory, WAL mode) or Redis (a redis-server the harness starts on "
+        "loopback, no persistence; its CPU is shown as + N redis and is part of the ratio "
+        "table's CPU difference), and /metrics sums per-worker metric files. On this "
+        f"{os.cpu_count()}-core machine wrk takes one core, so the bare app's 2-worker rows "
+        "show the ceiling."
     )
-    for name, argv in commands.items():
-        yield f"{name}: `{argv}`"
+    yield (
+        "connections per worker: wrk's connections each worker process held half-way through "
+        "the measured run (ss -tnp). gunicorn gthread keeps a kept-alive connection on the "
+        "worker that accepted it, and wrk opens its 16 at once: often one worker takes them "
+        "all and the other idles. Such a run measures one worker, so with 2 workers it is made "
+        f"again on new connections, at most {_TRIES} runs; (try N) marks a row measured on "
+        "its N-th run, 16+0 one whose every try was so. gunicorn's sync worker closes each "
+        "connection after one answer."
+    )
+    counted = [
+        f"{row.key} {m.sessions:,.0f} of {'{:,} to {:,}'.format(*expected_sessions(mix, m))}"
+        for row, m in done.items()
+        if m.sessions is not None
+    ]
+    if counted:
+        yield (
+            "sessions counted: after each receiver run /metrics is read (once the workers' "
+            "counts have settled) and must count each session the requests held once, "
+            "whichever worker got its events: " + "; ".join(counted) + "."
+        )
+    for row, m in done.items():
+        yield f"{row.server.label} x{row.server.workers}, {m.app.name}: `{m.command}`"

@@ -65,6 +65,7 @@ class Template:
     mid: str
     post: str
     kind: str
+    session: int  # the session's number in the round: its uuid, with the cycle, is new per round
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,13 @@ class Mix:
         lines += [f"{t.offset}\t{t.pre}\t{t.mid}\t{t.post}" for t in self.templates]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
+    def sessions_in(self, start: int, count: int) -> int:
+        """Return how many different sessions requests ``start`` to ``start + count - 1`` hold."""
+        size = len(self.templates)
+        return len(
+            {(i // size, self.templates[i % size].session) for i in range(start, start + count)}
+        )
+
     def count(self, kind: str) -> int:
         """Return how many payloads of one type a round holds."""
         return sum(t.kind == kind for t in self.templates)
@@ -130,7 +138,7 @@ def build_mix(sessions: int = 400, *, seed: int = 20240501) -> Mix:
             events.append((offset, number, payload))
     events.sort(key=lambda e: (e[0], e[1]))
     span = max(offset for offset, _, _ in events) + HEARTBEAT_INTERVAL
-    return Mix(tuple(_template(offset, p) for offset, _, p in events), span)
+    return Mix(tuple(_template(offset, number, p) for offset, number, p in events), span)
 
 
 def labelled_pair(k: int, *, time: int = BASE_TIME) -> tuple[bytes, bytes]:
@@ -149,13 +157,13 @@ def labelled_pair(k: int, *, time: int = BASE_TIME) -> tuple[bytes, bytes]:
     return bodies[0], bodies[1]
 
 
-def _template(offset: int, payload: dict[str, Any]) -> Template:
+def _template(offset: int, session: int, payload: dict[str, Any]) -> Template:
     text = msgspec.json.encode(payload).decode()
     pre, _, rest = text.partition(_CYCLE)
     mid, _, post = rest.partition(f'"{_TIME}"')  # the JSON string marker becomes a number
     if "\t" in text or "\n" in text or not post:
         raise ValueError("a template must hold its markers in order and no tab or newline")
-    return Template(offset, pre, mid, post, payload["type"])
+    return Template(offset, pre, mid, post, payload["type"], session)
 
 
 def _payload(

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, Any, Final
 
-from benchmarks import targets
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import (
+    LogRecordExporter,
+    LogRecordExportResult,
+    SimpleLogRecordProcessor,
+)
+from opentelemetry.sdk.resources import Resource
+
+from benchmarks import store_pipeline, targets
 from benchmarks.payloads import build_mix
 from benchmarks.plan import Plan
 from benchmarks.report import Table
@@ -23,8 +32,12 @@ from otel_panel_receiver import (
     create_app,
     decode,
 )
+from otel_panel_receiver.logformat import render
 
-__all__ = ["run"]
+__all__ = ["SDK_PATH_COMMIT", "run"]
+
+#: The commit that moved the stdout-only log line off the SDK's LoggerProvider.
+SDK_PATH_COMMIT: Final = "3ae6d59"
 
 
 class _NoRecorder:
@@ -32,6 +45,46 @@ class _NoRecorder:
 
     def record(self, event: PanelEvent, update: SessionUpdate, *rest: object) -> None:
         """Record nothing (whatever else the receiver passes, such as the session key)."""
+
+
+class _SdkLineExporter(LogRecordExporter):
+    """The per-payload line as written before 3ae6d59: the SDK's LoggerProvider and
+    SimpleLogRecordProcessor hand each record to this exporter, which renders and writes it."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        """Render and write the records; one write and flush per batch."""
+        text = "".join(
+            render(
+                "logfmt",
+                r.log_record.severity_text or "info",
+                str(r.log_record.body),
+                r.log_record.attributes or {},
+            )
+            for r in batch
+        )
+        with self._lock:
+            self._stream.write(text)
+            self._stream.flush()
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        """Nothing to release: the stream belongs to the caller."""
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Nothing is buffered."""
+        return True
+
+
+def _sdk_logger_provider(devnull: IO[str]) -> LoggerProvider:
+    provider = LoggerProvider(
+        resource=Resource.create({"service.name": "otel-panel-receiver"}), shutdown_on_exit=False
+    )
+    provider.add_log_record_processor(SimpleLogRecordProcessor(_SdkLineExporter(devnull)))
+    return provider
 
 
 Work = Callable[[], None]
@@ -86,11 +139,14 @@ def _recording(
     return lambda: work
 
 
-def _handling(settings: Settings, bodies: Sequence[bytes], devnull: IO[str]) -> Callable[[], Work]:
-    recorder = create_app(
+def _service_recorder(settings: Settings, devnull: IO[str]) -> Recorder:
+    """Return the recorder the service builds for ``settings``, its log lines to ``devnull``."""
+    return create_app(
         settings, telemetry=build_telemetry(settings, stream=devnull)
     ).receiver.recorder
 
+
+def _handling(recorder: Recorder, bodies: Sequence[bytes]) -> Callable[[], Work]:
     def prepare() -> Work:
         receiver = _fresh_receiver(recorder)
 
@@ -112,13 +168,18 @@ def _measure(bodies: Sequence[bytes], repeats: int, devnull: IO[str]) -> dict[st
     counting = Recorder(build_telemetry(silent).meter_provider, None, session_log=False)
     telemetry = build_telemetry(Settings(), stream=devnull)
     counting_logging = Recorder(telemetry.meter_provider, telemetry.logger_provider)
+    sdk = _sdk_logger_provider(devnull)
+    counting_sdk = Recorder(build_telemetry(silent).meter_provider, sdk)
+    whole_sdk = Recorder(build_telemetry(silent).meter_provider, sdk)
     steps = {
         "decode": _decoding(bodies, now),
         "session": _updating(events),
         "counters": _recording(counting, pairs),
         "counters+log": _recording(counting_logging, pairs),
-        "whole, logged": _handling(Settings(), bodies, devnull),
-        "whole, silent": _handling(silent, bodies, devnull),
+        "counters+sdk log": _recording(counting_sdk, pairs),
+        "whole, logged": _handling(_service_recorder(Settings(), devnull), bodies),
+        "whole, silent": _handling(_service_recorder(silent, devnull), bodies),
+        "whole, sdk log": _handling(whole_sdk, bodies),
     }
     return {name: _cpu_us(prepare, len(bodies), repeats) for name, prepare in steps.items()}
 
@@ -129,7 +190,9 @@ def run(plan: Plan) -> list[Table]:
     bodies = mix.bodies(plan.pipeline_payloads)
     with open(os.devnull, "w", encoding="utf-8") as devnull:
         us = _measure(bodies, plan.pipeline_repeats, devnull)
+        stores = store_pipeline.run(plan, bodies, devnull)
     log = us["counters+log"] - us["counters"]
+    sdk_log = us["counters+sdk log"] - us["counters"]
     target = targets.PIPELINE_US
     table = Table(
         "In-process pipeline: CPU per payload",
@@ -145,6 +208,16 @@ def run(plan: Plan) -> list[Table]:
         shown = f"{us[key]:.1f}"
         verdict = table.check(f"pipeline µs/payload, session log {where}", shown, target, us[key])
         table.add("whole: Receiver.handle(body)", where, shown, target, verdict)
+    before, sdk_whole = f"(before {SDK_PATH_COMMIT})", f"{us['whole, sdk log']:.1f}"
+    line = "logfmt → /dev/null"
+    table.add(f"log record through the SDK {before}", line, f"{sdk_log:.1f}", "", "")
+    table.add(f"whole, log through the SDK {before}", line, sdk_whole, "", "")
+    table.figures.update(
+        {
+            "pipeline: whole, logged": us["whole, logged"],
+            "pipeline: whole, sdk log": us["whole, sdk log"],
+        }
+    )
     starts, beats, ends = (mix.count(k) for k in ("start", "heartbeat", "end"))
     flat = sum(b"options.flatten" in b for b in bodies) / len(bodies)
     table.notes.extend(
@@ -154,7 +227,11 @@ def run(plan: Plan) -> list[Table]:
             f"{sum(map(len, bodies)) / len(bodies):,.0f} bytes), median of "
             f"{plan.pipeline_repeats} runs of process CPU time, each with a fresh session store.",
             "log record = (counters + log record) - counters, measured with the same Recorder API; "
-            "the stdout exporter writes and flushes one line per payload into /dev/null.",
+            "the line is written and flushed per payload into /dev/null.",
+            f"through the SDK (before {SDK_PATH_COMMIT}): the same recorder, its log records "
+            "through the SDK's LoggerProvider and a SimpleLogRecordProcessor to an exporter "
+            f"that renders and writes the same line, as the receiver did until {SDK_PATH_COMMIT} "
+            "(rebuilt here: the receiver no longer has that path).",
         ]
     )
-    return [table]
+    return [table, stores]

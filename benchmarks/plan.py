@@ -15,13 +15,21 @@ class Plan:
     quick: bool
     http_seconds: float  # each measured wrk run
     http_warmup_seconds: float  # an unmeasured wrk run first, on the same server
-    http_two_workers: bool  # also serve the bare app with 2 workers (the ceiling to come)
+    http_two_workers: bool  # also serve the bare app with 2 workers
+    http_one_thread: bool  # also gunicorn gthread with 1 thread (the CLI's memory-store default)
+    #: Servers (``ServerSpec.kind``) whose 2-worker receiver row runs, with the SQLite store.
+    http_shared_store: tuple[str, ...]
+    http_redis: bool  # the 2-worker gthread receiver row with the Redis store
     pipeline_payloads: int  # per repeat
     pipeline_repeats: int
+    store_payloads: int  # per repeat, for each session store (SQLite and Redis are slower)
+    store_repeats: int
     memory_sessions: tuple[int, ...]
     memory_traced: tuple[int, ...]  # also measured under tracemalloc (slower)
     scrape_series: tuple[int, ...]
     scrape_repeats: int
+    otlp_repeats: int  # wrk runs of each OTLP tuning variant, interleaved; 0: not run
+    otlp_export_batches: int  # in-process export() calls timed per batch size
 
 
 FULL: Final = Plan(
@@ -29,12 +37,19 @@ FULL: Final = Plan(
     http_seconds=10,
     http_warmup_seconds=2,
     http_two_workers=True,
+    http_one_thread=True,
+    http_shared_store=("gunicorn-sync", "gunicorn-gthread", "granian"),
+    http_redis=True,
     pipeline_payloads=20_000,
     pipeline_repeats=5,
+    store_payloads=5_000,
+    store_repeats=3,
     memory_sessions=(10_000, 100_000),
     memory_traced=(10_000, 100_000),
     scrape_series=(100, 2_000, 10_000),
     scrape_repeats=15,
+    otlp_repeats=2,
+    otlp_export_batches=20,
 )
 
 QUICK: Final = Plan(
@@ -42,10 +57,17 @@ QUICK: Final = Plan(
     http_seconds=2,
     http_warmup_seconds=1,
     http_two_workers=False,
+    http_one_thread=False,
+    http_shared_store=("gunicorn-gthread",),  # one smoke of the CLI with a shared store
+    http_redis=False,
     pipeline_payloads=3_000,
     pipeline_repeats=3,
+    store_payloads=300,
+    store_repeats=1,
     memory_sessions=(10_000,),
     memory_traced=(10_000,),
     scrape_series=(100, 2_000, 10_000),
     scrape_repeats=3,
+    otlp_repeats=0,
+    otlp_export_batches=3,
 )

@@ -35,6 +35,8 @@ _PACKAGES: Final = (
     "prometheus-client",
     "gunicorn",
     "granian",
+    "redis",
+    "rotel",
 )
 
 
@@ -71,6 +73,8 @@ class Table:
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     checks: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: Named figures other tables quote (the history of changes), never shown by themselves.
+    figures: dict[str, float] = field(default_factory=dict)
 
     def add(self, *cells: object) -> None:
         """Append a row; every cell is shown as text."""

@@ -16,38 +16,48 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 __all__ = [
     "BENCHMARKS",
     "REPO",
     "VENV_BIN",
     "AppSpec",
+    "Launcher",
     "Server",
     "ServerSpec",
     "describe",
     "free_port",
     "group_cpu_seconds",
     "machine_busy_seconds",
-    "rotel_agent",
     "running",
-    "running_collector",
+    "wait_ready",
 ]
 
 BENCHMARKS: Final = Path(__file__).resolve().parent
 REPO: Final = BENCHMARKS.parent
 VENV_BIN: Final = Path(sys.executable).parent
 _TICK: Final = os.sysconf("SC_CLK_TCK")
+#: What starts the server: its own command line naming the WSGI target; the receiver's
+#: ``otel-panel-receiver`` command (gunicorn gthread inside); or gunicorn with the receiver's
+#: config file (``-c python:otel_panel_receiver.gunicorn_conf``, whose hooks prepare workers).
+Launcher = Literal["server", "cli", "gunicorn-conf"]
+_CONF: Final = "python:otel_panel_receiver.gunicorn_conf"
 
 
 @dataclass(frozen=True, slots=True)
 class AppSpec:
-    """A WSGI app to serve: its ``module:attribute`` target and the environment it reads."""
+    """A WSGI app to serve: its ``module:attribute`` target, the environment it reads, how it
+    is launched, and extra command-line words (the CLI's flags); ``baseline`` marks the bare
+    app the receiver is compared with."""
 
     name: str
     target: str
     env: Mapping[str, str] = field(default_factory=dict)
     health: str = "/healthz"
+    launcher: Launcher = "server"
+    args: tuple[str, ...] = ()
+    baseline: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +73,7 @@ class ServerSpec:
     def label(self) -> str:
         """Return the name shown in tables."""
         if self.kind == "gunicorn-gthread":
-            return f"gunicorn gthread ({self.threads} threads)"
+            return f"gunicorn gthread ({self.threads} thread{'s' if self.threads > 1 else ''})"
         return self.kind.replace("-", " ")
 
     @property
@@ -73,6 +83,24 @@ class ServerSpec:
 
     def argv(self, app: AppSpec, port: int) -> list[str]:
         """Return the command line serving ``app`` on ``127.0.0.1:port``."""
+        if app.launcher == "cli":
+            if self.kind != "gunicorn-gthread":
+                raise ValueError(f"the CLI serves with gunicorn gthread, not {self.kind}")
+            return [
+                str(VENV_BIN / "otel-panel-receiver"), "--http-address", f"127.0.0.1:{port}",
+                "--workers", str(self.workers), *app.args,
+            ]  # fmt: skip
+        if app.launcher == "gunicorn-conf":
+            if self.program != "gunicorn":
+                raise ValueError(f"the gunicorn config file does not start {self.kind}")
+            # --threads always: the config file sets threads (4 with a shared store), and
+            # gunicorn quietly runs gthread instead of sync when threads > 1.
+            kind, threads = ("gthread", self.threads) if "gthread" in self.kind else ("sync", 1)
+            return [
+                str(VENV_BIN / "gunicorn"), "-c", _CONF, "-k", kind, "-w", str(self.workers),
+                "--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--chdir", str(REPO),
+                *app.args, app.target,
+            ]  # fmt: skip
         exe = str(VENV_BIN / self.program)
         if self.kind == "granian":
             return [
@@ -124,7 +152,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_ready(
+def wait_ready(
     url: str, proc: subprocess.Popen[bytes], deadline: float, *, post: bool = False
 ) -> None:
     """Wait until ``url`` answers 2xx (to an empty protobuf POST with ``post``), or raise."""
@@ -182,7 +210,7 @@ def running(
         live = Server(proc, f"http://127.0.0.1:{port}", tuple(argv))
         try:
             try:
-                _wait_ready(f"{live.url}{app.health}", proc, deadline)
+                wait_ready(f"{live.url}{app.health}", proc, deadline)
             except (RuntimeError, TimeoutError):
                 errors.seek(0)
                 sys.stderr.write(errors.read().decode(errors="replace")[-4000:])
@@ -190,42 +218,6 @@ def running(
             yield live
         finally:
             live.stop(grace)  # at once if the block stopped it already
-
-
-def rotel_agent() -> str | None:
-    """Return the path of the ``rotel-agent`` the PyPI ``rotel`` wheel ships, or ``None``."""
-    try:
-        import rotel  # type: ignore[import-untyped,unused-ignore]  # an optional test peer
-    except ImportError:
-        return None
-    agent = Path(rotel.__file__).resolve().parent / "rotel-agent"
-    return str(agent) if agent.exists() else None
-
-
-@contextlib.contextmanager
-def running_collector(agent: str, *, deadline: float = 20.0) -> Iterator[str]:
-    """Run a rotel OTLP collector that drops what it receives; yield its OTLP/HTTP base URL."""
-    http, grpc = free_port(), free_port()
-    with tempfile.TemporaryDirectory(prefix="otel-panel-bench-rotel-") as tmp:
-        argv = [
-            agent, "start", "--pid-file", f"{tmp}/rotel.pid",
-            "--otlp-grpc-endpoint", f"127.0.0.1:{grpc}",
-            "--otlp-http-endpoint", f"127.0.0.1:{http}",
-            "--exporter", "blackhole",
-        ]  # fmt: skip
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        live = Server(proc, f"http://127.0.0.1:{http}", tuple(argv))
-        try:
-            _wait_ready(f"{live.url}/v1/metrics", proc, deadline, post=True)
-            yield live.url
-        finally:
-            live.stop()
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -252,7 +244,10 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / _TICK
 
 
-def describe(argv: Sequence[str]) -> str:
-    """Return a command line for the docs: venv and repository paths shortened, no port."""
-    text = " ".join(argv).replace(str(VENV_BIN) + "/", "").replace(str(REPO), ".")
+def describe(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """Return a command line for the docs: the app's environment first, venv, repository and
+    temporary paths shortened, no port."""
+    words = [f"{key}={value}" for key, value in (env or {}).items()] + list(argv)
+    text = " ".join(words).replace(str(VENV_BIN) + "/", "").replace(str(REPO), ".")
+    text = re.sub(re.escape(tempfile.gettempdir()) + r"/otel-panel-bench-[^/\s]*", "$TMP", text)
     return re.sub(r"(127\.0\.0\.1:|--port )\d+", r"\1PORT", text)

@@ -1,0 +1,57 @@
+"""The apps each HTTP row serves: the receiver with its session store, and the bare baseline.
+
+With one worker the receiver keeps sessions in memory and is served as a plain WSGI target.
+With two, the workers share a store, and each server is started the way docs/deployment.md
+shows: gunicorn sync through the receiver's gunicorn config file (``SESSION_STORE`` in the
+environment; its ``on_starting`` hook prepares the metrics directory), gunicorn gthread through
+the ``otel-panel-receiver`` command (``--session-store``; it prepares the directory itself), and
+granian with ``SESSION_STORE`` and an empty ``PROMETHEUS_MULTIPROC_DIR`` made by the harness.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final, Literal
+
+from benchmarks.servers import AppSpec, ServerSpec
+from otel_panel_receiver import load_settings
+
+__all__ = ["BARE", "RECEIVER", "Store", "default_store", "receiver_app"]
+
+Store = Literal["memory", "SQLite", "Redis"]
+
+RECEIVER: Final = AppSpec("receiver, memory store", "otel_panel_receiver.wsgi:app")
+BARE: Final = AppSpec("bare Falcon + msgspec", "benchmarks.bare_wsgi:app", baseline=True)
+
+
+def default_store(workers: int) -> Store:
+    """Return the store the receiver picks by itself for ``workers`` (as ``Settings`` does)."""
+    return "memory" if workers == 1 else "SQLite"
+
+
+def receiver_app(server: ServerSpec, store: Store, tmp: Path, redis_url: str = "") -> AppSpec:
+    """Return the receiver as ``server`` serves it with ``store``, its files under ``tmp``.
+
+    ``tmp`` must be a fresh directory: the SQLite file and the metrics directory start empty.
+    """
+    if store == "memory":
+        if server.workers > 1:
+            raise ValueError("the memory store is per process: 2 workers need a shared store")
+        return RECEIVER
+    if store == "Redis" and not redis_url:
+        raise ValueError("the Redis store needs the URL of a running redis-server")
+    url = redis_url if store == "Redis" else f"sqlite://{tmp / 's.db'}"
+    name = f"receiver, {store} store"
+    target = RECEIVER.target
+    if server.kind == "gunicorn-sync":
+        return AppSpec(name, target, {"SESSION_STORE": url}, launcher="gunicorn-conf")
+    if server.kind == "gunicorn-gthread":
+        args = ("--session-store", url)
+        # The CLI picks its threads by itself (--threads 0 = auto): the row must say the same.
+        threads = load_settings(("--workers", str(server.workers), *args), {}).thread_count
+        if threads != server.threads:
+            raise ValueError(f"the CLI would run {threads} threads, the row says {server.threads}")
+        return AppSpec(name, target, launcher="cli", args=args)
+    metrics = tmp / "metrics"
+    metrics.mkdir()
+    return AppSpec(name, target, {"SESSION_STORE": url, "PROMETHEUS_MULTIPROC_DIR": str(metrics)})
