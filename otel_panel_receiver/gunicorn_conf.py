@@ -15,6 +15,7 @@ uses the same hooks.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -52,7 +53,7 @@ def prepare(settings: Settings, worker_count: int, environ: MutableMapping[str, 
     """
     if worker_count <= 1:
         return settings
-    store = settings.session_store or Settings(workers=worker_count).store_url
+    store = settings.session_store or DEFAULT_SQLITE_STORE
     if store == DEFAULT_SQLITE_STORE:
         os.makedirs(os.path.dirname(store.removeprefix("sqlite://")), exist_ok=True)
     directory = settings.prometheus_multiproc_dir
@@ -63,13 +64,8 @@ def prepare(settings: Settings, worker_count: int, environ: MutableMapping[str, 
     environ["SESSION_STORE"] = store
     environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     environ["WORKERS"] = str(worker_count)
-    return Settings(
-        **{
-            **{f: getattr(settings, f) for f in settings.__dataclass_fields__},
-            "workers": worker_count,
-            "session_store": store,
-            "prometheus_multiproc_dir": directory,
-        }
+    return dataclasses.replace(
+        settings, workers=worker_count, session_store=store, prometheus_multiproc_dir=directory
     )
 
 
