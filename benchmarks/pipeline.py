@@ -32,7 +32,7 @@ from otel_panel_receiver import (
     create_app,
     decode,
 )
-from otel_panel_receiver.logformat import render
+from otel_panel_receiver.export.logformat import LineRenderer
 
 __all__ = ["SDK_PATH_COMMIT", "run"]
 
@@ -54,12 +54,12 @@ class _SdkLineExporter(LogRecordExporter):
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
         self._lock = threading.Lock()
+        self._renderer = LineRenderer("logfmt")
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         """Render and write the records; one write and flush per batch."""
         text = "".join(
-            render(
-                "logfmt",
+            self._renderer.render(
                 r.log_record.severity_text or "info",
                 str(r.log_record.body),
                 r.log_record.attributes or {},

@@ -12,7 +12,7 @@ from benchmarks.payloads import labelled_pair
 from benchmarks.plan import Plan
 from benchmarks.report import Table
 from otel_panel_receiver import Settings, build_telemetry, create_app
-from otel_panel_receiver.web import ReceiverApp
+from otel_panel_receiver.app import ReceiverApp
 
 __all__ = ["run"]
 

@@ -1,12 +1,14 @@
 """Turn an event into metric, log and span attributes; the privacy rules live here only.
 
-Metric attributes are the label set L of the upstream receiver (spec 2.6), with the same names,
-so Prometheus rules and Grafana dashboards keep working. Log attributes are the fields of the
-upstream "Received session data" line (spec 2.7), in the same order.
+Metric attributes are the label set L of the upstream receiver, with the same names, so
+Prometheus rules and Grafana dashboards keep working. Log attributes are the fields of the
+upstream "Received session data" line, in the same order (docs/protocol.md, "Its metrics" and
+"Its log line").
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final
 
 from otel_panel_receiver.model import PanelEvent, Variable
@@ -15,6 +17,7 @@ __all__ = [
     "LOG_FIELDS",
     "METRIC_LABELS",
     "USER_LABELS",
+    "UniqueKeys",
     "log_attributes",
     "metric_attributes",
     "raw_payload",
@@ -144,18 +147,38 @@ def log_attributes(event: PanelEvent, *, variables: bool = True) -> dict[str, An
 
 def variable_keys(variables: tuple[Variable, ...]) -> list[str]:
     """Return a distinct log key per variable, none equal to a fixed field."""
-    taken = set(_FIXED)
-    keys = []
-    for var in variables:
-        key = var.name
-        if not key or key in taken:
-            key = base = f"var_{var.name}"
-            n = 2
-            while key in taken:
-                key, n = f"{base}_{n}", n + 1
-        taken.add(key)
-        keys.append(key)
-    return keys
+    keys = UniqueKeys(_FIXED)
+    return [keys.add(var.name) for var in variables]
+
+
+class UniqueKeys:
+    """Hand out distinct keys: ``key``, or ``var_<key>`` (``var_<key>_2``, ...) when it is taken.
+
+    The one rule by which no log field is lost or overwritten, whatever a variable is called.
+    ``taken`` is the set of keys handed out (or reserved at the start). Each ``var_`` base
+    remembers its next number, so n variables of one name cost O(n), not O(n²).
+    """
+
+    __slots__ = ("_next", "taken")
+
+    def __init__(self, reserved: Iterable[str] = ()) -> None:
+        self.taken = set(reserved)
+        self._next: dict[str, int] = {}
+
+    def add(self, key: str) -> str:
+        """Return a key for ``key`` that is not taken (``key`` itself unless empty or taken)."""
+        if key and key not in self.taken:
+            self.taken.add(key)
+            return key
+        base = f"var_{key}"
+        n = self._next.get(base, 1)
+        result = base if n == 1 else f"{base}_{n}"
+        while result in self.taken:
+            n += 1
+            result = f"{base}_{n}"
+        self._next[base] = n + 1
+        self.taken.add(result)
+        return result
 
 
 def _variable_text(var: Variable) -> str:

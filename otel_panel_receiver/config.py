@@ -29,7 +29,6 @@ __all__ = [
 ]
 
 PROGRAM: Final = "otel-panel-receiver"
-DEFAULT_SQLITE_STORE: Final = "sqlite:///var/tmp/otel-panel-receiver/sessions.db"
 DESCRIPTION: Final = (
     "An OpenTelemetry-native receiver for the macropower-analytics-panel Grafana plugin."
 )
@@ -104,16 +103,11 @@ def _url(text: str) -> str:
     return value
 
 
-def _store_url(text: str) -> str:
+def _directory(text: str) -> str:
     value = text.strip()
-    if value and value != "memory" and not value.startswith(_STORE_SCHEMES):
-        raise ValueError(
-            f"expected memory, sqlite:///path/to/sessions.db or redis://host:port/db, got {text!r}"
-        )
-    return value
-
-
-_STORE_SCHEMES: Final = ("sqlite:", "redis://", "rediss://", "unix://")
+    if not value.startswith("/"):
+        raise ValueError(f"expected an absolute directory path, got {text!r}")
+    return value.rstrip("/") or "/"
 
 
 def _prefix(text: str) -> str:
@@ -208,9 +202,9 @@ class Settings:
         "per-signal OTEL_EXPORTER_OTLP_*_ENDPOINT variables also switch a signal on.",
         metavar="URL", env="OTEL_EXPORTER_OTLP_ENDPOINT",
     )  # fmt: skip
-    otlp_protocol: Literal["http/protobuf", "grpc"] = _option(
-        "http/protobuf", _choice("http/protobuf", "grpc"),
-        "OTLP transport; grpc needs the [grpc] extra.",
+    otlp_protocol: Literal["", "http/protobuf", "grpc"] = _option(
+        "", _choice("http/protobuf", "grpc"),
+        "OTLP transport; grpc needs the [grpc] extra. Empty: http/protobuf.",
         metavar="http/protobuf|grpc", env="OTEL_EXPORTER_OTLP_PROTOCOL",
     )  # fmt: skip
     trace_idle_timeout: float = _option(
@@ -219,11 +213,20 @@ class Settings:
         metavar="DURATION",
     )  # fmt: skip
     session_store: str = _option(
-        "", _store_url,
+        "", str.strip,
         "Where session state lives: memory, sqlite:///path/to.db (all workers of one host; "
         "survives restarts) or redis://host:port/db (many hosts). Empty: memory with one "
-        "worker, else sqlite:///var/tmp/otel-panel-receiver/sessions.db.",
+        "worker, else an SQLite file of this instance in --data-dir, named after "
+        "--http-address (sessions-8080.db for :8080).",
         metavar="URL",
+    )  # fmt: skip
+    data_dir: str = _option(
+        # A fixed path in a shared directory: serving.prepare_workers makes it 0700 and refuses
+        # one that another user owns or could write to.
+        "/var/tmp/otel-panel-receiver", _directory,  # noqa: S108
+        "Directory for the files the receiver keeps itself (the default multi-worker session "
+        "store); created if missing.",
+        metavar="DIR",
     )  # fmt: skip
     prometheus_multiproc_dir: str = _option(
         "", str,
@@ -252,12 +255,28 @@ class Settings:
         """Return the format lines are written in: raw logging forces JSON."""
         return "json" if self.log_raw else self.log_format
 
+    def __post_init__(self) -> None:
+        if self.workers > 1 and self.session_store == "memory":
+            raise ConfigError(
+                "--workers > 1 needs a session store shared by the workers, not memory (each "
+                "worker would count its own sessions): leave --session-store empty for SQLite "
+                "in --data-dir, or name sqlite:///path/to/sessions.db or redis://host:port/db"
+            )
+
     @property
     def store_url(self) -> str:
-        """Return the session store to open: the named one, or the default for the workers."""
+        """Return the session store to open: the named one, or the default for the workers.
+
+        The default with several workers is an SQLite file of this instance: in ``data_dir``,
+        named after the listen address, so two receivers on one host never share sessions.
+        """
         if self.session_store:
             return self.session_store
-        return "memory" if self.workers == 1 else DEFAULT_SQLITE_STORE
+        if self.workers == 1:
+            return "memory"
+        host, _, port = self.http_address.rpartition(":")
+        name = "-".join(part for part in (re.sub(r"[^\w.-]", "_", host), port) if part)
+        return f"sqlite://{self.data_dir.rstrip('/')}/sessions-{name}.db"
 
     @property
     def thread_count(self) -> int:
@@ -265,12 +284,6 @@ class Settings:
         if self.threads:
             return self.threads
         return 1 if self.store_url == "memory" else 4
-
-    @property
-    def bind(self) -> str:
-        """Return the address in the form WSGI servers take (``:8080`` -> ``0.0.0.0:8080``)."""
-        host, _, port = self.http_address.rpartition(":")
-        return f"{host or '0.0.0.0'}:{port}"
 
 
 def options() -> tuple[dataclasses.Field[Any], ...]:

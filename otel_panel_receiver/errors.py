@@ -14,14 +14,12 @@ class PayloadError(ReceiverError):
 
     ``path`` locates the problem in the JSON document with dots for object keys and brackets for
     array indices (``variables[1].values[0]``); it is ``""`` when the body as a whole is wrong.
-    ``status`` is the HTTP status the web layer answers with (400, or 413 for a body too large).
     """
 
-    def __init__(self, message: str, path: str = "", *, status: int = 400) -> None:
+    def __init__(self, message: str, path: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.path = path
-        self.status = status
 
     def __str__(self) -> str:
         return f"{self.message} (at {self.path})" if self.path else self.message

@@ -4,79 +4,67 @@
     WORKERS=4 gunicorn -c python:otel_panel_receiver.gunicorn_conf otel_panel_receiver.wsgi:app
 
 The receiver's settings come from the environment (docs/configuration.md); gunicorn's own
-command-line options (``-w 4``, ``-b``) still win. With more than one worker the master, before
-forking, names a session store shared by the workers (``SESSION_STORE``, SQLite by default)
-and prepares the multiprocess metrics directory (``PROMETHEUS_MULTIPROC_DIR``), which the
-workers' apps then read from the environment. Each worker builds its app, providers and export
-threads after the fork (``otel_panel_receiver.wsgi`` is imported there), flushes them when it
-exits, and is marked dead for ``/metrics`` when it is gone. The ``otel-panel-receiver`` command
-uses the same hooks.
+command-line options (``-w 4``, ``-b``) still win. The server settings are the ones the
+``otel-panel-receiver`` command uses (``serving.gunicorn_settings``). Before forking, the master
+checks the settings (a bad one is one line on stderr and exit status 2), names a session store
+shared by the workers when there are several (the memory store is refused) and prepares the
+multiprocess metrics directory, which the workers' apps then read from the environment. Each
+worker builds its app, providers and export threads after the fork (``otel_panel_receiver.wsgi``
+is imported there), flushes them when it exits, and is marked dead for ``/metrics`` when gone.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
-import tempfile
-from collections.abc import MutableMapping
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
-from otel_panel_receiver.config import DEFAULT_SQLITE_STORE, PROGRAM, Settings, load_settings
-from otel_panel_receiver.multiproc import clear_directory, mark_worker_dead
+from otel_panel_receiver.config import PROGRAM, Settings, load_settings
+from otel_panel_receiver.errors import ConfigError
+from otel_panel_receiver.export import mark_process_dead
+from otel_panel_receiver.serving import gunicorn_settings, preflight, prepare_workers
 
-__all__ = ["child_exit", "on_exit", "on_starting", "prepare", "worker_exit"]
+__all__ = ["child_exit", "on_exit", "on_starting", "worker_exit"]
 
-_settings = load_settings((), os.environ)
 
-bind = [_settings.bind]
-workers = _settings.workers
-threads = _settings.thread_count
-worker_class = "gthread"  # even with one thread: it keeps keep-alive connections open
-# Exporters time out after 5 s each, so a worker's last flush fits well inside this.
-graceful_timeout = 30
-timeout = 30
-keepalive = 5
-accesslog = None
-errorlog = "-"
-loglevel = "warning"
-proc_name = PROGRAM
+def _refuse(exc: ConfigError) -> NoReturn:
+    # SystemExit passes through gunicorn's config loading and its arbiter's start: one line.
+    print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings((), os.environ)
+    except ConfigError as exc:
+        _refuse(exc)
+
+
+# gunicorn reads its settings from this module's globals: the receiver's one source of them.
+globals().update(gunicorn_settings(_settings()))
 
 _created_dirs: list[str] = []
 
 
-def prepare(settings: Settings, worker_count: int, environ: MutableMapping[str, str]) -> Settings:
-    """Return the settings the workers run with, and put them in ``environ`` for them.
-
-    With several workers: the session store defaults to SQLite, and the multiprocess metrics
-    directory is created (a temporary one unless named) and emptied of a previous run's files.
-    """
-    if worker_count <= 1:
-        return settings
-    store = settings.session_store or DEFAULT_SQLITE_STORE
-    if store == DEFAULT_SQLITE_STORE:
-        os.makedirs(os.path.dirname(store.removeprefix("sqlite://")), exist_ok=True)
-    directory = settings.prometheus_multiproc_dir
-    if not directory:
-        directory = tempfile.mkdtemp(prefix="otel-panel-receiver-metrics-")
-        _created_dirs.append(directory)
-    clear_directory(directory)
-    environ["SESSION_STORE"] = store
-    environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    environ["WORKERS"] = str(worker_count)
-    return dataclasses.replace(
-        settings, workers=worker_count, session_store=store, prometheus_multiproc_dir=directory
-    )
-
-
 def on_starting(server: Any) -> None:
-    """Prepare the shared store and metrics directory in the master, before any fork."""
-    prepare(load_settings((), os.environ), server.cfg.workers, os.environ)
+    """Check the settings and prepare the shared store and metrics directory, before any fork."""
+    given = _settings()
+    try:
+        settings = prepare_workers(given, server.cfg.workers, os.environ)
+        preflight(settings, os.environ)
+    except ConfigError as exc:
+        _refuse(exc)
+    if settings.prometheus_multiproc_dir != given.prometheus_multiproc_dir:
+        _created_dirs.append(settings.prometheus_multiproc_dir)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Close the worker's app: its open spans, its last metric deltas, its buffered logs."""
-    close = getattr(worker.wsgi, "close", None)
+    """Close the worker's app: its open spans, its last metric deltas, its buffered logs.
+
+    Nothing to close when the app failed to load (gunicorn then reports why).
+    """
+    close = getattr(getattr(worker, "wsgi", None), "close", None)
     if callable(close):
         close()
 
@@ -85,7 +73,7 @@ def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's gauges from ``/metrics``; its counts stay in the totals."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
-        mark_worker_dead(worker.pid, directory)
+        mark_process_dead(worker.pid, directory)
 
 
 def on_exit(server: Any) -> None:

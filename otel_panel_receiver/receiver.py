@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from otel_panel_receiver.model import PanelEvent, SessionUpdate
 from otel_panel_receiver.payload import decode
-from otel_panel_receiver.sessions import SessionRules, SessionState, pack, session_key, unpack
+from otel_panel_receiver.recorder import Recorder
+from otel_panel_receiver.sessions import SessionRules, session_key
 from otel_panel_receiver.stores import SessionStore
-from otel_panel_receiver.telemetry import Recorder
 
 __all__ = ["Receiver"]
 
@@ -41,14 +41,8 @@ class Receiver:
         return self.handle_event(decode(body, now=int(self._clock())))
 
     def handle_event(self, event: PanelEvent) -> SessionUpdate:
-        """Update the event's session and record the result."""
-        rules = self.rules
-
-        def step(packed: int | None) -> tuple[int, tuple[SessionState, SessionUpdate]]:
-            state, update = rules.apply(None if packed is None else unpack(packed), event)
-            return pack(state), (state, update)
-
+        """Update the session of an already decoded event and record the result."""
         key = session_key(event)
-        _, update = self.store.apply(key, step)
+        update = self.store.apply(key, self.rules.updater(event))
         self.recorder.record(event, update, key)
         return update

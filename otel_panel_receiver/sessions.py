@@ -1,7 +1,7 @@
 """The pure session rules: how one event changes a session and what it adds to the counters.
 
-The rules keep the upstream receiver's duration semantics (spec 2.5) but compute them as
-increments, so the counters only ever go up:
+The rules keep the upstream receiver's duration semantics (docs/protocol.md, "The upstream
+duration rule") but compute them as increments, so the counters only ever go up:
 
 * a session is counted once, at the first event seen for its key, whatever its type;
 * a heartbeat or end adds the gap since the session's latest time, capped at the session timeout
@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from collections.abc import Callable
 from typing import Final
 
 import msgspec
 
+from otel_panel_receiver.errors import ConfigError
 from otel_panel_receiver.model import EventKind, PanelEvent, SessionUpdate
 
 __all__ = ["WINDOW", "SessionRules", "SessionState", "pack", "session_key", "unpack"]
@@ -49,11 +51,6 @@ class SessionState(msgspec.Struct, frozen=True):
     times: tuple[int, ...]
     heartbeats: bool = False
     ended: bool = False
-
-    @property
-    def latest(self) -> int:
-        """Return the latest event time seen."""
-        return self.times[-1]
 
 
 def pack(state: SessionState) -> int:
@@ -92,7 +89,7 @@ class SessionRules:
 
     def __init__(self, timeout: float = 0.0) -> None:
         if timeout < 0:
-            raise ValueError(f"session timeout must be >= 0 seconds, got {timeout}")
+            raise ConfigError(f"the session timeout must be >= 0 s, got {timeout}")
         self.timeout = timeout
 
     def cap(self, event: PanelEvent) -> float:
@@ -111,7 +108,7 @@ class SessionRules:
         if kind is EventKind.START:  # a repeated or late start changes nothing (upstream drops it)
             return state, SessionUpdate(False, 0.0, False, state.first)
         heartbeats = state.heartbeats or kind is EventKind.HEARTBEAT
-        added = self._added(state, kind, t, heartbeats, self.cap(event))
+        added = self._added(state, kind, t, heartbeats=heartbeats, cap=self.cap(event))
         new = SessionState(
             min(state.first, t),
             _insert(state.times, t),
@@ -120,15 +117,28 @@ class SessionRules:
         )
         return new, SessionUpdate(False, added, kind is EventKind.END, new.first)
 
+    def updater(self, event: PanelEvent) -> Callable[[int | None], tuple[int, SessionUpdate]]:
+        """Return the store update for ``event``: packed state in, packed state and update out.
+
+        What a session store's atomic ``apply`` runs; it has no side effects, so a shared store
+        may run it again after a conflicting write.
+        """
+
+        def update(packed: int | None) -> tuple[int, SessionUpdate]:
+            state, result = self.apply(None if packed is None else unpack(packed), event)
+            return pack(state), result
+
+        return update
+
     def _added(
-        self, state: SessionState, kind: EventKind, t: int, heartbeats: bool, cap: float
+        self, state: SessionState, kind: EventKind, t: int, *, heartbeats: bool, cap: float
     ) -> float:
         times = state.times
         if t in times:
             return 0.0
         if t > times[-1]:
             gap = t - times[-1]
-            if not heartbeats:  # start .. end with no heartbeat: the whole span (spec 2.5)
+            if not heartbeats:  # start .. end with no heartbeat: the whole span, as upstream
                 return float(gap if self.timeout <= 0 else min(gap, self.timeout))
             return min(gap, cap)
         if not heartbeats:

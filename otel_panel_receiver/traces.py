@@ -8,7 +8,7 @@ heartbeat and focus events.
 
 The trace id is the session's key, so a session uuid *is* its trace id (dashes removed) and a
 trace can be looked up by uuid; the span id is derived from it. The ids reach the SDK through
-:data:`SESSION_IDS`, read by the id generator that ``providers.py`` installs. Only the
+:data:`SESSION_IDS`, read by the id generator that ``export/providers.py`` installs. Only the
 OpenTelemetry API is used here.
 """
 
@@ -25,12 +25,11 @@ from opentelemetry.trace import SpanKind, TracerProvider
 
 from otel_panel_receiver.attributes import span_attributes
 from otel_panel_receiver.model import EventKind, PanelEvent, SessionUpdate
-from otel_panel_receiver.version import __version__
+from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
 
 __all__ = ["SESSION_IDS", "SPAN_NAME", "SessionTracer", "span_id_for", "trace_id_for"]
 
 SPAN_NAME: Final = "grafana.dashboard.session"
-_SCOPE: Final = "otel_panel_receiver"
 _NS: Final = 1_000_000_000
 
 #: The (trace id, span id) the next span started in this context must take.
@@ -50,7 +49,7 @@ def span_id_for(key: int) -> int:
     return int.from_bytes(digest, "big") or 1
 
 
-class _Open:
+class _OpenSession:
     __slots__ = ("added", "attrs", "dropped", "events", "focus", "heartbeats", "last", "start")
 
     def __init__(self, start: int) -> None:
@@ -85,13 +84,13 @@ class SessionTracer:
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,
     ) -> None:
-        self._tracer = tracer_provider.get_tracer(_SCOPE, __version__)
+        self._tracer = tracer_provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
         self._users = users
         self._idle = idle_timeout
         self._max_sessions = max_sessions
         self._max_events = max_events
         self._clock = clock
-        self._open: dict[int, tuple[_Open, float]] = {}
+        self._open: dict[int, tuple[_OpenSession, float]] = {}
         self._lock = threading.Lock()
         self._next_sweep = clock() + idle_timeout / 10
         self._background = background
@@ -106,10 +105,10 @@ class SessionTracer:
         now = self._clock()
         if self._background and self._sweeper is None:
             self._start_sweeper()
-        closing: list[tuple[int, _Open, str, int]] = []
+        closing: list[tuple[int, _OpenSession, str, int]] = []
         with self._lock:
             entry = self._open.pop(key, None)
-            rec = entry[0] if entry is not None else _Open(update.start_time)
+            rec = entry[0] if entry is not None else _OpenSession(update.start_time)
             self._add(rec, event, update)
             if event.kind is EventKind.END:
                 closing.append((key, rec, "end", event.time))
@@ -123,7 +122,7 @@ class SessionTracer:
         if now >= self._next_sweep:
             self.sweep()
 
-    def _add(self, rec: _Open, event: PanelEvent, update: SessionUpdate) -> None:
+    def _add(self, rec: _OpenSession, event: PanelEvent, update: SessionUpdate) -> None:
         rec.start = min(rec.start, update.start_time)
         rec.last = max(rec.last, event.time)
         if not rec.attrs or event.kind is not EventKind.HEARTBEAT:
@@ -138,7 +137,7 @@ class SessionTracer:
                         event.has_focus)  # fmt: skip
         rec.focus = event.has_focus
 
-    def _event(self, rec: _Open, name: str, t: int, focus: bool) -> None:
+    def _event(self, rec: _OpenSession, name: str, t: int, focus: bool) -> None:
         if len(rec.events) < self._max_events:
             rec.events.append((name, t, focus))
         else:
@@ -158,8 +157,8 @@ class SessionTracer:
         while not self._stop.wait(period):
             self.sweep()
 
-    def evicted(self, key: int, packed_state: int) -> None:
-        """Close the session's span because the session store dropped the session."""
+    def dropped(self, key: int, state: int) -> None:
+        """Close the span of a session the store dropped; an ``EvictionCallback``."""
         with self._lock:
             entry = self._open.pop(key, None)
         if entry is not None:
@@ -169,7 +168,7 @@ class SessionTracer:
         """Close the spans of sessions idle for ``idle_timeout``; return how many."""
         now = self._clock()
         self._next_sweep = now + self._idle / 10
-        idle: list[tuple[int, _Open]] = []
+        idle: list[tuple[int, _OpenSession]] = []
         with self._lock:
             for key, (rec, seen) in self._open.items():
                 if now - seen < self._idle:
@@ -192,7 +191,7 @@ class SessionTracer:
         for key, rec in items:
             self._write(key, rec, "shutdown", 0)
 
-    def _write(self, key: int, rec: _Open, reason: str, end: int) -> None:
+    def _write(self, key: int, rec: _OpenSession, reason: str, end: int) -> None:
         end = max(end or rec.last, rec.start)
         token = SESSION_IDS.set((trace_id_for(key), span_id_for(key)))
         try:

@@ -1,8 +1,14 @@
-"""The package version and the build facts exported in ``grafana_analytics_build_info``."""
+"""Who we are: the package version, and the instrumentation scope our telemetry carries."""
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Final
+
+__all__ = ["INSTRUMENTATION_SCOPE", "__version__"]
+
+#: The name of the OpenTelemetry meter, logger and tracer of the receiver.
+INSTRUMENTATION_SCOPE: Final = "otel_panel_receiver"
 
 try:
     __version__ = version("otel-panel-receiver")

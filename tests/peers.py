@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PAYLOADS = REPO.parent / "shared" / "spec" / "payloads"
+PAYLOADS = REPO / "otel_panel_receiver" / "testing" / "payloads"
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -79,6 +79,9 @@ def wait_http(
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if 200 <= resp.status < 300:
                     return
+        except urllib.error.HTTPError as exc:
+            exc.close()  # an answer that is not 2xx (a starting Prometheus: 503) holds its socket
+            last = exc
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             last = exc
         time.sleep(0.05)

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_panel_receiver.cli import gunicorn_options, main
-from otel_panel_receiver.config import Settings
+from otel_panel_receiver.cli import main
 from tests.peers import VENV_BIN, free_port, payload, running, stop
 
 
@@ -32,22 +31,23 @@ def test_several_workers_with_the_memory_store_are_refused(
     assert "shared by the workers" in capsys.readouterr().err
 
 
-def test_several_workers_default_to_the_sqlite_store() -> None:
-    assert Settings(workers=2).store_url.startswith("sqlite:///")
-    assert Settings(workers=1).store_url == "memory"
-    assert Settings(workers=2, session_store="redis://r:6379/0").store_url == "redis://r:6379/0"
-
-
-def test_gunicorn_runs_one_gthread_worker_by_default() -> None:
-    opts = gunicorn_options(Settings())
-    assert (opts["workers"], opts["threads"], opts["worker_class"]) == (1, 1, "gthread")
-    assert opts["bind"] == ["0.0.0.0:8080"]
-
-
-def test_threads_default_to_four_with_a_store_that_waits_on_io() -> None:
-    assert gunicorn_options(Settings(workers=2))["threads"] == 4
-    assert gunicorn_options(Settings(session_store="redis://r:6379/0"))["threads"] == 4
-    assert gunicorn_options(Settings(threads=8))["threads"] == 8
+@pytest.mark.parametrize(
+    ("argv", "environ", "message"),
+    [
+        (["--session-store", "mysql://db"], {}, "unknown session store 'mysql://db'"),
+        (["--session-store", "sqlite:///no/such/dir/s.db"], {}, "'/no/such/dir' does not exist"),
+        ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TIMEOUT": "abc"},
+         "OTEL_EXPORTER_OTLP_TIMEOUT expected seconds as a number, got 'abc'"),
+        ([], {"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://c", "OTEL_EXPORTER_OTLP_PROTOCOL": "udp"},
+         "OTEL_EXPORTER_OTLP_PROTOCOL must be one of"),
+    ],
+)  # fmt: skip
+def test_settings_that_would_fail_in_the_workers_exit_2_before_serving(
+    argv: list[str], environ: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv, environ) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
 
 
 def test_version_flag_via_python_dash_m() -> None:
@@ -62,6 +62,17 @@ def post(url: str, body: bytes) -> int:
     req = urllib.request.Request(url, body, {"Content-Type": "text/plain;charset=UTF-8"})
     with urllib.request.urlopen(req, timeout=5) as resp:
         return int(resp.status)
+
+
+def test_a_bad_store_url_is_one_line_on_stderr_and_exit_2_from_the_command() -> None:
+    argv = [str(VENV_BIN / "otel-panel-receiver"), "--workers", "2", "--session-store", "sqlite:"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        "otel-panel-receiver: error: session store 'sqlite:' names no file; "
+        "use sqlite:///absolute/path.db or sqlite:relative/path.db"
+    ]
+    assert out.stdout == ""
 
 
 @pytest.mark.peers

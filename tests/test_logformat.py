@@ -6,7 +6,9 @@ import io
 import json
 import logging
 
-from otel_panel_receiver.logformat import LineHandler, render_json, render_logfmt
+from otel_panel_receiver.attributes import UniqueKeys
+from otel_panel_receiver.export.logformat import LineRenderer, render_json, render_logfmt
+from otel_panel_receiver.export.oplog import LineHandler
 
 
 def test_logfmt_quotes_only_values_that_need_it() -> None:
@@ -30,7 +32,7 @@ def test_logfmt_strips_forbidden_key_runes_as_upstream() -> None:
 
 
 def test_logfmt_never_drops_a_line_for_an_empty_or_repeated_key() -> None:
-    # Upstream drops the whole line when a key strips to nothing (spec 2.7).
+    # Upstream drops the whole line when a key strips to nothing (docs/protocol.md, "Its log line").
     line = render_logfmt("info", "m", {"": 1, "=": 2, "a b": 3, "ab": 4, "level": 5})
     assert line == "level=info msg=m var_=1 var__2=2 ab=3 var_ab=4 var_level=5\n"
 
@@ -67,3 +69,33 @@ def test_repeated_lines_render_identically_and_bools_never_take_an_int_rendering
     assert render_logfmt("info", "m", {"a": 1, "b": "x y"}) == first
     line = render_logfmt("info", "m", {"a": True, "b": "x y"})
     assert line == 'level=info msg=m a=true b="x y"\n'
+
+
+def test_an_exception_is_logged_with_its_repr_and_traceback() -> None:
+    out = io.StringIO()
+    logger = logging.getLogger("test_line_handler_exc")
+    logger.propagate = False
+    logger.addHandler(LineHandler("json", out))
+    try:
+        raise RuntimeError("exporter bug")
+    except RuntimeError:
+        logger.exception("OTLP exporter raised")
+    line = json.loads(out.getvalue())
+    assert line["err"] == "RuntimeError('exporter bug')"
+    assert line["traceback"].startswith("Traceback (most recent call last):")
+    assert line["traceback"].endswith("RuntimeError: exporter bug")
+
+
+def test_a_renderer_remembers_pairs_but_never_carries_a_key_into_another_line() -> None:
+    renderer = LineRenderer("logfmt")
+    assert renderer.render("info", "m", {"a": 1, "b": "x"}) == "level=info msg=m a=1 b=x\n"
+    assert renderer.render("info", "m", {"a": 1, "a2": 1}) == "level=info msg=m a=1 a2=1\n"
+    assert renderer.render("info", "m", {"b": "x"}) == "level=info msg=m b=x\n"
+
+
+def test_many_variables_of_one_name_get_distinct_keys_in_order() -> None:
+    keys = UniqueKeys(("level", "msg"))
+    got = [keys.add("") for _ in range(5)] + [keys.add("var__3"), keys.add("")]
+    assert got == ["var_", "var__2", "var__3", "var__4", "var__5", "var_var__3", "var__6"]
+    many = UniqueKeys()
+    assert len({many.add("x") for _ in range(20_000)}) == 20_000

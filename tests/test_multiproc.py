@@ -9,18 +9,18 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from otel_panel_receiver.app import create_app
 from otel_panel_receiver.config import Settings
-from otel_panel_receiver.multiproc import (
+from otel_panel_receiver.export.multiproc import (
     MultiprocessBridge,
     clear_directory,
-    mark_worker_dead,
+    mark_process_dead,
     multiprocess_registry,
 )
-from otel_panel_receiver.providers import build_telemetry, session_views
+from otel_panel_receiver.export.providers import session_views
 from otel_panel_receiver.receiver import Receiver
+from otel_panel_receiver.recorder import Recorder
 from otel_panel_receiver.stores import MemorySessionStore
-from otel_panel_receiver.telemetry import Recorder
-from otel_panel_receiver.web import create_receiver
 from tests.peers import payload
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -69,12 +69,11 @@ def test_two_workers_sum_to_what_one_process_shows(tmp_path: Path) -> None:
     b.flush()
     merged = samples(generate_latest(multiprocess_registry(str(tmp_path))).decode())
 
-    single = create_receiver(Settings(disable_session_log=True), telemetry := build_telemetry(
-        Settings(disable_session_log=True)
-    ))  # fmt: skip
+    single = create_app(Settings(disable_session_log=True))
     for name in (*SESSION, "v2-variables-multi.json"):
-        single.handle(payload(name))
-    assert merged == samples(generate_latest(telemetry.registry).decode())
+        single.receiver.handle(payload(name))
+    assert merged == samples(single.telemetry.scrape()[0].decode())
+    single.close()
     assert sum(v for (n, _), v in merged.items() if n.endswith("sessions_total")) == 2
 
 
@@ -97,7 +96,7 @@ def test_counters_do_not_go_back_when_a_worker_is_recycled(tmp_path: Path) -> No
     first.receiver.handle(payload(SESSION[0]))
     first.receiver.handle(payload(SESSION[1]))
     first.exit()  # its last deltas are written at shutdown
-    mark_worker_dead(201, str(tmp_path))
+    mark_process_dead(201, str(tmp_path))
     registry = multiprocess_registry(str(tmp_path))
     before = samples(generate_latest(registry).decode())
     second = Worker(tmp_path, 202, store)
@@ -118,12 +117,11 @@ def test_clear_directory_removes_a_previous_runs_files(tmp_path: Path) -> None:
 
 def test_build_telemetry_serves_the_shared_files_when_a_directory_is_set(tmp_path: Path) -> None:
     settings = Settings(prometheus_multiproc_dir=str(tmp_path), disable_session_log=True)
-    telemetry = build_telemetry(settings)
-    receiver = create_receiver(settings, telemetry)
+    app = create_app(settings)
     for name in SESSION:
-        receiver.handle(payload(name))
-    telemetry.force_flush()
-    text = generate_latest(telemetry.registry).decode()
+        app.receiver.handle(payload(name))
+    app.telemetry.force_flush()
+    text = app.telemetry.scrape()[0].decode()
     assert list(tmp_path.glob("counter_*.db"))
     assert [v for (n, _), v in samples(text).items() if "duration" in n] == [135.0]
-    telemetry.shutdown()
+    app.close()

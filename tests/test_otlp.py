@@ -12,19 +12,18 @@ from opentelemetry._logs import Logger, LogRecord
 from opentelemetry._logs import LoggerProvider as ApiLoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 
+from otel_panel_receiver.app import ReceiverApp, create_app
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.errors import ConfigError
-from otel_panel_receiver.otlp import (
+from otel_panel_receiver.export.logproviders import StdoutLoggerProvider, TeeLoggerProvider
+from otel_panel_receiver.export.otlp import (
     PROBE_INTERVAL,
     STALL,
-    _Health,
+    ExportHealth,
     _ReportingLogExporter,
     otlp_exporter,
     signal_endpoint,
 )
-from otel_panel_receiver.providers import build_telemetry
-from otel_panel_receiver.stdoutlog import StdoutLoggerProvider, TeeLoggerProvider
-from otel_panel_receiver.web import create_app
 from tests.otlp_sink import OtlpSink, attributes
 from tests.peers import free_port, payload
 
@@ -68,7 +67,7 @@ def test_bad_per_signal_protocol_is_a_config_error() -> None:
 
 
 class Flaky:
-    def __init__(self, results: list[LogRecordExportResult]) -> None:
+    def __init__(self, results: list[LogRecordExportResult | None]) -> None:
         self.results = results
 
     def export(self, batch: object) -> LogRecordExportResult:
@@ -80,21 +79,25 @@ class Flaky:
 
 def test_failures_are_reported_once_and_recovery_once(caplog: pytest.LogCaptureFixture) -> None:
     F, OK = LogRecordExportResult.FAILURE, LogRecordExportResult.SUCCESS
-    exporter = _ReportingLogExporter(Flaky([F, None, F, OK, OK, F]), _Health("logs", "http://x"))  # type: ignore[arg-type]
+    flaky = Flaky([F, None, F, OK, OK, F, None])
+    exporter = _ReportingLogExporter(flaky, ExportHealth("logs", "http://x"))  # type: ignore[arg-type]
     with caplog.at_level(logging.INFO, logger="otel_panel_receiver"):
-        results = [exporter.export([]) for _ in range(6)]
-    assert results == [F, F, F, OK, OK, F]
+        results = [exporter.export([]) for _ in range(7)]
+    assert results == [F, F, F, OK, OK, F, F]
     assert [r.getMessage() for r in caplog.records] == [
         "OTLP export failing; data of failed exports is dropped, ingest goes on",
+        "OTLP exporter raised; counted as a failed export",
         "OTLP export recovered",
         "OTLP export failing; data of failed exports is dropped, ingest goes on",
     ]
+    raised = caplog.records[1]
+    assert raised.exc_info is not None and str(raised.exc_info[1]) == "boom"  # findable bug
 
 
-def run_session(environ: dict[str, str], **settings: object) -> tuple[object, io.StringIO]:
+def run_session(environ: dict[str, str], **settings: object) -> tuple[ReceiverApp, io.StringIO]:
     s = Settings(**settings)  # type: ignore[arg-type]
     out = io.StringIO()
-    app = create_app(s, telemetry=build_telemetry(s, stream=out, environ=environ))
+    app = create_app(s, environ=environ, stream=out)
     client = falcon.testing.TestClient(app)
     for name in ("v2-start.json", "v2-heartbeat.json", "v2-end.json"):
         assert client.simulate_post("/write", body=payload(name)).status_code == 201
@@ -182,7 +185,7 @@ class Clock:
 
 def test_while_exports_fail_one_record_a_second_is_let_through() -> None:
     clock = Clock()
-    health = _Health("logs", "http://x", clock)
+    health = ExportHealth("logs", "http://x", clock)
     assert all(health.admit() for _ in range(5))  # healthy: everything goes
     health.report(False)
     assert [health.admit() for _ in range(3)] == [False, False, False]
@@ -195,7 +198,7 @@ def test_while_exports_fail_one_record_a_second_is_let_through() -> None:
 
 def test_an_export_stuck_on_the_collector_turns_records_away() -> None:
     clock = Clock()
-    health = _Health("logs", "http://x", clock)
+    health = ExportHealth("logs", "http://x", clock)
     health.busy_since = clock.now
     assert health.admit()  # a normal export in flight
     clock.now += STALL
@@ -206,7 +209,9 @@ def test_records_reach_stdout_whatever_the_collector_does() -> None:
     out = io.StringIO()
     admitted: list[bool] = []
     second = InMemoryLogs()
-    tee = TeeLoggerProvider(StdoutLoggerProvider("logfmt", out), second, lambda: admitted.pop(0))
+    tee = TeeLoggerProvider(
+        stdout=StdoutLoggerProvider("logfmt", out), otlp=second, admit=lambda: admitted.pop(0)
+    )
     logger = tee.get_logger("t")
     admitted.extend([True, False, True])
     for i in range(3):

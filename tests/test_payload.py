@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otel_panel_receiver.errors import PayloadError
-from otel_panel_receiver.flat import unflatten
 from otel_panel_receiver.model import EventKind, PanelEvent
 from otel_panel_receiver.payload import MAX_TIME, decode
+from otel_panel_receiver.payload._flat import unflatten
 from tests.peers import PAYLOADS
 
 NOW = 1_700_000_000
@@ -228,7 +228,6 @@ def test_bad_bodies_raise_payload_error_naming_problem_and_path(
         decode(body, now=NOW)
     assert message in info.value.message
     assert info.value.path == path
-    assert info.value.status == 400
 
 
 def test_max_time_is_accepted() -> None:
@@ -273,7 +272,7 @@ def test_arbitrary_json_objects_only_ever_raise_payload_error(doc: dict[str, Any
     try:
         ev = dec(doc)
     except PayloadError as exc:
-        assert exc.status == 400
+        assert exc.message  # every refusal says what was wrong
     else:
         assert 0 <= ev.time <= MAX_TIME
 

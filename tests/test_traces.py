@@ -9,9 +9,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel_panel_receiver.export.providers import SessionIdGenerator
 from otel_panel_receiver.model import SessionUpdate
 from otel_panel_receiver.payload import decode
-from otel_panel_receiver.providers import SessionIdGenerator
 from otel_panel_receiver.sessions import session_key
 from otel_panel_receiver.traces import SPAN_NAME, SessionTracer, span_id_for
 from tests.peers import payload
@@ -138,7 +138,7 @@ def test_idle_session_is_closed_at_its_latest_event_by_the_sweep() -> None:
 def test_evicted_session_is_closed() -> None:
     tracer, spans, _ = setup()
     feed(tracer, "v2-start.json")
-    tracer.evicted(int(UUID.replace("-", ""), 16), 0)
+    tracer.dropped(int(UUID.replace("-", ""), 16), 0)
     assert (only(spans).attributes or {})["session.end_reason"] == "evicted"
 
 

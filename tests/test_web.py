@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from otel_panel_receiver.app import ReceiverApp, create_app
 from otel_panel_receiver.config import Settings
-from otel_panel_receiver.providers import build_telemetry
-from otel_panel_receiver.web import ReceiverApp, create_app
+from otel_panel_receiver.export.providers import build_telemetry
 from tests.peers import payload
 
 LABELS = (

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from otel_panel_receiver.errors import ConfigError
+from otel_panel_receiver.stores._protocol import EvictionCallback, SessionStore
 from otel_panel_receiver.stores.memory import MemorySessionStore
+from otel_panel_receiver.stores.redis import RedisSessionStore
 from otel_panel_receiver.stores.sqlite import SqliteSessionStore
 
-if TYPE_CHECKING:
-    from otel_panel_receiver.stores import EvictionCallback, SessionStore
-
-__all__ = ["FORMS", "open_store"]
+__all__ = ["FORMS", "check_store_url", "open_store"]
 
 #: The accepted forms of a store URL, as error messages and help texts show them.
 FORMS: Final = (
@@ -40,7 +40,7 @@ def open_store(
     """
     scheme, sep, rest = url.partition(":")
     scheme = scheme.lower()
-    if url in ("memory", "memory:", "memory://"):
+    if url == "memory":
         return MemorySessionStore(
             max_size=max_size,
             idle_ttl=idle_ttl,
@@ -48,9 +48,11 @@ def open_store(
             clock=time.monotonic if clock is None else clock,
         )
     if sep and scheme == "sqlite":
+        path = _sqlite_path(url, rest)
+        _check_directory(url, path)
         try:
             return SqliteSessionStore(
-                _sqlite_path(url, rest),
+                path,
                 max_size=max_size,
                 idle_ttl=idle_ttl,
                 on_evict=on_evict,
@@ -60,8 +62,6 @@ def open_store(
             raise ConfigError(f"cannot open the session store {url!r}: {exc}") from exc
     if sep and scheme in _REDIS_SCHEMES:
         _check_redis_url(url)
-        from otel_panel_receiver.stores.redis import RedisSessionStore
-
         return RedisSessionStore(
             url,
             max_size=max_size,
@@ -70,6 +70,40 @@ def open_store(
             clock=time.time if clock is None else clock,
         )
     raise ConfigError(f"unknown session store {url!r}; expected one of: {FORMS}")
+
+
+def check_store_url(url: str) -> None:
+    """Raise :class:`ConfigError` now if ``url`` cannot name a usable store; connect to nothing.
+
+    What the entry points run before they fork workers, so that a bad setting is one line and
+    exit status 2, not a traceback per worker: the form of the URL, an SQLite file's directory
+    (it must exist and be writable) and, for Redis, that the client library is installed.
+    """
+    scheme, sep, rest = url.partition(":")
+    scheme = scheme.lower()
+    if url == "memory":
+        return
+    if sep and scheme == "sqlite":
+        path = _sqlite_path(url, rest)
+        _check_directory(url, path)
+        if os.path.isdir(path):
+            raise ConfigError(f"session store {url!r} names a directory; name a file in it")
+        return
+    if sep and scheme in _REDIS_SCHEMES:
+        _check_redis_url(url)
+        return
+    raise ConfigError(f"unknown session store {url!r}; expected one of: {FORMS}")
+
+
+def _check_directory(url: str, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"session store {url!r}: the directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"session store {url!r}: the directory {directory!r} is not writable by this user "
+            f"(SQLite writes its journal beside the file)"
+        )
 
 
 def _sqlite_path(url: str, rest: str) -> str:

@@ -5,21 +5,19 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Final
 
-if TYPE_CHECKING:
-    from otel_panel_receiver.stores import EvictionCallback, Update
+from otel_panel_receiver.stores._bounds import Bounded
+from otel_panel_receiver.stores._protocol import EvictionCallback, R, Update
 
 __all__ = ["MemorySessionStore"]
-
-R = TypeVar("R")
 
 _TOUCH_BITS: Final = 32
 _TOUCH_MASK: Final = (1 << _TOUCH_BITS) - 1
 
 
-class MemorySessionStore:
+class MemorySessionStore(Bounded):
     """Keep session states in this process, bounded by size and by idleness.
 
     The dict is kept in order of last activity (each update re-inserts its key), so the least
@@ -41,20 +39,11 @@ class MemorySessionStore:
         clock: Callable[[], float] = time.monotonic,
         on_evict: EvictionCallback | None = None,
     ) -> None:
-        if max_size < 0 or idle_ttl < 0:
-            raise ValueError("max_size and idle_ttl must be >= 0")
-        self.max_size = max_size
-        self.idle_ttl = idle_ttl
+        super().__init__(max_size=max_size, idle_ttl=idle_ttl, now=0, on_evict=on_evict)
         self._clock = clock
         self._epoch = clock()
-        self._on_evict = on_evict
         self._sessions: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._batch = max(1, max_size // 100)
-        self._sweep_every = idle_ttl / 10
-        self._next_sweep = self._sweep_every
-        self.evicted = 0
-        self.expired = 0
 
     def _now(self) -> int:
         return int(self._clock() - self._epoch) & _TOUCH_MASK
@@ -62,7 +51,7 @@ class MemorySessionStore:
     def apply(self, key: int, fn: Update[R]) -> R:
         """Run ``fn`` on the session's packed state and store the result, under the lock."""
         now = self._now()
-        if self.idle_ttl and now >= self._next_sweep:
+        if self._sweep_due(now):
             self.sweep()
         with self._lock:
             entry = self._sessions.pop(key, None)
@@ -73,12 +62,10 @@ class MemorySessionStore:
                     self._sessions[key] = entry
                 raise
             self._sessions[key] = (state << _TOUCH_BITS) | now
+            dropped: list[tuple[int, int]] = []
             if self.max_size and len(self._sessions) > self.max_size:
-                dropped = self._drop(itertools.islice(self._sessions, self._batch))
-                self.evicted += len(dropped)
-            else:
-                dropped = []
-        self._notify(dropped)
+                dropped = self._take(itertools.islice(self._sessions, self.batch))
+        self._dropped(dropped, idle=False)
         return result
 
     def sweep(self) -> int:
@@ -86,30 +73,20 @@ class MemorySessionStore:
         if not self.idle_ttl:
             return 0
         now = self._now()
-        self._next_sweep = now + self._sweep_every
         with self._lock:
             idle = itertools.takewhile(
                 lambda key: now - (self._sessions[key] & _TOUCH_MASK) >= self.idle_ttl,
                 self._sessions,
             )
-            dropped = self._drop(idle)
-            self.expired += len(dropped)
-        self._notify(dropped)
-        return len(dropped)
+            dropped = self._take(idle)
+        return self._dropped(dropped, idle=True)
 
-    def _drop(
-        self, keys: itertools.islice[int] | itertools.takewhile[int]
-    ) -> list[tuple[int, int]]:
-        victims = list(keys)
+    def _take(self, keys: Iterator[int]) -> list[tuple[int, int]]:
+        victims = list(keys)  # the iterator reads the dict: finish it before popping
         return [(key, self._sessions.pop(key) >> _TOUCH_BITS) for key in victims]
 
-    def _notify(self, dropped: list[tuple[int, int]]) -> None:
-        if self._on_evict is not None:
-            for key, state in dropped:
-                self._on_evict(key, state)
-
     def get(self, key: int) -> int | None:
-        """Return the session's packed state, or ``None``; does not count as activity."""
+        """Return the session's packed state, or ``None``; a read that is not activity."""
         entry = self._sessions.get(key)
         return None if entry is None else entry >> _TOUCH_BITS
 

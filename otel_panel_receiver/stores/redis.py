@@ -30,17 +30,14 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import Any, Final, cast
 
-if TYPE_CHECKING:
-    from otel_panel_receiver.stores import EvictionCallback, Update
+from otel_panel_receiver.stores._bounds import Bounded
+from otel_panel_receiver.stores._protocol import EvictionCallback, R, Update
 
 __all__ = ["RedisSessionStore"]
-
-R = TypeVar("R")
 
 _CHUNK: Final = 1_000  # most sessions one script drops, so Redis never stalls long
 _TTL_FACTOR: Final = 2
@@ -100,7 +97,12 @@ def _state(value: bytes) -> int:
     return int(value.partition(b".")[0], 16)
 
 
-class RedisSessionStore:
+def _pairs(flat: list[bytes]) -> list[tuple[int, int]]:
+    """Return ``(key, packed state)`` of a script's ``member, value, member, value, ...``."""
+    return [(int(flat[i], 16), _state(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
+class RedisSessionStore(Bounded):
     """Keep session states in Redis, bounded by size and by idleness, shared by many hosts.
 
     ``url`` is any URL redis-py takes (``redis://``, ``rediss://``, ``unix://``). ``max_size``
@@ -121,13 +123,9 @@ class RedisSessionStore:
     ) -> None:
         import redis
 
-        if max_size < 0 or idle_ttl < 0:
-            raise ValueError("max_size and idle_ttl must be >= 0")
-        self.max_size = max_size
-        self.idle_ttl = idle_ttl
+        super().__init__(max_size=max_size, idle_ttl=idle_ttl, now=clock(), on_evict=on_evict)
         self.prefix = prefix
         self._clock = clock
-        self._on_evict = on_evict
         # Settings in the URL's query string win over these (redis-py's from_url merges them).
         self._client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
         self._cas = self._client.register_script(_CAS)
@@ -138,21 +136,16 @@ class RedisSessionStore:
         self._limits = (
             math.ceil(idle_ttl * 1000 * _TTL_FACTOR),
             max_size,
-            max(1, max_size // 100),
+            self.batch,
             self._session_prefix,
             _CHUNK,
         )
-        self._sweep_every = idle_ttl / 10
-        self._next_sweep = clock() + self._sweep_every
-        self._counting = threading.Lock()  # the counters are shared by the worker's threads
-        self.evicted = 0
-        self.expired = 0
         self.conflicts = 0
 
     def apply(self, key: int, fn: Update[R]) -> R:
         """Run ``fn`` on the session's packed state and store the result if no one came between."""
         now = self._clock()
-        if self.idle_ttl and now >= self._next_sweep:
+        if self._sweep_due(now):
             self.sweep()
         member = f"{key:032x}"
         name = self._session_prefix + member
@@ -168,37 +161,23 @@ class RedisSessionStore:
             with self._counting:
                 self.conflicts += 1
             old, now = reply, self._clock()
-        if reply:
-            with self._counting:
-                self.evicted += len(reply) // 2
-            self._notify(reply)
+        self._dropped(_pairs(reply), idle=False)
         return result
 
     def sweep(self) -> int:
         """Drop every session idle for ``idle_ttl`` seconds or more; return how many."""
         if not self.idle_ttl:
             return 0
-        now = self._clock()
-        self._next_sweep = now + self._sweep_every
-        cutoff = int((now - self.idle_ttl) * 1_000_000)
+        cutoff = int((self._clock() - self.idle_ttl) * 1_000_000)
         total = 0
         while True:
             reply: list[Any] = self._sweep((self._active,), (cutoff, _CHUNK, self._session_prefix))
-            found, dropped = int(reply[0]), reply[1:]
-            with self._counting:
-                self.expired += len(dropped) // 2
-            total += len(dropped) // 2
-            self._notify(dropped)
-            if found < _CHUNK:
+            total += self._dropped(_pairs(reply[1:]), idle=True)
+            if int(reply[0]) < _CHUNK:
                 return total
 
-    def _notify(self, pairs: list[bytes]) -> None:
-        if self._on_evict is not None:
-            for i in range(0, len(pairs), 2):
-                self._on_evict(int(pairs[i], 16), _state(pairs[i + 1]))
-
     def get(self, key: int) -> int | None:
-        """Return the session's packed state, or ``None``; does not count as activity."""
+        """Return the session's packed state, or ``None``; a read that is not activity."""
         value = cast("bytes | None", self._client.get(f"{self._session_prefix}{key:032x}"))
         return None if value is None else _state(value)
 

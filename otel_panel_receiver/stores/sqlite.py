@@ -26,14 +26,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import Final
 
-if TYPE_CHECKING:
-    from otel_panel_receiver.stores import EvictionCallback, Update
+from otel_panel_receiver.stores._bounds import Bounded
+from otel_panel_receiver.stores._protocol import EvictionCallback, R, Update
 
 __all__ = ["SqliteSessionStore"]
-
-R = TypeVar("R")
 
 _BUSY_TIMEOUT: Final = 10.0  # seconds another process may hold the write lock before we fail
 _CHUNK: Final = 10_000  # most rows one transaction drops, so no writer waits long
@@ -73,7 +71,7 @@ def _blob(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
 
 
-class SqliteSessionStore:
+class SqliteSessionStore(Bounded):
     """Keep session states in an SQLite file, bounded by size and by idleness.
 
     ``max_size`` and ``idle_ttl`` work as in the memory store (0 turns either bound off), over
@@ -91,22 +89,13 @@ class SqliteSessionStore:
         clock: Callable[[], float] = time.time,
         on_evict: EvictionCallback | None = None,
     ) -> None:
-        if max_size < 0 or idle_ttl < 0:
-            raise ValueError("max_size and idle_ttl must be >= 0")
+        super().__init__(max_size=max_size, idle_ttl=idle_ttl, now=clock(), on_evict=on_evict)
         self.path = os.fspath(path)
-        self.max_size = max_size
-        self.idle_ttl = idle_ttl
         self._clock = clock
-        self._on_evict = on_evict
-        self._batch = max(1, max_size // 100)
-        self._sweep_every = idle_ttl / 10
-        self._next_sweep = clock() + self._sweep_every
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._lockfile: int | None = None
         self._closed = False
-        self.evicted = 0
-        self.expired = 0
         try:
             with self._writing() as conn:
                 for statement in _SCHEMA:
@@ -169,10 +158,10 @@ class SqliteSessionStore:
     def apply(self, key: int, fn: Update[R]) -> R:
         """Run ``fn`` on the session's packed state and store the result, in one transaction."""
         now = self._clock()
-        if self.idle_ttl and now >= self._next_sweep:
+        if self._sweep_due(now):
             self.sweep()
         k = key.to_bytes(16, "big")
-        dropped: list[tuple[int, bytes, bytes]] = []
+        dropped: list[tuple[int, int]] = []
         with self._writing() as conn:
             # fetchall, not fetchone: it steps a RETURNING statement to its end and resets it.
             taken = conn.execute(_TAKE, (k,)).fetchall()
@@ -182,45 +171,38 @@ class SqliteSessionStore:
                 ((count,),) = conn.execute(_ADD, (1,)).fetchall()
                 if self.max_size and count > self.max_size:
                     # Never the row just written: count - 1 rows stand before it.
-                    n = min(max(self._batch, count - self.max_size), _CHUNK)
-                    dropped = self._drop(conn, _EVICT, (n,))
-                    self.evicted += len(dropped)
-        self._notify(dropped)
+                    n = min(max(self.batch, count - self.max_size), _CHUNK)
+                    dropped = self._take(conn, _EVICT, (n,))
+        self._dropped(dropped, idle=False)
         return result
 
     def sweep(self) -> int:
         """Drop every session idle for ``idle_ttl`` seconds or more; return how many."""
         if not self.idle_ttl:
             return 0
-        now = self._clock()
-        self._next_sweep = now + self._sweep_every
+        cutoff = self._clock() - self.idle_ttl
         total = 0
         while True:
             with self._writing() as conn:
-                dropped = self._drop(conn, _EXPIRE, (now - self.idle_ttl, _CHUNK))
-                self.expired += len(dropped)
-            self._notify(dropped)
-            total += len(dropped)
+                dropped = self._take(conn, _EXPIRE, (cutoff, _CHUNK))
+            total += self._dropped(dropped, idle=True)
             if len(dropped) < _CHUNK:
                 return total
 
     @staticmethod
-    def _drop(
+    def _take(
         conn: sqlite3.Connection, sql: str, params: tuple[float, ...]
-    ) -> list[tuple[int, bytes, bytes]]:
-        dropped: list[tuple[int, bytes, bytes]] = conn.execute(sql, params).fetchall()
-        if dropped:
-            conn.execute(_ADD, (-len(dropped),)).fetchall()
-        dropped.sort()  # RETURNING gives no order; callbacks see the least recent first
-        return dropped
-
-    def _notify(self, dropped: list[tuple[int, bytes, bytes]]) -> None:
-        if self._on_evict is not None:
-            for _, key, state in dropped:
-                self._on_evict(int.from_bytes(key, "big"), int.from_bytes(state, "big"))
+    ) -> list[tuple[int, int]]:
+        rows: list[tuple[int, bytes, bytes]] = conn.execute(sql, params).fetchall()
+        if rows:
+            conn.execute(_ADD, (-len(rows),)).fetchall()
+        rows.sort()  # RETURNING gives no order; callbacks see the least recent first
+        return [
+            (int.from_bytes(key, "big"), int.from_bytes(state, "big")) for _, key, state in rows
+        ]
 
     def get(self, key: int) -> int | None:
-        """Return the session's packed state, or ``None``; does not count as activity."""
+        """Return the session's packed state, or ``None``; a read that is not activity."""
         with self._lock:
             row = self._connection().execute(_GET, (key.to_bytes(16, "big"),)).fetchone()
         return None if row is None else int.from_bytes(row[0], "big")

@@ -1,5 +1,4 @@
-"""Build the OpenTelemetry SDK providers the receiver records into (with ``otlp.py``, the only
-modules using the SDK).
+"""Build the OpenTelemetry SDK providers the receiver records into.
 
 * a MeterProvider with the receiver's Views and a Prometheus reader on a private registry
   (no ``target_info``, no scope labels), served at ``/metrics``, plus an OTLP reader when an
@@ -11,16 +10,20 @@ modules using the SDK).
 
 Export to a collector never blocks ``/write``: metrics leave from the periodic reader's thread,
 logs and spans through batch processors with bounded queues, each request with a 5 s timeout.
+The resource is the SDK's, from the process environment as for any OpenTelemetry component:
+``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` win over the receiver's own
+``service.name``, ``service.version`` and ``service.instance.id``.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Final
 
 from opentelemetry._logs import LoggerProvider as ApiLoggerProvider
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -29,7 +32,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import View
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
@@ -38,28 +41,38 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from otel_panel_receiver.attributes import METRIC_LABELS, USER_LABELS
 from otel_panel_receiver.config import Settings
-from otel_panel_receiver.multiproc import MultiprocessBridge, multiprocess_registry
-from otel_panel_receiver.otlp import admission, exporter_setting, otlp_exporter
-from otel_panel_receiver.stdoutlog import StdoutLoggerProvider, TeeLoggerProvider
-from otel_panel_receiver.telemetry import DURATION, SESSIONS
+from otel_panel_receiver.export.logproviders import (
+    Flushable,
+    StdoutLoggerProvider,
+    TeeLoggerProvider,
+)
+from otel_panel_receiver.export.multiproc import MultiprocessBridge, multiprocess_registry
+from otel_panel_receiver.export.otlp import exporter_setting, otlp_exporter
+from otel_panel_receiver.recorder import DURATION, SESSIONS
 from otel_panel_receiver.traces import SESSION_IDS
 from otel_panel_receiver.version import __version__
 
 __all__ = [
     "SessionIdGenerator",
     "Telemetry",
+    "build_resource",
     "build_telemetry",
     "session_views",
 ]
 
-SERVICE_NAME = "otel-panel-receiver"
+_SERVICE_NAME: Final = "otel-panel-receiver"
 
 
 def session_views(*, users: bool = True, cardinality_limit: int = 10_000) -> list[View]:
-    """Return the Views of the two session counters: label set L, user labels optional."""
+    """Return the Views of the two session counters: label set L, user labels optional.
+
+    Give them to a MeterProvider of your own to keep the receiver's privacy choice (``users``
+    False drops ``user_login`` and ``user_name``) and its bound on label sets per metric.
+    """
     # Keeping every key is the SDK's default (None); naming them would only cost a filter.
     keys = None if users else set(METRIC_LABELS) - set(USER_LABELS)
     return [
@@ -93,14 +106,16 @@ class SessionIdGenerator(IdGenerator):
 class Telemetry:
     """The providers the recorder uses, and the registry ``/metrics`` serves.
 
-    ``tracer_provider`` is ``None`` when session spans go nowhere.
+    ``logger_provider`` is ``None`` when the per-payload log is off, ``tracer_provider`` when
+    session spans go nowhere, ``registry`` when ``/metrics`` is not served from here (an
+    embedder exporting only through its own readers).
     """
 
     meter_provider: MeterProvider
-    logger_provider: ApiLoggerProvider | None
-    registry: CollectorRegistry
+    logger_provider: ApiLoggerProvider | None = None
+    registry: CollectorRegistry | None = None
     tracer_provider: TracerProvider | None = None
-    _closed: bool = field(default=False, repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
 
     def shutdown(self) -> None:
         """Flush and shut every provider down; safe to call twice."""
@@ -109,14 +124,30 @@ class Telemetry:
         self._closed = True
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
-        getattr(self.logger_provider, "shutdown", lambda: None)()
+        logs: object = (
+            self.logger_provider
+        )  # the API's provider cannot flush; ours and the SDK's can
+        if isinstance(logs, Flushable):
+            logs.shutdown()
         self.meter_provider.shutdown()
+
+    def scrape(self, accept: str = "") -> tuple[bytes, str]:
+        """Return ``/metrics``' body and content type: OpenMetrics if ``accept`` asks for it.
+
+        Raises ``LookupError`` when this telemetry has no registry to serve.
+        """
+        if self.registry is None:
+            raise LookupError("this telemetry serves no /metrics (no registry)")
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
 
     def force_flush(self, timeout_millis: int = 10_000) -> None:
         """Export what is buffered now (logs, spans, and a metrics collection)."""
         if self.tracer_provider is not None:
             self.tracer_provider.force_flush(timeout_millis)
-        getattr(self.logger_provider, "force_flush", lambda _: True)(timeout_millis)
+        logs: object = self.logger_provider
+        if isinstance(logs, Flushable):
+            logs.force_flush(timeout_millis)
         self.meter_provider.force_flush(timeout_millis)
 
 
@@ -125,16 +156,16 @@ def build_telemetry(
     *,
     stream: IO[str] | None = None,
     environ: Mapping[str, str] | None = None,
-    extra_attributes: dict[str, Any] | None = None,
 ) -> Telemetry:
     """Build the SDK providers for ``settings``; log lines go to ``stream`` (stdout).
 
-    ``environ`` holds the standard ``OTEL_*`` variables that switch OTLP signals on (the entry
-    points pass ``os.environ``); headers, temporality and the export interval are read from the
-    process environment by the SDK's exporters and readers themselves.
+    ``environ`` (the process environment unless given) holds the standard ``OTEL_*`` variables
+    that switch OTLP signals on and set their endpoints, protocols and timeouts; the resource,
+    headers, temporality and export interval are read from the process environment by the SDK
+    itself. Raises :class:`ConfigError` for an OTLP setting that cannot work.
     """
-    environ = environ if environ is not None else {}
-    resource = _resource(environ, extra_attributes)
+    environ = os.environ if environ is None else environ
+    resource = build_resource()
     readers: list[MetricReader]
     if settings.prometheus_multiproc_dir:  # several workers: /metrics sums their files
         registry = multiprocess_registry(settings.prometheus_multiproc_dir)
@@ -148,9 +179,9 @@ def build_telemetry(
                 disable_target_info=True, scope_info_enabled=False, registry=registry
             )
         ]
-    metrics_exporter = otlp_exporter("metrics", settings, environ)
-    if metrics_exporter is not None:
-        readers.append(PeriodicExportingMetricReader(metrics_exporter))
+    otlp_metrics = otlp_exporter("metrics", settings, environ)
+    if otlp_metrics is not None:
+        readers.append(PeriodicExportingMetricReader(otlp_metrics[0]))
     meter_provider = MeterProvider(
         resource=resource,
         shutdown_on_exit=False,  # the app's close() (gunicorn's worker_exit, atexit) shuts down
@@ -171,29 +202,26 @@ def build_telemetry(
 #: Records per OTLP log/span export. Encoding is pure Python and holds the GIL: the SDK's 512
 #: took ~31 ms per log batch, stalling request threads (p99 ~45 ms); 64 takes ~3 ms at the same
 #: cost per record (docs/benchmarks.md, OTLP tuning).
-OTLP_BATCH_SIZE = 64
+_OTLP_BATCH_SIZE: Final = 64
 
 
 def _batch_size(environ: Mapping[str, str], variable: str) -> int | None:
     """Return our batch size, or None to let the SDK read the variable the user set."""
-    return None if environ.get(variable) else OTLP_BATCH_SIZE
+    return None if environ.get(variable) else _OTLP_BATCH_SIZE
 
 
-def _resource(environ: Mapping[str, str], extra: dict[str, Any] | None) -> Resource:
-    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; ours fill the gaps.
-    attributes: dict[str, Any] = {
+def build_resource() -> Resource:
+    """Return the SDK's resource with the receiver's defaults under the user's attributes."""
+    ours = {
+        "service.name": _SERVICE_NAME,
         "service.version": __version__,
         # One id per process (built after the fork under gunicorn): each worker its own series.
         "service.instance.id": str(uuid.UUID(int=random.getrandbits(128), version=4)),
-        **(extra or {}),
     }
-    named = environ.get("OTEL_SERVICE_NAME") or "service.name=" in environ.get(
-        "OTEL_RESOURCE_ATTRIBUTES", ""
-    )
-    if not named:
-        attributes["service.name"] = SERVICE_NAME
-    resource = Resource.create(attributes)
-    return resource
+    # Resource.create puts the attributes it is given over the detected ones (the environment
+    # variables included): hand it ours overlaid with what the user set, so the user's win.
+    user = OTELResourceDetector().detect().attributes
+    return Resource.create({**ours, **user})
 
 
 def _logger_provider(
@@ -203,30 +231,31 @@ def _logger_provider(
         return None
     # The line is on stdout before the 201 goes out; OTLP records leave in batches.
     stdout = StdoutLoggerProvider(settings.log_format_effective, stream)
-    exporter = otlp_exporter("logs", settings, environ)
-    if exporter is None:
+    otlp = otlp_exporter("logs", settings, environ)
+    if otlp is None:
         return stdout
+    exporter, health = otlp
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     batch = _batch_size(environ, "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE")
     provider.add_log_record_processor(
         BatchLogRecordProcessor(exporter, max_export_batch_size=batch)
     )
-    return TeeLoggerProvider(stdout, provider, admission(exporter))
+    return TeeLoggerProvider(stdout=stdout, otlp=provider, admit=health.admit)
 
 
 def _tracer_provider(
     settings: Settings, environ: Mapping[str, str], resource: Resource, stream: IO[str] | None
 ) -> TracerProvider | None:
-    exporter = otlp_exporter("traces", settings, environ)
+    otlp = otlp_exporter("traces", settings, environ)
     console = "console" in exporter_setting("traces", environ)
-    if exporter is None and not console:
+    if otlp is None and not console:
         return None
     provider = TracerProvider(
         resource=resource, id_generator=SessionIdGenerator(), shutdown_on_exit=False
     )
-    if exporter is not None:
+    if otlp is not None:
         batch = _batch_size(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
-        provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=batch))
+        provider.add_span_processor(BatchSpanProcessor(otlp[0], max_export_batch_size=batch))
     if console:
         provider.add_span_processor(
             SimpleSpanProcessor(

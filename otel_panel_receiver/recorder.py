@@ -1,7 +1,7 @@
 """The recorder: turn each event and its session update into OTel metrics and log records.
 
 Only the OpenTelemetry **API** is used here; which SDK, readers and exporters sit behind the
-providers is decided by ``providers.py`` (or by an embedding application).
+providers is decided by ``export/providers.py`` (or by an embedding application).
 """
 
 from __future__ import annotations
@@ -17,19 +17,18 @@ from opentelemetry.metrics import MeterProvider
 from otel_panel_receiver.attributes import log_attributes, metric_attributes, raw_payload
 from otel_panel_receiver.model import EventKind, PanelEvent, SessionUpdate
 from otel_panel_receiver.traces import SessionTracer
-from otel_panel_receiver.version import __version__
+from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
 
 __all__ = [
     "BUILD_INFO",
     "DURATION",
-    "INSTRUMENTATION_SCOPE",
+    "INVALID_TYPE_MESSAGE",
     "LOG_MESSAGE",
     "SESSIONS",
     "UP",
     "Recorder",
 ]
 
-INSTRUMENTATION_SCOPE: Final = "otel_panel_receiver"
 #: Instrument names; the Prometheus exporter appends the unit and ``_total``.
 SESSIONS: Final = "grafana_analytics_sessions"
 DURATION: Final = "grafana_analytics_sessions_duration"
@@ -95,8 +94,11 @@ class Recorder:
         self.tracer = tracer
         self._clock_ns = clock_ns
 
-    def record(self, event: PanelEvent, update: SessionUpdate, key: int = 0) -> None:
-        """Count a new session, add the duration an event brought, log it, trace it."""
+    def record(self, event: PanelEvent, update: SessionUpdate, key: int) -> None:
+        """Count a new session, add the duration an event brought, log it, trace it.
+
+        ``key`` is the session's key (``sessions.session_key``): the tracer's trace id.
+        """
         attrs = metric_attributes(event, users=self._users)
         if update.started:
             self._sessions.add(1, attrs)
@@ -107,11 +109,6 @@ class Recorder:
             self._log(event)
         if self.tracer is not None:
             self.tracer.observe(key, event, update)
-
-    def close(self) -> None:
-        """Write the spans of sessions still open (the process is stopping)."""
-        if self.tracer is not None:
-            self.tracer.close_all()
 
     def _log(self, event: PanelEvent) -> None:
         assert self._logger is not None

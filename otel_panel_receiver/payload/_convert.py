@@ -1,23 +1,19 @@
-"""Decode one request body into a :class:`PanelEvent`.
+"""Turn the lenient wire shapes into the frozen model: ``null`` and missing become zero values.
 
-The fast path is a typed msgspec decode of the nested v2 schema. Payloads that lack the nested
-groups (the panel's ``flatten`` option, hand-made minimal bodies, 1.x payloads) take a second,
-generic path: decode to plain JSON values, undo ``flat.flatten()``, then convert with the same
-types. Either way only :class:`PayloadError` leaves this module.
+Written by hand because msgspec cannot decode ``null`` into a field's default: every wire field is
+``X | None`` (the panel sends nulls, and flattened or hand-made payloads leave groups out), while
+the model's fields are plain values. The 1.x payload shape is mapped onto a session start here.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Final
 
 import msgspec
 from msgspec import UNSET
 
-from otel_panel_receiver import wire
 from otel_panel_receiver.errors import PayloadError
-from otel_panel_receiver.flat import unflatten
 from otel_panel_receiver.model import (
     BuildInfo,
     Dashboard,
@@ -30,91 +26,15 @@ from otel_panel_receiver.model import (
     Variable,
     Viewer,
 )
-from otel_panel_receiver.wire import MAX_TIME, Scalar
+from otel_panel_receiver.payload import _wire as wire
 
-__all__ = ["MAX_TIME", "decode"]
-
+__all__ = ["to_event"]
 
 _KINDS: Final = {kind.value: kind for kind in EventKind}
-_TYPE_NAMES: Final = {"int": "integer", "str": "string", "float": "number", "bool": "boolean"}
-_TYPE_WORDS: Final = re.compile(r"\b(int|str|float|bool)\b")
 
 
-_DECODER: Final = msgspec.json.Decoder(wire.Payload)
-_GENERIC: Final = msgspec.json.Decoder()
-
-
-def decode(body: bytes, *, now: int) -> PanelEvent:
-    """Decode one payload; ``now`` stands in for a missing ``time``.
-
-    Raises :class:`PayloadError` naming the problem and its JSON path.
-    """
-    if not body.strip():
-        raise PayloadError("body is empty: expected one JSON object")
-    wire = _load(body, _DECODER.decode)
-    if _lacks_groups(wire):
-        wire = _load(body, _convert_generic)
-    return _to_event(wire, now)
-
-
-def _lacks_groups(doc: wire.Payload) -> bool:
-    return (
-        doc.options is UNSET
-        or doc.host is UNSET
-        or doc.user is UNSET
-        or doc.dashboard is UNSET
-        or doc.time_range is UNSET
-    )
-
-
-def _load(body: bytes, how: Any) -> wire.Payload:
-    try:
-        result: wire.Payload = how(body)
-    except msgspec.ValidationError as exc:
-        raise _validation_error(exc) from None
-    except msgspec.DecodeError as exc:
-        raise PayloadError(f"body is not valid JSON: {_strip_path(str(exc))}") from None
-    except RecursionError:
-        raise PayloadError("body is nested too deeply") from None
-    return result
-
-
-def _convert_generic(body: bytes) -> wire.Payload:
-    document = _GENERIC.decode(body)
-    if not isinstance(document, dict):
-        kind = "null" if document is None else type(document).__name__
-        raise PayloadError(f"body must be a JSON object, got {_json_kind(kind)}")
-    if any("." in key for key in document):
-        document = unflatten(document)
-    return msgspec.convert(document, wire.Payload)
-
-
-def _json_kind(python_name: str) -> str:
-    return {"list": "array", "str": "string", "int": "number", "float": "number"}.get(
-        python_name, python_name
-    )
-
-
-def _validation_error(exc: msgspec.ValidationError) -> PayloadError:
-    message = str(exc)
-    path = ""
-    marker = " - at `$"
-    if marker in message:
-        message, _, tail = message.partition(marker)
-        path = tail.rstrip("`").lstrip(".")
-    message = _TYPE_WORDS.sub(lambda m: _TYPE_NAMES[m.group(0)], message.replace("`", ""))
-    message = message.replace(" | null", "")
-    if message.startswith(("Expected integer >= 0", "Expected integer <= ")):
-        message = f"{message}: a unix time in whole seconds"
-    message = message[:1].lower() + message[1:]
-    return PayloadError(message, path.replace(".from_", ".from"))
-
-
-def _strip_path(message: str) -> str:
-    return message.removeprefix("JSON is malformed: ")
-
-
-def _to_event(doc: wire.Payload, now: int) -> PanelEvent:
+def to_event(doc: wire.Payload, now: int) -> PanelEvent:
+    """Return the event a decoded payload describes; ``now`` stands in for a missing ``time``."""
     if doc.type is None and doc.uuid is None and _is_set(doc.environment, doc.context):
         return _legacy_event(doc, now)
     type_ = doc.type or ""
@@ -252,7 +172,7 @@ def _variables(ws: list[wire.Variable] | None) -> tuple[Variable, ...]:
     )
 
 
-def _values(raw: str | list[Scalar] | None) -> tuple[str, ...]:
+def _values(raw: str | list[wire.Scalar] | None) -> tuple[str, ...]:
     if raw is None:
         return ()
     if isinstance(raw, str):  # 1.x sent the bare current value
@@ -260,7 +180,7 @@ def _values(raw: str | list[Scalar] | None) -> tuple[str, ...]:
     return tuple(v if isinstance(v, str) else _scalar_text(v) for v in raw)
 
 
-def _scalar_text(value: Scalar) -> str:
+def _scalar_text(value: wire.Scalar) -> str:
     """Render a non-string variable value as its JSON text (``42``, ``true``, ``null``)."""
     return msgspec.json.encode(value).decode()
 

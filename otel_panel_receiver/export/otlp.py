@@ -3,9 +3,10 @@
 Which signals are pushed is decided from the settings and the standard variables:
 
 * a signal is on when ``OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`` or the base endpoint
-  (``--otlp-endpoint`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``) is set, and
+  (``--otlp-endpoint``, else ``OTEL_EXPORTER_OTLP_ENDPOINT``) is set, and
   ``OTEL_<SIGNAL>_EXPORTER`` is not ``none``;
-* the transport is ``OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL``, else ``--otlp-protocol``;
+* the transport is ``OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL``, else ``--otlp-protocol``, else
+  ``OTEL_EXPORTER_OTLP_PROTOCOL``, else ``http/protobuf``;
 * headers, temporality, export interval and resource attributes are read by the SDK itself
   from their standard variables; the request timeout is 5 s unless
   ``OTEL_EXPORTER_OTLP[_<SIGNAL>]_TIMEOUT`` says otherwise (seconds, as the Python SDK reads it).
@@ -19,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar, overload
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
@@ -33,8 +34,10 @@ from otel_panel_receiver.errors import ConfigError
 __all__ = [
     "DEFAULT_TIMEOUT",
     "PROBE_INTERVAL",
+    "SIGNALS",
+    "ExportHealth",
     "Signal",
-    "admission",
+    "check_otlp",
     "exporter_setting",
     "otlp_exporter",
     "signal_endpoint",
@@ -42,7 +45,10 @@ __all__ = [
 
 log = logging.getLogger("otel_panel_receiver")
 
+T = TypeVar("T")
+
 Signal = Literal["metrics", "logs", "traces"]
+SIGNALS: Final[tuple[Signal, ...]] = ("metrics", "logs", "traces")
 #: Request timeout of each export, well under gunicorn's 30 s graceful timeout.
 DEFAULT_TIMEOUT: Final = 5.0
 #: While exports fail, how often a record is let through to find out whether they work again.
@@ -64,7 +70,7 @@ def signal_endpoint(signal: Signal, settings: Settings, environ: Mapping[str, st
     specific = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
     if specific:
         return specific
-    base = settings.otlp_endpoint
+    base = settings.otlp_endpoint or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
     if not base:
         return ""
     if _protocol(signal, settings, environ) == "grpc":
@@ -73,13 +79,16 @@ def signal_endpoint(signal: Signal, settings: Settings, environ: Mapping[str, st
 
 
 def _protocol(signal: Signal, settings: Settings, environ: Mapping[str, str]) -> str:
-    proto = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "").strip()
-    proto = proto or settings.otlp_protocol
+    name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
+    proto = environ.get(name, "").strip()
+    if not proto:
+        name = "--otlp-protocol"
+        proto = settings.otlp_protocol
+    if not proto:
+        name = "OTEL_EXPORTER_OTLP_PROTOCOL"
+        proto = environ.get(name, "").strip() or "http/protobuf"
     if proto not in ("http/protobuf", "grpc"):
-        raise ConfigError(
-            f'OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL must be "http/protobuf" or "grpc" '
-            f"but got {proto!r}"
-        )
+        raise ConfigError(f'{name} must be "http/protobuf" or "grpc" but got {proto!r}')
     return proto
 
 
@@ -94,26 +103,50 @@ def _timeout(signal: Signal, environ: Mapping[str, str]) -> float:
     return DEFAULT_TIMEOUT
 
 
-def otlp_exporter(signal: Signal, settings: Settings, environ: Mapping[str, str]) -> Any:
-    """Return the wrapped OTLP exporter of one signal, or ``None`` when it is off."""
+def check_otlp(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Raise :class:`ConfigError` now for an OTLP setting that cannot work; build nothing.
+
+    What the entry points run before they fork workers: each signal that is on must have a
+    known protocol, a numeric timeout, and its exporter package installed.
+    """
+    for signal in SIGNALS:
+        if signal_endpoint(signal, settings, environ):
+            _exporter_class(signal, _protocol(signal, settings, environ))
+            _timeout(signal, environ)
+
+
+@overload
+def otlp_exporter(
+    signal: Literal["metrics"], settings: Settings, environ: Mapping[str, str]
+) -> tuple[MetricExporter, ExportHealth] | None: ...
+@overload
+def otlp_exporter(
+    signal: Literal["logs"], settings: Settings, environ: Mapping[str, str]
+) -> tuple[LogRecordExporter, ExportHealth] | None: ...
+@overload
+def otlp_exporter(
+    signal: Literal["traces"], settings: Settings, environ: Mapping[str, str]
+) -> tuple[SpanExporter, ExportHealth] | None: ...
+def otlp_exporter(
+    signal: Signal, settings: Settings, environ: Mapping[str, str]
+) -> tuple[MetricExporter | LogRecordExporter | SpanExporter, ExportHealth] | None:
+    """Return one signal's OTLP exporter, wrapped to report failures, and its health.
+
+    ``None`` when the signal is not pushed. The health's ``admit`` says whether a record should
+    enter the export pipeline now (see :class:`ExportHealth`).
+    """
     endpoint = signal_endpoint(signal, settings, environ)
     if not endpoint:
         return None
     protocol = _protocol(signal, settings, environ)
     cls = _exporter_class(signal, protocol)
     inner = cls(endpoint=endpoint, timeout=_timeout(signal, environ))
-    health = _Health(signal, endpoint)
+    health = ExportHealth(signal, endpoint)
     if signal == "metrics":
-        return _ReportingMetricExporter(inner, health)
+        return _ReportingMetricExporter(inner, health), health
     if signal == "logs":
-        return _ReportingLogExporter(inner, health)
-    return _ReportingSpanExporter(inner, health)
-
-
-def admission(exporter: Any) -> Callable[[], bool]:
-    """Return the ``admit`` check of an exporter made by :func:`otlp_exporter`."""
-    health: _Health = exporter._health
-    return health.admit
+        return _ReportingLogExporter(inner, health), health
+    return _ReportingSpanExporter(inner, health), health
 
 
 def _exporter_class(signal: Signal, protocol: str) -> Any:
@@ -143,7 +176,7 @@ def _exporter_class(signal: Signal, protocol: str) -> Any:
     }[signal]
 
 
-class _Health:
+class ExportHealth:
     """Log an export failure once when it starts and once when exports work again.
 
     While exports fail, or one has been waiting on the collector for over :data:`STALL`
@@ -163,6 +196,24 @@ class _Health:
         self.busy_since: float | None = None
         self._clock = clock
         self._next_probe = 0.0
+        self._exception_logged = False
+
+    def guard(self, export: Callable[[], T]) -> T | None:
+        """Run an export; an exception counts as a failure instead of reaching the SDK thread.
+
+        The first exception is logged with its traceback (an exporter bug must be findable);
+        later ones only count as failures.
+        """
+        try:
+            return export()
+        except Exception:  # an exporter bug must not stop the export thread
+            if not self._exception_logged:
+                self._exception_logged = True
+                log.exception(
+                    "OTLP exporter raised; counted as a failed export",
+                    extra={"fields": {"signal": self.signal, "endpoint": self.endpoint}},
+                )
+            return None
 
     def admit(self) -> bool:
         """Return whether a record should enter the export pipeline now."""
@@ -179,6 +230,7 @@ class _Health:
         return False
 
     def report(self, ok: bool) -> None:
+        """Take one export's outcome; log the first failure and the first success after it."""
         if ok and self.failing:
             self.failing = False
             log.info(
@@ -200,7 +252,7 @@ class _Health:
 
 
 class _ReportingMetricExporter(MetricExporter):
-    def __init__(self, inner: MetricExporter, health: _Health) -> None:
+    def __init__(self, inner: MetricExporter, health: ExportHealth) -> None:
         # The reader asks the exporter for these; the inner exporter's come from the standard
         # variables (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE).
         super().__init__(
@@ -213,10 +265,12 @@ class _ReportingMetricExporter(MetricExporter):
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
-        result = _guard(lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis))
+        result = self._health.guard(
+            lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis)
+        )
         ok = result is MetricExportResult.SUCCESS
         self._health.report(ok)
-        return result if ok else MetricExportResult.FAILURE
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return self.inner.force_flush(timeout_millis)
@@ -226,19 +280,19 @@ class _ReportingMetricExporter(MetricExporter):
 
 
 class _ReportingLogExporter(LogRecordExporter):
-    def __init__(self, inner: LogRecordExporter, health: _Health) -> None:
+    def __init__(self, inner: LogRecordExporter, health: ExportHealth) -> None:
         self.inner = inner
         self._health = health
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         self._health.busy_since = time.monotonic()
         try:
-            result = _guard(lambda: self.inner.export(batch))
+            result = self._health.guard(lambda: self.inner.export(batch))
         finally:
             self._health.busy_since = None
         ok = result is LogRecordExportResult.SUCCESS
         self._health.report(ok)
-        return result if ok else LogRecordExportResult.FAILURE
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self.inner.force_flush(timeout_millis)
@@ -248,26 +302,18 @@ class _ReportingLogExporter(LogRecordExporter):
 
 
 class _ReportingSpanExporter(SpanExporter):
-    def __init__(self, inner: SpanExporter, health: _Health) -> None:
+    def __init__(self, inner: SpanExporter, health: ExportHealth) -> None:
         self.inner = inner
         self._health = health
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result = _guard(lambda: self.inner.export(spans))
+        result = self._health.guard(lambda: self.inner.export(spans))
         ok = result is SpanExportResult.SUCCESS
         self._health.report(ok)
-        return result if ok else SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self.inner.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
         self.inner.shutdown()
-
-
-def _guard(call: Any) -> Any:
-    """Run an export; an exception counts as a failure instead of reaching the SDK thread."""
-    try:
-        return call()
-    except Exception:  # an exporter bug must not stop the export thread
-        return None

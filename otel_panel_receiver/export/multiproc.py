@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+# A private module of the exporter: the names must be the ones its reader gives. The dependency
+# range in pyproject.toml stops at the exporter's next minor release for this import.
 from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
 from opentelemetry.sdk.metrics import (
     Counter,
@@ -37,14 +39,13 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
     Sum,
 )
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 __all__ = [
     "MultiprocessBridge",
     "clear_directory",
-    "mark_worker_dead",
+    "mark_process_dead",
     "multiprocess_registry",
     "prometheus_name",
 ]
@@ -139,13 +140,13 @@ class MultiprocessBridge(MetricExporter):
 def multiprocess_registry(path: str) -> CollectorRegistry:
     """Return a registry whose collection sums every worker's files in ``path``."""
     registry = CollectorRegistry(auto_describe=False)
-    MultiProcessCollector(registry, path=path)
+    multiprocess.MultiProcessCollector(registry, path=path)
     return registry
 
 
-def mark_worker_dead(pid: int, path: str) -> None:
-    """Drop a dead worker's gauges; its counters stay, so totals never go back."""
-    mark_process_dead(pid, path)
+def mark_process_dead(pid: int, path: str) -> None:
+    """Drop a dead worker's gauges from ``path``; its counters stay, so totals never go back."""
+    multiprocess.mark_process_dead(pid, path)
 
 
 def clear_directory(path: str) -> None:

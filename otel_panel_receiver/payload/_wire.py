@@ -1,6 +1,7 @@
 """The JSON shapes the panel sends, as lenient msgspec types: every field may be missing or null.
 
-Only ``payload.py`` uses these; it turns them into the frozen model of ``model.py``.
+Only this package uses them: ``_convert.py`` turns them into the frozen model of ``model.py``.
+Field names are the payload's own (``camelCase`` on the wire through ``rename``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,141 @@
+"""The composition root: build a ready receiver app from settings, and nothing global.
+
+:func:`create_app` decides what the receiver is made of (telemetry providers, session store,
+session tracer, recorder, rules) from the settings, or takes the parts it is given, and puts
+the HTTP resources of ``web.py`` on a Falcon app. What it builds it also closes; what it is
+given belongs to the caller. One process may hold several apps, and another WSGI application
+may mount one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import IO
+
+import falcon
+
+from otel_panel_receiver import web
+from otel_panel_receiver.config import Settings
+from otel_panel_receiver.export import Telemetry, build_telemetry
+from otel_panel_receiver.receiver import Receiver
+from otel_panel_receiver.recorder import Recorder
+from otel_panel_receiver.sessions import SessionRules
+from otel_panel_receiver.stores import SessionStore, open_store
+from otel_panel_receiver.traces import SessionTracer
+
+__all__ = ["ReceiverApp", "create_app"]
+
+
+class ReceiverApp(falcon.App[falcon.Request, falcon.Response]):
+    """A Falcon app serving the receiver, holding what it serves; :meth:`close` releases it.
+
+    ``receiver`` handles payloads (call it directly to bypass HTTP); ``telemetry`` holds the
+    providers the receiver records into.
+    """
+
+    def __init__(
+        self, receiver: Receiver, telemetry: Telemetry, closers: list[Callable[[], None]]
+    ) -> None:
+        super().__init__(media_type=falcon.MEDIA_JSON)
+        self.receiver = receiver
+        self.telemetry = telemetry
+        self._closers = closers
+
+    def close(self) -> None:
+        """Write open session spans, shut down the providers and close the store it built.
+
+        Safe to call more than once: servers' exit hooks and ``atexit`` may all call it.
+        """
+        closers, self._closers = self._closers, []
+        for close in closers:
+            close()
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: SessionStore | None = None,
+    telemetry: Telemetry | None = None,
+    environ: Mapping[str, str] | None = None,
+    stream: IO[str] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ReceiverApp:
+    """Return the receiver's WSGI app for ``settings`` (the defaults if none).
+
+    Without ``telemetry``, the providers are built from the settings and the standard
+    ``OTEL_*`` variables of ``environ`` (the process environment unless given), as any
+    OpenTelemetry component does: Prometheus pull at ``/metrics``, log lines on ``stream``
+    (stdout), OTLP when an endpoint is set. Bring your own :class:`Telemetry` to record into
+    the host application's providers (see ``export.session_views`` for the receiver's Views).
+    Without ``store``, the one ``settings.store_url`` names is opened. ``clock`` (unix
+    seconds) stands in for a payload's missing ``time``. ``close()`` shuts down the telemetry
+    and the store only if they were built here.
+    """
+    settings = settings if settings is not None else Settings()
+    closers: list[Callable[[], None]] = []
+    try:
+        return _assemble(
+            settings,
+            store=store,
+            telemetry=telemetry,
+            environ=environ,
+            stream=stream,
+            clock=clock,
+            closers=closers,
+        )
+    except BaseException:
+        for close in closers:  # what was built before the failure
+            close()
+        raise
+
+
+def _assemble(
+    settings: Settings,
+    *,
+    store: SessionStore | None,
+    telemetry: Telemetry | None,
+    environ: Mapping[str, str] | None,
+    stream: IO[str] | None,
+    clock: Callable[[], float],
+    closers: list[Callable[[], None]],
+) -> ReceiverApp:
+    if telemetry is None:
+        telemetry = build_telemetry(settings, stream=stream, environ=environ)
+        closers.append(telemetry.shutdown)
+    tracer = None
+    if telemetry.tracer_provider is not None:
+        tracer = SessionTracer(
+            telemetry.tracer_provider,
+            users=not settings.disable_user_metrics,
+            idle_timeout=settings.trace_idle_timeout,
+            max_sessions=settings.max_cache_size,
+        )
+        closers.insert(0, tracer.close_all)  # its spans go out before the providers stop
+    if store is None:
+        store = open_store(
+            settings.store_url,
+            max_size=settings.max_cache_size,
+            idle_ttl=settings.session_ttl,
+            on_evict=tracer.dropped if tracer is not None else None,
+        )
+        closers.append(store.close)
+    recorder = Recorder(
+        telemetry.meter_provider,
+        telemetry.logger_provider,
+        users=not settings.disable_user_metrics,
+        session_log=not settings.disable_session_log,
+        variable_log=not settings.disable_variable_log,
+        raw_log=settings.log_raw,
+        tracer=tracer,
+    )
+    receiver = Receiver(store, recorder, SessionRules(settings.session_timeout), clock=clock)
+    app = ReceiverApp(receiver, telemetry, closers)
+    web.add_routes(
+        app,
+        receiver,
+        scrape=telemetry.scrape if telemetry.registry is not None else None,
+        prefix=settings.path_prefix,
+        max_body_size=settings.max_body_size,
+    )
+    return app

@@ -1,0 +1,155 @@
+"""How the receiver is served: one source of server settings, and every check before a fork.
+
+The ``otel-panel-receiver`` command, ``gunicorn -c python:otel_panel_receiver.gunicorn_conf``
+and a granian command line all take their server settings from :func:`server_options`, and
+all run :func:`prepare_workers` then :func:`preflight` in the parent process, so a bad setting
+is one line and exit status 2 before any worker exists, never a traceback per worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Final
+
+from otel_panel_receiver.config import PROGRAM, Settings
+from otel_panel_receiver.errors import ConfigError
+from otel_panel_receiver.export import check_otlp, clear_directory
+from otel_panel_receiver.stores import check_store_url
+
+__all__ = [
+    "ServerOptions",
+    "granian_options",
+    "gunicorn_settings",
+    "preflight",
+    "prepare_workers",
+    "server_options",
+]
+
+#: Seconds a worker has to finish its requests and flush its telemetry when told to stop. The
+#: OTLP exporters time out after 5 s each, so a last flush fits well inside.
+GRACEFUL_TIMEOUT: Final = 30
+#: Seconds a kept-alive connection may sit idle (browsers reuse them for heartbeats).
+KEEPALIVE: Final = 5
+#: Longest request line accepted, in bytes (a ``--path-prefix`` plus a query string).
+REQUEST_LINE_LIMIT: Final = 8190
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """What any WSGI server needs to serve the receiver as the settings say."""
+
+    host: str
+    port: int
+    workers: int
+    threads: int
+    graceful_timeout: int = GRACEFUL_TIMEOUT
+    keepalive: int = KEEPALIVE
+    request_line_limit: int = REQUEST_LINE_LIMIT
+
+    @property
+    def bind(self) -> str:
+        """Return ``host:port`` as gunicorn takes it (brackets around an IPv6 host)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def server_options(settings: Settings) -> ServerOptions:
+    """Return the server settings for ``settings``: the one source every server path uses."""
+    host, _, port = settings.http_address.rpartition(":")
+    return ServerOptions(
+        host=host.strip("[]") or "0.0.0.0",
+        port=int(port),
+        workers=settings.workers,
+        threads=settings.thread_count,
+    )
+
+
+def gunicorn_settings(settings: Settings) -> dict[str, Any]:
+    """Return gunicorn's settings, by gunicorn's names, for ``settings``."""
+    options = server_options(settings)
+    return {
+        "bind": [options.bind],
+        "workers": options.workers,
+        "threads": options.threads,
+        # gthread even with one thread: it keeps the browsers' keep-alive connections open.
+        "worker_class": "gthread",
+        "graceful_timeout": options.graceful_timeout,
+        "timeout": options.graceful_timeout,
+        "keepalive": options.keepalive,
+        "limit_request_line": options.request_line_limit,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "proc_name": PROGRAM,
+    }
+
+
+def granian_options(settings: Settings) -> list[str]:
+    """Return granian's command-line options (before the target) for ``settings``."""
+    options = server_options(settings)
+    return [
+        "--interface", "wsgi",
+        "--host", options.host,
+        "--port", str(options.port),
+        "--workers", str(options.workers),
+        "--blocking-threads", str(options.threads),
+        "--workers-kill-timeout", str(options.graceful_timeout),
+        "--no-ws",
+        "--no-access-log",
+        "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def prepare_workers(
+    settings: Settings, workers: int, environ: MutableMapping[str, str] | None = None
+) -> Settings:
+    """Return the settings ``workers`` worker processes run with; call before forking them.
+
+    With several workers, the session store defaults to this instance's SQLite file in
+    ``--data-dir`` (created if missing) and the multiprocess metrics directory is created (a
+    temporary one unless named) and emptied of a previous run's files. When given, ``environ``
+    receives the settings the workers must read from their environment (``SESSION_STORE``,
+    ``PROMETHEUS_MULTIPROC_DIR``, ``WORKERS``). Raises :class:`ConfigError` for the memory
+    store with several workers, or a directory that cannot be made.
+    """
+    settings = dataclasses.replace(settings, workers=max(1, workers))  # checks the store
+    if settings.workers == 1:
+        return settings
+    store = settings.store_url
+    directory = settings.prometheus_multiproc_dir
+    try:
+        if not settings.session_store:
+            _own_directory(settings.data_dir)
+        if not directory:
+            directory = tempfile.mkdtemp(prefix="otel-panel-receiver-metrics-")
+        clear_directory(directory)
+    except OSError as exc:
+        raise ConfigError(f"cannot prepare the workers' files: {exc}") from None
+    if environ is not None:
+        environ["SESSION_STORE"] = store
+        environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        environ["WORKERS"] = str(settings.workers)
+    return dataclasses.replace(settings, session_store=store, prometheus_multiproc_dir=directory)
+
+
+def _own_directory(path: str) -> None:
+    """Create ``path`` (mode 0700) or check that only this user can write to it."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.stat(path)
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise ConfigError(
+            f"--data-dir {path!r} belongs to another user or others can write to it; "
+            f"name a directory of this user"
+        )
+
+
+def preflight(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Raise :class:`ConfigError` for a setting that would fail in the workers.
+
+    The session store's URL (and an SQLite file's directory, and the Redis client library) and
+    every OTLP setting (protocols, timeouts, the gRPC extra) are checked; nothing connects.
+    """
+    check_store_url(settings.store_url)
+    check_otlp(settings, environ)
