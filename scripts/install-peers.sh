@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the real programs the tests and benchmarks talk to, if missing (see shared/PEERS.md):
+# Install the real programs the tests and benchmarks talk to, if missing:
 #   * Debian bookworm packages: prometheus, wrk, redis-server, chromium(-driver), influxdb(-client);
 #   * VictoriaMetrics >= 1.112 (the first Debian build with OTLP ingest) from Debian trixie,
 #     unpacked into $OTEL_PANEL_RECEIVER_PEERS_DIR (default /opt/otel-panel-receiver-peers)
