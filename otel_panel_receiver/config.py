@@ -258,9 +258,10 @@ class Settings:
     def __post_init__(self) -> None:
         if self.workers > 1 and self.session_store == "memory":
             raise ConfigError(
-                "--workers > 1 needs a session store shared by the workers, not memory (each "
-                "worker would count its own sessions): leave --session-store empty for SQLite "
-                "in --data-dir, or name sqlite:///path/to/sessions.db or redis://host:port/db"
+                f"{self.workers} workers (--workers, WORKERS or gunicorn -w): each needs a "
+                f"session store shared by the workers, not memory, or it counts its own "
+                f"sessions; leave --session-store (SESSION_STORE) empty for SQLite in "
+                f"--data-dir, or name sqlite:///path/to/sessions.db or redis://host:port/db"
             )
 
     @property
