@@ -4,8 +4,9 @@ The receiver is served three times by the same server: OTLP off; pushing to a ro
 that drops what it receives (the cost of OTLP itself); and with ``OTEL_EXPORTER_OTLP_ENDPOINT``
 on a loopback port nothing listens on, so every export is refused. Metrics are exported every
 second so exports happen throughout each run. Reported: requests/s and their ratios, p99, CPU per
-request, and how long the graceful stop takes (its final flushes must stay under gunicorn's 30 s
-``graceful_timeout``, see OTEL-NOTES.md). When the package has no OTLP settings, the row is n/a.
+request, and how long the graceful stop takes (its final flushes must stay under the 30 s
+``graceful_timeout`` that ``serving.GRACEFUL_TIMEOUT`` gives gunicorn). When the package has no
+OTLP settings, the row is n/a.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from benchmarks.peers import ROTEL_HINT, rotel_agent, running_collector
 from benchmarks.plan import Plan
 from benchmarks.receivers import RECEIVER
 from benchmarks.report import Table
-from benchmarks.servers import ServerSpec, free_port
+from benchmarks.servers import ServerSpec
 from benchmarks.wrk import INSTALL_HINT, find_wrk
 from otel_panel_receiver import Settings
+from tests.support.procs import free_port
 
 __all__ = ["NOT_IMPLEMENTED", "otlp_settings", "run"]
 

@@ -12,12 +12,13 @@ from typing import Final
 from benchmarks.http_rows import Row, load_row, na_load_row, ratio_row, rows, tables
 from benchmarks.loadrun import CONNECTIONS, Measurement, expected_sessions, measure
 from benchmarks.payloads import Mix, build_mix
-from benchmarks.peers import find_redis_server, in_ci, running_redis
+from benchmarks.peers import find_redis_server, running_redis
 from benchmarks.plan import Plan
 from benchmarks.receivers import BARE, receiver_app
 from benchmarks.report import Table
 from benchmarks.servers import VENV_BIN, ServerSpec
 from benchmarks.wrk import INSTALL_HINT, find_wrk
+from tests.support.procs import in_ci
 
 __all__ = ["run"]
 

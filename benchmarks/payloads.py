@@ -130,7 +130,7 @@ def build_mix(sessions: int = 400, *, seed: int = 20240501) -> Mix:
         heartbeats = rng.choice((0, 1, 2, 3, 3, 4, 5, 6))
         times = [begin + HEARTBEAT_INTERVAL * k for k in range(heartbeats + 1)]
         kinds = ["start"] + ["heartbeat"] * heartbeats
-        if rng.random() < 0.7:  # the others close the tab: no end payload (spec 1.2)
+        if rng.random() < 0.7:  # the others close the tab: no end ("When the panel sends")
             times.append(times[-1] + rng.randrange(1, HEARTBEAT_INTERVAL))
             kinds.append("end")
         for kind, offset in zip(kinds, times, strict=True):

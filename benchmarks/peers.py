@@ -2,32 +2,32 @@
 
 Each runs on free loopback ports in its own process group (so that its CPU time can be read
 apart from the server's) and is always stopped when its block ends. Nothing is installed here:
-a missing peer is reported by the section that needed it.
+a missing peer is reported by the section that needed it. Waiting for a peer and picking its
+ports are the tests' helpers (``tests.support``), so both wait alike.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from benchmarks.servers import Server, free_port, wait_ready
+from benchmarks.servers import Server
+from tests.support.peers import wait_redis
+from tests.support.procs import free_port, wait_http
 
 __all__ = [
     "REDIS_HINT",
     "ROTEL_HINT",
     "RedisPeer",
     "find_redis_server",
-    "in_ci",
     "redis_version",
     "rotel_agent",
     "running_collector",
@@ -36,11 +36,6 @@ __all__ = [
 
 ROTEL_HINT: Final = "pip install -e '.[test]'"
 REDIS_HINT: Final = "apt-get install redis-server, or bash scripts/install-peers.sh"
-
-
-def in_ci() -> bool:
-    """Return whether this runs in CI, where a missing peer makes the run fail (as in the tests)."""
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def rotel_agent() -> str | None:
@@ -73,7 +68,13 @@ def running_collector(agent: str, *, deadline: float = 20.0) -> Iterator[str]:
         )
         live = Server(proc, f"http://127.0.0.1:{http}", tuple(argv))
         try:
-            wait_ready(f"{live.url}/v1/metrics", proc, deadline, post=True)
+            # Its OTLP/HTTP port answers POSTs only: ready when an empty export is accepted.
+            ready = urllib.request.Request(
+                f"{live.url}/v1/metrics",
+                data=b"",
+                headers={"Content-Type": "application/x-protobuf"},
+            )
+            wait_http(ready, proc=proc, deadline=deadline)
             yield live.url
         finally:
             live.stop()
@@ -103,24 +104,6 @@ def redis_version(exe: str) -> str:
     return out.stdout.strip() or "unknown"
 
 
-def _wait_redis(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
-    """Wait until Redis answers PING on ``port`` (spoken raw: no client library needed)."""
-    end = time.monotonic() + deadline
-    last: Exception | None = None
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {proc.returncode} before answering")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(64).startswith(b"+PONG"):
-                    return
-        except OSError as exc:
-            last = exc
-        time.sleep(0.05)
-    raise TimeoutError(f"redis-server on port {port} did not answer within {deadline:g} s ({last})")
-
-
 @contextlib.contextmanager
 def running_redis(exe: str, *, deadline: float = 20.0) -> Iterator[RedisPeer]:
     """Run a ``redis-server`` with no persistence on a free loopback port for the block."""
@@ -140,7 +123,7 @@ def running_redis(exe: str, *, deadline: float = 20.0) -> Iterator[RedisPeer]:
         live = Server(proc, f"redis://127.0.0.1:{port}/0", tuple(argv))
         try:
             try:
-                _wait_redis(port, proc, deadline)
+                wait_redis(port, proc=proc, deadline=deadline)
             except (RuntimeError, TimeoutError):
                 with contextlib.suppress(OSError):
                     sys.stderr.write(Path(tmp, "redis.log").read_text(errors="replace")[-4000:])

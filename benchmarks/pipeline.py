@@ -31,6 +31,7 @@ from otel_panel_receiver import (
     build_telemetry,
     create_app,
     decode,
+    session_key,
 )
 from otel_panel_receiver.export.logformat import LineRenderer
 
@@ -130,11 +131,11 @@ def _updating(events: Sequence[PanelEvent]) -> Callable[[], Work]:
 
 
 def _recording(
-    recorder: Recorder, pairs: Sequence[tuple[PanelEvent, SessionUpdate]]
+    recorder: Recorder, updates: Sequence[tuple[PanelEvent, SessionUpdate, int]]
 ) -> Callable[[], Work]:
     def work() -> None:
-        for event, update in pairs:
-            recorder.record(event, update)
+        for event, update, key in updates:
+            recorder.record(event, update, key)
 
     return lambda: work
 
@@ -163,7 +164,8 @@ def _measure(bodies: Sequence[bytes], repeats: int, devnull: IO[str]) -> dict[st
     now = int(time.time())
     events = [decode(b, now=now) for b in bodies]
     updater = _fresh_receiver(_NoRecorder())
-    pairs = [(e, updater.handle_event(e)) for e in events]
+    # Each event with its update and session key (the tracer's trace id), computed untimed.
+    updates = [(e, updater.handle_event(e), session_key(e)) for e in events]
     silent = Settings(disable_session_log=True)
     counting = Recorder(build_telemetry(silent).meter_provider, None, session_log=False)
     telemetry = build_telemetry(Settings(), stream=devnull)
@@ -174,9 +176,9 @@ def _measure(bodies: Sequence[bytes], repeats: int, devnull: IO[str]) -> dict[st
     steps = {
         "decode": _decoding(bodies, now),
         "session": _updating(events),
-        "counters": _recording(counting, pairs),
-        "counters+log": _recording(counting_logging, pairs),
-        "counters+sdk log": _recording(counting_sdk, pairs),
+        "counters": _recording(counting, updates),
+        "counters+log": _recording(counting_logging, updates),
+        "counters+sdk log": _recording(counting_sdk, updates),
         "whole, logged": _handling(_service_recorder(Settings(), devnull), bodies),
         "whole, silent": _handling(_service_recorder(silent, devnull), bodies),
         "whole, sdk log": _handling(whole_sdk, bodies),

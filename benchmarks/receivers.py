@@ -20,7 +20,12 @@ __all__ = ["BARE", "RECEIVER", "Store", "default_store", "receiver_app"]
 
 Store = Literal["memory", "SQLite", "Redis"]
 
-RECEIVER: Final = AppSpec("receiver, memory store", "otel_panel_receiver.wsgi:app")
+#: ``/metrics`` shows each series' value at once (not 0 for ``--new-series-delay``), so that the
+#: sessions a run counted can be read right after it. Scrapes are not what a row measures.
+_VALUES_AT_ONCE: Final = {"NEW_SERIES_DELAY": "0"}
+RECEIVER: Final = AppSpec(
+    "receiver, memory store", "otel_panel_receiver.wsgi:app", dict(_VALUES_AT_ONCE)
+)
 BARE: Final = AppSpec("bare Falcon + msgspec", "benchmarks.bare_wsgi:app", baseline=True)
 
 
@@ -44,14 +49,16 @@ def receiver_app(server: ServerSpec, store: Store, tmp: Path, redis_url: str = "
     name = f"receiver, {store} store"
     target = RECEIVER.target
     if server.kind == "gunicorn-sync":
-        return AppSpec(name, target, {"SESSION_STORE": url}, launcher="gunicorn-conf")
+        env = {**_VALUES_AT_ONCE, "SESSION_STORE": url}
+        return AppSpec(name, target, env, launcher="gunicorn-conf")
     if server.kind == "gunicorn-gthread":
         args = ("--session-store", url)
         # The CLI picks its threads by itself (--threads 0 = auto): the row must say the same.
         threads = load_settings(("--workers", str(server.workers), *args), {}).thread_count
         if threads != server.threads:
             raise ValueError(f"the CLI would run {threads} threads, the row says {server.threads}")
-        return AppSpec(name, target, launcher="cli", args=args)
+        return AppSpec(name, target, dict(_VALUES_AT_ONCE), launcher="cli", args=args)
     metrics = tmp / "metrics"
     metrics.mkdir()
-    return AppSpec(name, target, {"SESSION_STORE": url, "PROMETHEUS_MULTIPROC_DIR": str(metrics)})
+    env = {**_VALUES_AT_ONCE, "SESSION_STORE": url, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+    return AppSpec(name, target, env)

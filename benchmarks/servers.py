@@ -1,4 +1,7 @@
-"""Start WSGI servers on loopback, wait for them, read their CPU time, and always stop them."""
+"""Start WSGI servers on loopback, wait for them, read their CPU time, and always stop them.
+
+Free ports and the wait for a server's health URL are the tests' (``tests.support.procs``).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,18 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
+
+from otel_panel_receiver import load_settings
+from otel_panel_receiver.serving import granian_options
+from tests.support.procs import REPO, VENV_BIN, free_port, wait_http
 
 __all__ = [
     "BENCHMARKS",
@@ -27,16 +31,12 @@ __all__ = [
     "Server",
     "ServerSpec",
     "describe",
-    "free_port",
     "group_cpu_seconds",
     "machine_busy_seconds",
     "running",
-    "wait_ready",
 ]
 
-BENCHMARKS: Final = Path(__file__).resolve().parent
-REPO: Final = BENCHMARKS.parent
-VENV_BIN: Final = Path(sys.executable).parent
+BENCHMARKS: Final = REPO / "benchmarks"
 _TICK: Final = os.sysconf("SC_CLK_TCK")
 #: What starts the server: its own command line naming the WSGI target; the receiver's
 #: ``otel-panel-receiver`` command (gunicorn gthread inside); or gunicorn with the receiver's
@@ -103,11 +103,8 @@ class ServerSpec:
             ]  # fmt: skip
         exe = str(VENV_BIN / self.program)
         if self.kind == "granian":
-            return [
-                exe, "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", str(self.workers), "--no-ws", "--no-access-log",
-                "--log-level", "warning", "--working-dir", str(REPO), app.target,
-            ]  # fmt: skip
+            options = self._granian_options(app, port)
+            return [exe, *options, "--working-dir", str(REPO), app.target]
         worker = ["--worker-class", "sync"]
         if self.kind == "gunicorn-gthread":
             worker = ["--worker-class", "gthread", "--threads", str(self.threads)]
@@ -115,6 +112,18 @@ class ServerSpec:
             exe, "--bind", f"127.0.0.1:{port}", "--workers", str(self.workers), *worker,
             "--keep-alive", "5", "--log-level", "warning", "--chdir", str(REPO), app.target,
         ]  # fmt: skip
+
+    def _granian_options(self, app: AppSpec, port: int) -> list[str]:
+        """Return granian's options: the receiver's from its settings, the bare app's own."""
+        if app.baseline:
+            return [
+                "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(self.workers), "--no-ws", "--no-access-log",
+                "--log-level", "warning",
+            ]  # fmt: skip
+        # The settings the served app reads from its environment, as gunicorn's are derived.
+        address = ("--http-address", f"127.0.0.1:{port}", "--workers", str(self.workers))
+        return granian_options(load_settings(address, app.env))
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,37 +152,6 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         return took
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(
-    url: str, proc: subprocess.Popen[bytes], deadline: float, *, post: bool = False
-) -> None:
-    """Wait until ``url`` answers 2xx (to an empty protobuf POST with ``post``), or raise."""
-    end = time.monotonic() + deadline
-    last: Exception | None = None
-    request = urllib.request.Request(
-        url,
-        data=b"" if post else None,
-        headers={"Content-Type": "application/x-protobuf"} if post else {},
-    )
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with status {proc.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(request, timeout=2) as resp:
-                if 200 <= resp.status < 300:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            last = exc
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer within {deadline:g} s (last error: {last})")
 
 
 @contextlib.contextmanager
@@ -210,7 +188,7 @@ def running(
         live = Server(proc, f"http://127.0.0.1:{port}", tuple(argv))
         try:
             try:
-                wait_ready(f"{live.url}{app.health}", proc, deadline)
+                wait_http(f"{live.url}{app.health}", proc=proc, deadline=deadline)
             except (RuntimeError, TimeoutError):
                 errors.seek(0)
                 sys.stderr.write(errors.read().decode(errors="replace")[-4000:])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 
-from benchmarks.peers import REDIS_HINT, find_redis_server, in_ci, running_redis
+from benchmarks.peers import REDIS_HINT, find_redis_server, running_redis
 from benchmarks.plan import Plan
 from benchmarks.report import Table
 from benchmarks.servers import group_cpu_seconds
@@ -35,6 +35,7 @@ from otel_panel_receiver import (
 )
 from otel_panel_receiver.sessions import session_key
 from otel_panel_receiver.stores import RedisSessionStore, open_store
+from tests.support.procs import in_ci
 
 __all__ = ["run"]
 

@@ -1,4 +1,4 @@
-"""The targets of issues 2 and 3, in one place: reported beside each figure, never asserted."""
+"""The receiver's targets, in one place: reported beside each figure, never asserted."""
 
 from __future__ import annotations
 
@@ -25,5 +25,5 @@ PIPELINE_US: Final = Target(50, " µs")
 BYTES_PER_SESSION: Final = Target(256, " B")
 #: ``GET /metrics`` latency with 2,000 series.
 SCRAPE_MS_AT_2000: Final = Target(50, " ms")
-#: What the upstream Go receiver holds per session (issue 2), for comparison only.
+#: What the upstream Go receiver holds per session (measured on it), for comparison only.
 UPSTREAM_BYTES_PER_SESSION: Final = 1_800

@@ -1,4 +1,7 @@
-"""Attributes: label set L, the user_role rule, log fields and variable keys (spec 2.6, 2.7)."""
+"""Attributes: label set L, the user_role rule, log fields and variable keys.
+
+Upstream's labels and log fields are in docs/protocol.md, "Its metrics" and "Its log line".
+"""
 
 from __future__ import annotations
 
@@ -11,13 +14,14 @@ from otel_panel_receiver.attributes import (
     metric_attributes,
     variable_keys,
 )
-from otel_panel_receiver.model import Host, Variable, Viewer
+from otel_panel_receiver.model import Host, PanelEvent, Variable, Viewer
 from otel_panel_receiver.payload import decode
-from tests.peers import payload
+from otel_panel_receiver.testing import sample_payload
 
 
-def start_event():  # type: ignore[no-untyped-def]
-    return decode(payload("v2-start.json"), now=0)
+def start_event() -> PanelEvent:
+    """Return the decoded start sample."""
+    return decode(sample_payload("v2-start.json"), now=0)
 
 
 def test_metric_attributes_are_label_set_l_without_trailing_colon() -> None:
@@ -56,7 +60,9 @@ def test_grafana_host_has_a_port_only_when_not_default(port: str, address: str) 
         (True, True, "Admin", "admin"),
     ],
 )
-def test_user_role_follows_upstream(admin: bool, edit: bool, org_role: str, role: str) -> None:
+def test_user_role_is_admin_then_editor_then_user_ignoring_org_role(
+    admin: bool, edit: bool, org_role: str, role: str
+) -> None:
     viewer = Viewer(is_grafana_admin=admin, has_edit_permission_in_folders=edit, org_role=org_role)
     assert viewer.role == role
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from otel_panel_receiver.cli import main
-from tests.peers import VENV_BIN, free_port, payload, running, stop
+from otel_panel_receiver.testing import sample_payload
+from tests.support.procs import VENV_BIN, free_port, running, stop
 
 
 def test_bad_flag_exits_2_naming_the_flag_and_value(capsys: pytest.CaptureFixture[str]) -> None:
@@ -19,7 +20,7 @@ def test_bad_flag_exits_2_naming_the_flag_and_value(capsys: pytest.CaptureFixtur
     assert '--log-format must be one of "logfmt","json" but got \'xml\'' in capsys.readouterr().err
 
 
-def test_bad_env_var_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_environment_variable_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([], {"SESSION_TIMEOUT": "30"}) == 2
     assert "SESSION_TIMEOUT" in capsys.readouterr().err
 
@@ -50,7 +51,7 @@ def test_settings_that_would_fail_in_the_workers_exit_2_before_serving(
     assert err.count("\n") == 1 and message in err, err
 
 
-def test_version_flag_via_python_dash_m() -> None:
+def test_python_dash_m_version_prints_the_program_and_its_version() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "otel_panel_receiver", "--version"],
         capture_output=True, text=True, check=True,
@@ -59,6 +60,7 @@ def test_version_flag_via_python_dash_m() -> None:
 
 
 def post(url: str, body: bytes) -> int:
+    """POST ``body`` as the panel does; return the status."""
     req = urllib.request.Request(url, body, {"Content-Type": "text/plain;charset=UTF-8"})
     with urllib.request.urlopen(req, timeout=5) as resp:
         return int(resp.status)
@@ -82,7 +84,7 @@ def test_cli_serves_under_real_gunicorn_and_stops_cleanly_on_sigterm(tmp_path: P
     log = tmp_path / "receiver.log"
     argv = [str(VENV_BIN / "otel-panel-receiver"), "--http-address", f"127.0.0.1:{port}"]
     with running(argv, ready_url=f"{base}/healthz", log=log) as proc:
-        assert post(f"{base}/write", payload("v2-start.json")) == 201
+        assert post(f"{base}/write", sample_payload("v2-start.json")) == 201
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
             assert b"grafana_analytics_sessions_total{" in resp.read()
         assert stop(proc, sig=signal.SIGTERM) == 0

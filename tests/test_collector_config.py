@@ -20,7 +20,8 @@ from otel_panel_receiver.attributes import (
     span_attributes,
 )
 from otel_panel_receiver.payload import decode
-from tests.peers import REPO, payload
+from otel_panel_receiver.testing import sample_payload
+from tests.support.procs import REPO
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def _patterns(statements: list[str]) -> list[re.Pattern[str]]:
 
 
 def test_privacy_transform_removes_exactly_the_user_attributes(config: dict[str, Any]) -> None:
-    event = decode(payload("v2-start.json"), now=0)
+    event = decode(sample_payload("v2-start.json"), now=0)
     transform = config["processors"]["transform/drop_users"]
     [log_rules] = transform["log_statements"]
     [span_rules] = transform["trace_statements"]

@@ -14,7 +14,7 @@ from otel_panel_receiver.config import (
     render_markdown,
 )
 from otel_panel_receiver.errors import ConfigError
-from tests.peers import REPO
+from tests.support.procs import REPO
 
 UPSTREAM = {
     "--http-address": ("HTTP_ADDRESS", ":8080"),
@@ -55,11 +55,11 @@ def test_flag_beats_environment_beats_default() -> None:
 
 
 @pytest.mark.parametrize(("value", "expected"), [("true", True), ("1", True), ("false", False)])
-def test_boolean_environment_values(value: str, expected: bool) -> None:
+def test_boolean_environment_variables_accept_true_1_and_false(value: str, expected: bool) -> None:
     assert load_settings([], {"DISABLE_USER_METRICS": value}).disable_user_metrics is expected
 
 
-def test_boolean_flag_sets_true() -> None:
+def test_a_boolean_flag_alone_sets_true() -> None:
     assert load_settings(["--log-raw"], {}).log_raw is True
 
 
@@ -86,7 +86,7 @@ def test_bad_values_name_the_setting_and_the_value(
         load_settings(argv, env)
 
 
-def test_log_raw_forces_json() -> None:
+def test_log_raw_forces_the_json_format() -> None:
     assert Settings(log_raw=True, log_format="logfmt").log_format_effective == "json"
 
 

@@ -6,13 +6,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
+from tests.support.procs import REPO, VENV_BIN
+
+LINT_IMPORTS = str(VENV_BIN / "lint-imports")
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+from typing import TYPE_CHECKING
 
 import falcon.testing
 import pytest
@@ -12,7 +13,7 @@ from opentelemetry._logs import Logger, LogRecord
 from opentelemetry._logs import LoggerProvider as ApiLoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 
-from otel_panel_receiver.app import ReceiverApp, create_app
+from otel_panel_receiver.app import ReceiverApp
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.errors import ConfigError
 from otel_panel_receiver.export.logproviders import StdoutLoggerProvider, TeeLoggerProvider
@@ -24,8 +25,12 @@ from otel_panel_receiver.export.otlp import (
     otlp_exporter,
     signal_endpoint,
 )
-from tests.otlp_sink import OtlpSink, attributes
-from tests.peers import free_port, payload
+from otel_panel_receiver.testing import FakeClock, sample_payload
+from tests.support.otlp_sink import OtlpSink, attributes
+from tests.support.procs import free_port
+
+if TYPE_CHECKING:
+    from tests.conftest import AppFactory
 
 UUID_HEX = "3f0c6a9e2b7d4c1e9a517d2e4b8f6c10"
 
@@ -94,20 +99,23 @@ def test_failures_are_reported_once_and_recovery_once(caplog: pytest.LogCaptureF
     assert raised.exc_info is not None and str(raised.exc_info[1]) == "boom"  # findable bug
 
 
-def run_session(environ: dict[str, str], **settings: object) -> tuple[ReceiverApp, io.StringIO]:
-    s = Settings(**settings)  # type: ignore[arg-type]
+def run_session(
+    make_app: AppFactory, environ: dict[str, str], settings: Settings
+) -> tuple[ReceiverApp, io.StringIO]:
+    """Send one session's start, heartbeat and end to a new app; flush its telemetry."""
     out = io.StringIO()
-    app = create_app(s, environ=environ, stream=out)
+    app = make_app(settings, environ=environ, stream=out)
     client = falcon.testing.TestClient(app)
     for name in ("v2-start.json", "v2-heartbeat.json", "v2-end.json"):
-        assert client.simulate_post("/write", body=payload(name)).status_code == 201
+        assert client.simulate_post("/write", body=sample_payload(name)).status_code == 201
     app.telemetry.force_flush()
     return app, out
 
 
-def test_metrics_logs_and_the_session_span_arrive_over_otlp_http() -> None:
+def test_metrics_logs_and_the_session_span_arrive_over_otlp_http(make_app: AppFactory) -> None:
     with OtlpSink() as sink:
-        app, _ = run_session({}, otlp_endpoint=sink.url)
+        settings = Settings(otlp_endpoint=sink.url, new_series_delay=0)  # values at once
+        app, _ = run_session(make_app, {}, settings)
         try:
             sums = sink.latest_sums()
             [(labels, sessions)] = sums["grafana_analytics_sessions"].items()
@@ -126,82 +134,75 @@ def test_metrics_logs_and_the_session_span_arrive_over_otlp_http() -> None:
                 1618803734 * 10**9, (1618803734 + 185) * 10**9,
             )  # fmt: skip
         finally:
-            app.close()  # type: ignore[attr-defined]
+            app.close()
 
 
-def test_prometheus_pull_and_otlp_push_show_the_same_totals() -> None:
+def test_prometheus_pull_and_otlp_push_show_the_same_totals(make_app: AppFactory) -> None:
     with OtlpSink() as sink:
-        app, _ = run_session({}, otlp_endpoint=sink.url)
+        settings = Settings(otlp_endpoint=sink.url, new_series_delay=0)  # values at once
+        app, _ = run_session(make_app, {}, settings)
         try:
-            text = falcon.testing.TestClient(app).simulate_get("/metrics").text  # type: ignore[arg-type]
+            text = falcon.testing.TestClient(app).simulate_get("/metrics").text
             assert "grafana_analytics_sessions_duration_seconds_total{" in text
             assert "} 135.0" in text
             assert list(sink.latest_sums()["grafana_analytics_sessions_duration"].values()) == [135]
         finally:
-            app.close()  # type: ignore[attr-defined]
+            app.close()
 
 
 def test_collector_down_every_write_succeeds_and_the_failure_is_logged_once(
-    caplog: pytest.LogCaptureFixture,
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     with caplog.at_level(logging.INFO, logger="otel_panel_receiver"):
-        app, out = run_session({"OTEL_EXPORTER_OTLP_TIMEOUT": "1"}, otlp_endpoint=closed)
-        app.telemetry.force_flush()  # type: ignore[attr-defined]
-        app.close()  # type: ignore[attr-defined]
+        app, out = run_session(
+            make_app, {"OTEL_EXPORTER_OTLP_TIMEOUT": "1"}, Settings(otlp_endpoint=closed)
+        )
+        app.telemetry.force_flush()
+        app.close()
     assert out.getvalue().count("Received session data") == 3  # stdout lines unaffected
     failing = [r for r in caplog.records if r.getMessage().startswith("OTLP export failing")]
     assert 1 <= len(failing) <= 3  # at most once per signal
-    assert {r.fields["signal"] for r in failing} <= {"metrics", "logs", "traces"}  # type: ignore[attr-defined]
+    # The receiver's log calls pass their fields as ``extra``: attributes of the record.
+    assert {vars(r)["fields"]["signal"] for r in failing} <= {"metrics", "logs", "traces"}
 
 
-def test_spans_reach_stdout_only_when_otel_traces_exporter_is_console() -> None:
-    app, out = run_session({}, disable_session_log=True)
+def test_spans_reach_stdout_only_when_otel_traces_exporter_is_console(make_app: AppFactory) -> None:
+    _, out = run_session(make_app, {}, Settings(disable_session_log=True))
     assert out.getvalue() == ""
-    app.close()  # type: ignore[attr-defined]
-    app, out = run_session({"OTEL_TRACES_EXPORTER": "console"}, disable_session_log=True)
+    console = {"OTEL_TRACES_EXPORTER": "console"}
+    _, out = run_session(make_app, console, Settings(disable_session_log=True))
     assert '"name": "grafana.dashboard.session"' in out.getvalue()
     assert f'"trace_id": "0x{UUID_HEX}"' in out.getvalue()
-    app.close()  # type: ignore[attr-defined]
 
 
-def test_stdout_lines_are_identical_with_and_without_otlp_logs() -> None:
+def test_stdout_lines_are_identical_with_and_without_otlp_logs(make_app: AppFactory) -> None:
     with OtlpSink() as sink:
-        app, with_otlp = run_session({}, otlp_endpoint=sink.url)
-        app.close()  # type: ignore[attr-defined]
-    app, alone = run_session({})
-    app.close()  # type: ignore[attr-defined]
+        app, with_otlp = run_session(make_app, {}, Settings(otlp_endpoint=sink.url))
+        app.close()
+    app, alone = run_session(make_app, {}, Settings())
+    app.close()
     assert with_otlp.getvalue() == alone.getvalue()
     assert alone.getvalue().count("\n") == 3
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_while_exports_fail_one_record_a_second_is_let_through() -> None:
-    clock = Clock()
+def test_while_exports_fail_one_record_a_second_is_let_through(clock: FakeClock) -> None:
     health = ExportHealth("logs", "http://x", clock)
     assert all(health.admit() for _ in range(5))  # healthy: everything goes
     health.report(False)
     assert [health.admit() for _ in range(3)] == [False, False, False]
-    clock.now += PROBE_INTERVAL
+    clock.advance(PROBE_INTERVAL)
     assert [health.admit() for _ in range(3)] == [True, False, False]  # the probe
     health.report(True)
     assert all(health.admit() for _ in range(5))
     assert health.turned_away == 0  # reported with the recovery, then reset
 
 
-def test_an_export_stuck_on_the_collector_turns_records_away() -> None:
-    clock = Clock()
+def test_an_export_stuck_on_the_collector_turns_records_away(clock: FakeClock) -> None:
     health = ExportHealth("logs", "http://x", clock)
     health.busy_since = clock.now
     assert health.admit()  # a normal export in flight
-    clock.now += STALL
+    clock.advance(STALL)
     assert [health.admit() for _ in range(2)] == [True, False]  # probe, then turned away
 
 
@@ -217,7 +218,7 @@ def test_records_reach_stdout_whatever_the_collector_does() -> None:
     for i in range(3):
         logger.emit(severity_text="info", body="m", attributes={"i": i})
     assert out.getvalue().count("\n") == 3
-    assert [r.attributes["i"] for r in second.records] == [0, 2]  # type: ignore[index]
+    assert [(r.attributes or {})["i"] for r in second.records] == [0, 2]
 
 
 class InMemoryLogs(ApiLoggerProvider):
@@ -228,11 +229,11 @@ class InMemoryLogs(ApiLoggerProvider):
         provider = self
 
         class _Logger(Logger):
-            def emit(self, record: LogRecord | None = None, **kw: object) -> None:  # type: ignore[override]
+            def emit(self, record: LogRecord | None = None, **kw: object) -> None:
                 assert record is not None
                 provider.records.append(record)
 
-            def enabled(self, **kw: object) -> bool:  # type: ignore[override]
+            def enabled(self, **kw: object) -> bool:
                 return True
 
         return _Logger(name)

@@ -1,9 +1,14 @@
-"""Decoding: every field of spec 1.3, flattened and 1.x payloads, clear errors with a path."""
+"""Decoding: every field of the payload, flattened and 1.x payloads, clear errors with a path.
+
+The fields are those of docs/protocol.md, "Fields"; the forms those of "Flattened payloads" and
+"Older payloads".
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -14,14 +19,14 @@ from otel_panel_receiver.errors import PayloadError
 from otel_panel_receiver.model import EventKind, PanelEvent
 from otel_panel_receiver.payload import MAX_TIME, decode
 from otel_panel_receiver.payload._flat import unflatten
-from tests.peers import PAYLOADS
+from otel_panel_receiver.testing import SAMPLE_PAYLOADS, sample_payload
 
 NOW = 1_700_000_000
-SAMPLES = sorted(p.name for p in PAYLOADS.glob("*.json"))
 
 
 def load(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((PAYLOADS / name).read_bytes())
+    """Return a sample payload as a JSON object."""
+    data: dict[str, Any] = json.loads(sample_payload(name))
     return data
 
 
@@ -31,6 +36,7 @@ def dec(doc: Any) -> PanelEvent:
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """Flatten like flat@5.0.2 with default options: empty containers stay as values."""
+    items: Iterable[tuple[str, Any]]
     if isinstance(value, dict) and value:
         items = value.items()
     elif isinstance(value, list) and value:
@@ -43,9 +49,9 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-@pytest.mark.parametrize("name", SAMPLES)
+@pytest.mark.parametrize("name", SAMPLE_PAYLOADS)
 def test_every_sample_payload_decodes(name: str) -> None:
-    ev = decode((PAYLOADS / name).read_bytes(), now=NOW)
+    ev = decode(sample_payload(name), now=NOW)
     assert ev.kind in EventKind
     assert ev.time > 0
     if not name.startswith("v1"):
@@ -53,7 +59,7 @@ def test_every_sample_payload_decodes(name: str) -> None:
 
 
 def test_v2_start_decodes_every_field() -> None:
-    ev = decode((PAYLOADS / "v2-start.json").read_bytes(), now=NOW)
+    ev = decode(sample_payload("v2-start.json"), now=NOW)
     assert (ev.uuid, ev.kind, ev.type, ev.has_focus) == (
         "3f0c6a9e-2b7d-4c1e-9a51-7d2e4b8f6c10", EventKind.START, "start", True,
     )  # fmt: skip
@@ -99,8 +105,8 @@ def test_v2_start_decodes_every_field() -> None:
     ],
 )
 def test_flattened_payload_decodes_to_the_same_event_as_nested(flat: str, nested: str) -> None:
-    a = decode((PAYLOADS / flat).read_bytes(), now=NOW)
-    b = decode((PAYLOADS / nested).read_bytes(), now=NOW)
+    a = decode(sample_payload(flat), now=NOW)
+    b = decode(sample_payload(nested), now=NOW)
     if flat.startswith("v1"):  # 1.x omitted the variables when flattening
         b = PanelEvent(**{f: getattr(b, f) for f in b.__struct_fields__ if f != "variables"})
     # The flattened sample carries flatten=true in its options, the nested one false.
@@ -119,19 +125,19 @@ def test_our_flatten_of_any_sample_decodes_like_the_nested_form(name: str) -> No
 
 
 def test_heartbeat_sample_flattened_matches_nested_heartbeat() -> None:
-    a = decode((PAYLOADS / "v2-heartbeat-flattened.json").read_bytes(), now=NOW)
-    b = decode((PAYLOADS / "v2-heartbeat.json").read_bytes(), now=NOW)
+    a = decode(sample_payload("v2-heartbeat-flattened.json"), now=NOW)
+    b = decode(sample_payload("v2-heartbeat.json"), now=NOW)
     assert a.time == b.time and a.variables == b.variables and a.user == b.user
 
 
 def test_absolute_range_moment_junk_yields_the_iso_strings() -> None:
-    ev = decode((PAYLOADS / "v2-flattened-absolute-timerange.json").read_bytes(), now=NOW)
+    ev = decode(sample_payload("v2-flattened-absolute-timerange.json"), now=NOW)
     assert ev.time_range.raw_start == "2021-04-19T00:00:00.000Z"
     assert ev.time_range.raw_end == "2021-04-19T06:00:00.000Z"
 
 
 def test_legacy_payload_is_one_start_with_host_and_port_split() -> None:
-    ev = decode((PAYLOADS / "v1.1.1-legacy.json").read_bytes(), now=NOW)
+    ev = decode(sample_payload("v1.1.1-legacy.json"), now=NOW)
     assert (ev.kind, ev.uuid, ev.legacy) == (EventKind.START, "", True)
     assert (ev.host.hostname, ev.host.port) == ("grafana.example.com", "3000")
     assert ev.user.login == "admin" and ev.user.is_grafana_admin
@@ -279,7 +285,7 @@ def test_arbitrary_json_objects_only_ever_raise_payload_error(doc: dict[str, Any
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    sample=st.sampled_from(SAMPLES),
+    sample=st.sampled_from(SAMPLE_PAYLOADS),
     path_value=st.lists(st.tuples(field_names, json_values), max_size=3),
     flat=st.booleans(),
 )

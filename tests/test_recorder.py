@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -10,63 +11,86 @@ from otel_panel_receiver.config import Settings
 from otel_panel_receiver.model import SessionUpdate
 from otel_panel_receiver.payload import decode
 from otel_panel_receiver.recorder import DURATION, SESSIONS, Recorder
-from otel_panel_receiver.testing import MemoryTelemetry, in_memory_telemetry
-from tests.peers import payload
+from otel_panel_receiver.testing import MemoryTelemetry, sample_payload
 
 KEY = 1
 
+Setup = Callable[..., tuple[Recorder, MemoryTelemetry]]
 
-def setup(
-    users: bool = True, views_users: bool = True, **kw: Any
-) -> tuple[Recorder, MemoryTelemetry]:
-    telemetry = in_memory_telemetry(Settings(disable_user_metrics=not views_users))
-    recorder = Recorder(telemetry.meter_provider, telemetry.logger_provider, users=users, **kw)
-    return recorder, telemetry
+
+@pytest.fixture
+def setup(make_telemetry: Callable[[Settings], MemoryTelemetry]) -> Setup:
+    """Return a maker of a recorder and the in-memory telemetry it records into.
+
+    ``views_users`` is the telemetry's View setting, ``users`` the recorder's own: they differ
+    when an embedder's Views drop the user labels.
+    """
+
+    def make(
+        users: bool = True, views_users: bool = True, **kw: Any
+    ) -> tuple[Recorder, MemoryTelemetry]:
+        telemetry = make_telemetry(Settings(disable_user_metrics=not views_users))
+        recorder = Recorder(telemetry.meter_provider, telemetry.logger_provider, users=users, **kw)
+        return recorder, telemetry
+
+    return make
+
+
+def text(value: object) -> str:
+    """Return a log attribute that must be a string."""
+    assert isinstance(value, str), value
+    return value
+
+
+def mapping(value: object) -> Mapping[str, Any]:
+    """Return a log attribute that must be a mapping."""
+    assert isinstance(value, Mapping), value
+    return value
 
 
 START = SessionUpdate(started=True, duration=0.0, ended=False, start_time=0)
 
 
-def test_new_session_counts_one_and_start_adds_no_duration_series() -> None:
+def test_new_session_counts_one_and_start_adds_no_duration_series(setup: Setup) -> None:
     rec, tel = setup()
-    rec.record(decode(payload("v2-start.json"), now=0), START, KEY)
+    rec.record(decode(sample_payload("v2-start.json"), now=0), START, KEY)
     [(attrs, value)] = tel.points(SESSIONS)
     assert value == 1 and attrs["user_login"] == "jdoe"
     assert tel.points(DURATION) == []
 
 
-def test_heartbeat_adds_its_duration_even_zero() -> None:
+def test_heartbeat_adds_its_duration_even_zero(setup: Setup) -> None:
     rec, tel = setup()
-    hb = decode(payload("v2-heartbeat.json"), now=0)
+    hb = decode(sample_payload("v2-heartbeat.json"), now=0)
     rec.record(hb, SessionUpdate(started=True, duration=0.0, ended=False, start_time=0), KEY)
     rec.record(hb, SessionUpdate(started=False, duration=60.0, ended=False, start_time=0), KEY)
     assert [v for _, v in tel.points(DURATION)] == [60.0]
     assert [v for _, v in tel.points(SESSIONS)] == [1]
 
 
-def test_view_alone_drops_user_labels_and_sums_the_series() -> None:
+def test_view_alone_drops_user_labels_and_sums_the_series(setup: Setup) -> None:
     # The recorder still passes user attributes; the View removes them (an embedder's case).
     rec, tel = setup(users=True, views_users=False)
-    doc = payload("v2-start.json")
+    doc = sample_payload("v2-start.json")
     rec.record(decode(doc, now=0), START, KEY)
     rec.record(decode(doc.replace(b'"jdoe"', b'"other"'), now=0), START, KEY)
     [(attrs, value)] = tel.points(SESSIONS)
     assert value == 2 and "user_login" not in attrs and "user_name" not in attrs
 
 
-def test_one_log_record_per_payload_with_upstream_fields() -> None:
+def test_one_log_record_per_payload_with_upstream_fields(setup: Setup) -> None:
     rec, tel = setup()
-    rec.record(decode(payload("v2-start.json"), now=0), START, KEY)
+    rec.record(decode(sample_payload("v2-start.json"), now=0), START, KEY)
     [record] = tel.log_records()
     assert record.log_record.body == "Received session data"
     assert record.log_record.severity_text == "info"
     attrs = dict(record.log_record.attributes or {})
     assert attrs["uuid"] == "3f0c6a9e-2b7d-4c1e-9a51-7d2e4b8f6c10"
-    assert attrs["env"].startswith("(label=Environment")
+    assert text(attrs["env"]).startswith("(label=Environment")
     assert record.log_record.timestamp is not None
 
 
-def test_unknown_type_adds_the_upstream_warning_record() -> None:
+def test_unknown_type_adds_the_upstream_warning_record(setup: Setup) -> None:
     rec, tel = setup()
     rec.record(decode(b'{"uuid": "u", "type": "refresh", "time": 5}', now=0), START, KEY)
     warn, info = tel.log_records()
@@ -77,11 +101,11 @@ def test_unknown_type_adds_the_upstream_warning_record() -> None:
 
 
 @pytest.mark.parametrize("variable_log", [True, False])
-def test_raw_log_carries_the_payload_under_data(variable_log: bool) -> None:
+def test_raw_log_carries_the_payload_under_data(setup: Setup, variable_log: bool) -> None:
     rec, tel = setup(raw_log=True, variable_log=variable_log)
-    rec.record(decode(payload("v2-start.json"), now=0), START, KEY)
+    rec.record(decode(sample_payload("v2-start.json"), now=0), START, KEY)
     [record] = tel.log_records()
-    data = dict(record.log_record.attributes or {})["data"]
+    data = mapping(dict(record.log_record.attributes or {})["data"])
     assert data["uuid"] == "3f0c6a9e-2b7d-4c1e-9a51-7d2e4b8f6c10"
     assert set(data["options"]) == {
         "postStart", "postEnd", "postHeartbeat", "heartbeatInterval", "heartbeatAlways",
@@ -89,13 +113,13 @@ def test_raw_log_carries_the_payload_under_data(variable_log: bool) -> None:
     assert len(data["variables"]) == (2 if variable_log else 0)
 
 
-def test_session_log_can_be_disabled() -> None:
+def test_disabled_session_log_emits_no_record(setup: Setup) -> None:
     rec, tel = setup(session_log=False)
-    rec.record(decode(payload("v2-start.json"), now=0), START, KEY)
+    rec.record(decode(sample_payload("v2-start.json"), now=0), START, KEY)
     assert tel.log_records() == ()
 
 
-def test_hostile_variable_names_and_values_reach_the_log_intact() -> None:
+def test_hostile_variable_names_and_values_reach_the_log_intact(setup: Setup) -> None:
     rec, tel = setup()
     body = (
         b'{"uuid":"u","type":"start","time":1,"variables":['
@@ -106,6 +130,6 @@ def test_hostile_variable_names_and_values_reach_the_log_intact() -> None:
     [record] = tel.log_records()
     attrs = dict(record.log_record.attributes or {})
     assert attrs["type"] == "start"
-    assert attrs["var_"].endswith("values=[a])")
-    assert attrs["var_type"].endswith("count=2, values=[1,null])")
-    assert attrs["x\ny"].endswith("values=[\x00])")
+    assert text(attrs["var_"]).endswith("values=[a])")
+    assert text(attrs["var_type"]).endswith("count=2, values=[1,null])")
+    assert text(attrs["x\ny"]).endswith("values=[\x00])")

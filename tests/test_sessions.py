@@ -1,4 +1,8 @@
-"""The session rules: counted once, capped gaps, upstream's worked examples (spec 2.5)."""
+"""The session rules: counted once, capped gaps, upstream's worked examples.
+
+The rules are those of docs/protocol.md, "Sessions and durations"; the worked examples those of
+"The upstream duration rule".
+"""
 
 from __future__ import annotations
 
@@ -44,15 +48,16 @@ def replay(events: list[PanelEvent], timeout: float = 0.0) -> tuple[int, float]:
     return sessions, duration
 
 
-def parse(spec: str, interval: float) -> list[PanelEvent]:
+def parse(events: str, interval: float) -> list[PanelEvent]:
+    """Return the events of ``"start 0, hb 60, end 185"``, offsets in seconds."""
     out = []
-    for item in spec.split(", "):
+    for item in events.split(", "):
         kind, offset = item.split(" ")
         out.append(event(kind, int(offset), interval))
     return out
 
 
-# The worked examples of spec 2.5, observed on the upstream receiver.
+# The worked examples of docs/protocol.md, "The upstream duration rule", observed on upstream.
 WORKED_EXAMPLES = [
     ("start 0, hb 60, end 185", 60, 0, 135),
     ("hb 0, hb 60, hb 400", 60, 0, 135),
@@ -69,7 +74,7 @@ WORKED_EXAMPLES = [
 
 
 @pytest.mark.parametrize(("events", "interval", "timeout", "expected"), WORKED_EXAMPLES)
-def test_worked_examples_of_the_spec_give_upstream_durations(
+def test_upstreams_worked_examples_give_upstreams_durations(
     events: str, interval: float, timeout: float, expected: float
 ) -> None:
     sessions, duration = replay(parse(events, interval), timeout)
@@ -93,7 +98,7 @@ def test_auto_cap_uses_decimal_heartbeat_interval() -> None:
 
 
 def test_auto_mode_with_interval_zero_adds_nothing_for_heartbeat_sessions() -> None:
-    # Kept from upstream (spec 2.8 item 12): the cap is 1.25 x 0.
+    # Kept from upstream ("The upstream duration rule"): the cap is 1.25 x 0.
     assert replay(parse("start 0, hb 60, end 120", 0)) == (1, 0.0)
 
 
@@ -106,7 +111,7 @@ def test_end_after_heartbeats_is_capped_like_a_heartbeat() -> None:
 
 
 def test_heartbeat_after_end_keeps_counting_and_never_subtracts() -> None:
-    # Upstream erases the end here (spec 2.4); increments cannot go back.
+    # Upstream erases the end here ("Its session cache"); increments cannot go back.
     sessions, duration = replay(parse("start 0, end 100, hb 130", 60))
     assert (sessions, duration) == (1, 100 + 30)
 
@@ -178,14 +183,14 @@ def test_no_event_sequence_subtracts_or_counts_a_session_twice(
     heartbeats=st.booleans(),
     ended=st.booleans(),
 )
-def test_pack_and_unpack_round_trip(
+def test_unpack_of_pack_gives_the_state_back(
     first: int, deltas: list[int], heartbeats: bool, ended: bool
 ) -> None:
     state = SessionState(first, tuple(first + d for d in sorted(deltas)), heartbeats, ended)
     assert unpack(pack(state)) == state
 
 
-def test_packed_state_is_small() -> None:
+def test_a_packed_state_fits_in_200_bits() -> None:
     state = SessionState(T0, (T0, T0 + 60, T0 + 120, T0 + 180), True, True)
     assert pack(state).bit_length() <= 200
 

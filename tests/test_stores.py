@@ -1,8 +1,8 @@
 """Every session store keeps the same promises; the shared ones keep them across processes.
 
 One suite runs over the memory, SQLite and Redis stores, each opened by its URL. Redis is a real
-``redis-server`` (PEERS.md) started once for the session on a free port, emptied before each test.
-Time is a fake clock wherever it matters, so nothing here sleeps.
+``redis-server`` (``scripts/install-peers.sh``) started once for the session on a free port,
+emptied before each test. Time is a fake clock wherever it matters, so nothing here sleeps.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from otel_panel_receiver.stores import EvictionCallback, MemorySessionStore, Ses
 from otel_panel_receiver.stores.factory import open_store
 from otel_panel_receiver.stores.redis import RedisSessionStore
 from otel_panel_receiver.stores.sqlite import SqliteSessionStore
-from tests import peers
+from otel_panel_receiver.testing import FakeClock
+from tests.support.peers import RedisServer, redis_server
 
 STATE_210_BITS = (1 << 209) | 0x5A5A_1234_FFFF
 
@@ -33,14 +34,6 @@ class Store(SessionStore, Protocol):
     expired: int
 
     def get(self, key: int) -> int | None: ...
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0  # wall-clock-like: the shared stores keep unix times
-
-    def __call__(self) -> float:
-        return self.now
 
 
 Opener = Callable[..., Store]
@@ -62,13 +55,15 @@ def increment(old: int | None) -> tuple[int, None]:
 
 
 @pytest.fixture(scope="session")
-def redis_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[peers.RedisServer]:
-    with peers.redis_server(tmp_path_factory.mktemp("redis")) as server:
+def redis_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """Run one redis-server for the whole session."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
         yield server
 
 
 @pytest.fixture
-def redis_url(redis_peer: peers.RedisServer) -> str:
+def redis_url(redis_peer: RedisServer) -> str:
+    """Return the URL of the session's redis-server, emptied."""
     import redis
 
     with redis.Redis.from_url(redis_peer.url) as client:
@@ -149,10 +144,12 @@ def test_states_and_keys_of_any_size_come_back_unchanged(
     assert put(store, key, 1) == state
 
 
-def test_size_cap_evicts_the_least_recently_active_never_everything(opener: Opener) -> None:
+def test_size_cap_evicts_the_least_recently_active_never_everything(
+    opener: Opener, clock: FakeClock
+) -> None:
     evicted: list[tuple[int, int]] = []
     # The clock stands still: the order of activity must not depend on distinct times.
-    store = opener(max_size=200, clock=FakeClock(), on_evict=lambda k, s: evicted.append((k, s)))
+    store = opener(max_size=200, clock=clock, on_evict=lambda k, s: evicted.append((k, s)))
     for key in range(200):
         put(store, key, key + 10_000)
     put(store, 0, 7)  # key 0 becomes the most recently active
@@ -166,15 +163,16 @@ def test_size_cap_evicts_the_least_recently_active_never_everything(opener: Open
     assert all(store.get(key) is not None for key in range(2801, 3000))
 
 
-def test_idle_sessions_expire_with_their_state_and_active_ones_stay(opener: Opener) -> None:
-    clock = FakeClock()
+def test_idle_sessions_expire_with_their_state_and_active_ones_stay(
+    opener: Opener, clock: FakeClock
+) -> None:
     dropped: list[tuple[int, int]] = []
     store = opener(idle_ttl=100, clock=clock, on_evict=lambda k, s: dropped.append((k, s)))
     put(store, 1, STATE_210_BITS)
     put(store, 2, 22)
-    clock.now += 60
+    clock.advance(60)
     put(store, 2, 23)
-    clock.now += 50  # key 1 idle 110 s, key 2 idle 50 s
+    clock.advance(50)  # key 1 idle 110 s, key 2 idle 50 s
     assert store.sweep() == 1
     assert dropped == [(1, STATE_210_BITS)]
     assert store.get(1) is None and store.get(2) == 23 and len(store) == 1
@@ -182,33 +180,33 @@ def test_idle_sessions_expire_with_their_state_and_active_ones_stay(opener: Open
     assert put(store, 1) is None  # an expired session starts afresh
 
 
-def test_apply_sweeps_by_itself_once_the_sweep_interval_passed(opener: Opener) -> None:
-    clock = FakeClock()
+def test_apply_sweeps_by_itself_once_the_sweep_interval_passed(
+    opener: Opener, clock: FakeClock
+) -> None:
     store = opener(idle_ttl=100, clock=clock)
     put(store, 1)
-    clock.now += 200
+    clock.advance(200)
     put(store, 2)
     assert store.get(1) is None and len(store) == 1
 
 
-def test_zero_turns_both_bounds_off(opener: Opener) -> None:
-    clock = FakeClock()
+def test_zero_turns_both_bounds_off(opener: Opener, clock: FakeClock) -> None:
     store = opener(max_size=0, idle_ttl=0, clock=clock)
     for key in range(500):
         put(store, key)
-    clock.now += 10 * 365 * 86_400
+    clock.advance(10 * 365 * 86_400)
     assert store.sweep() == 0
     put(store, 1)
     assert len(store) == 500
 
 
-def test_eviction_callbacks_run_outside_the_store(opener: Opener) -> None:
+def test_eviction_callbacks_run_outside_the_store(opener: Opener, clock: FakeClock) -> None:
     seen: list[tuple[int, int | None, int]] = []
 
     def on_evict(key: int, state: int) -> None:  # would deadlock inside the store's lock
         seen.append((key, store.get(key), len(store)))
 
-    store = opener(max_size=2, clock=FakeClock(), on_evict=on_evict)
+    store = opener(max_size=2, clock=clock, on_evict=on_evict)
     for key in range(3):
         put(store, key)
     assert seen == [(0, None, 2)]
@@ -256,8 +254,9 @@ def test_two_store_objects_see_each_others_updates(shared_opener: Opener) -> Non
     assert a.get(1) == 11 and len(a) == len(b) == 1
 
 
-def test_the_size_cap_bounds_the_sessions_of_all_store_objects(shared_opener: Opener) -> None:
-    clock = FakeClock()
+def test_the_size_cap_bounds_the_sessions_of_all_store_objects(
+    shared_opener: Opener, clock: FakeClock
+) -> None:
     a, b = shared_opener(max_size=100, clock=clock), shared_opener(max_size=100, clock=clock)
     for key in range(150):
         put(a if key % 2 else b, key)
@@ -266,20 +265,18 @@ def test_the_size_cap_bounds_the_sessions_of_all_store_objects(shared_opener: Op
 
 
 def test_an_idle_session_expires_once_whichever_store_object_sweeps(
-    shared_opener: Opener,
+    shared_opener: Opener, clock: FakeClock
 ) -> None:
-    clock = FakeClock()
     dropped: list[int] = []
     a = shared_opener(idle_ttl=100, clock=clock, on_evict=lambda k, s: dropped.append(k))
     b = shared_opener(idle_ttl=100, clock=clock, on_evict=lambda k, s: dropped.append(k))
     put(a, 1)
-    clock.now += 150
+    clock.advance(150)
     assert b.sweep() + a.sweep() == 1
     assert dropped == [1]
 
 
-def test_sessions_survive_closing_and_reopening(shared_opener: Opener) -> None:
-    clock = FakeClock()
+def test_sessions_survive_closing_and_reopening(shared_opener: Opener, clock: FakeClock) -> None:
     store = shared_opener(max_size=10, clock=clock)
     put(store, 1, STATE_210_BITS)
     put(store, 2, 22)
@@ -388,7 +385,7 @@ def test_redis_keys_get_a_safety_ttl_and_prefixes_keep_deployments_apart(redis_u
 # --- open_store -------------------------------------------------------------------------------
 
 
-def test_open_store_opens_the_store_a_url_names(tmp_path: Path, redis_peer: Any) -> None:
+def test_open_store_opens_the_store_a_url_names(tmp_path: Path, redis_peer: RedisServer) -> None:
     cases: list[tuple[str, type]] = [
         ("memory", MemorySessionStore),
         (f"sqlite://{tmp_path}/a.db", SqliteSessionStore),

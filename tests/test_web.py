@@ -5,16 +5,20 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import falcon.testing
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_panel_receiver.app import ReceiverApp, create_app
 from otel_panel_receiver.config import Settings
-from otel_panel_receiver.export.providers import build_telemetry
-from tests.peers import payload
+from otel_panel_receiver.testing import SAMPLE_PAYLOADS, sample_payload
+
+if TYPE_CHECKING:
+    from tests.conftest import AppFactory
 
 LABELS = (
     'dashboard_name="Service Overview",dashboard_timezone="browser",dashboard_uid="ZQZXRMXMk",'
@@ -22,8 +26,9 @@ LABELS = (
     'user_login="jdoe",user_name="Jane Doe",user_role="editor",user_theme="dark",'
     'user_timezone="browser"'
 )
-# Spec 2.6's observed exposition for the start/heartbeat/end samples, with section 7's fix
-# (no trailing colon in grafana_host); prometheus_client writes floats as 1.0.
+# Upstream's exposition for the start/heartbeat/end samples (docs/protocol.md, "Its metrics"),
+# without the trailing colon in grafana_host ("Kept and fixed"); prometheus_client writes
+# floats as 1.0.
 EXPECTED_FAMILIES = f"""\
 # HELP grafana_analytics_sessions_total Number of sessions.
 # TYPE grafana_analytics_sessions_total counter
@@ -35,7 +40,8 @@ grafana_analytics_sessions_duration_seconds_total{{{LABELS}}} 135.0
 # TYPE grafana_analytics_up gauge
 grafana_analytics_up 1.0
 """
-# Spec 2.7's logfmt example for the start sample, host without the trailing colon.
+# Upstream's logfmt line for the start sample (docs/protocol.md, "Its log line"), host without
+# the trailing colon.
 EXPECTED_START_LINE = (
     'level=info msg="Received session data" uuid=3f0c6a9e-2b7d-4c1e-9a51-7d2e4b8f6c10 '
     "type=start has_focus=true host=https://grafana.example.com "
@@ -49,21 +55,24 @@ EXPECTED_START_LINE = (
     'instance="(label=Instance, type=query, multi=true, count=2, '
     'values=[web-1:9100,web-2:9100])"\n'
 )
+#: Content types a /write may arrive with; the panel's no-cors fetch sends the first.
+CONTENT_TYPES = ("text/plain;charset=UTF-8", "application/json", "application/octet-stream")
 
 
 class Harness:
-    def __init__(self, settings: Settings) -> None:
-        self.out = io.StringIO()
-        self.app: ReceiverApp = create_app(
-            settings, telemetry=build_telemetry(settings, stream=self.out)
-        )
-        self.client = falcon.testing.TestClient(self.app)
+    """A receiver app whose log lines go to a string, and a client of it."""
 
-    def write(self, body: bytes, **kw: object) -> falcon.testing.Result:
+    def __init__(self, app: ReceiverApp, out: io.StringIO) -> None:
+        self.app, self.out = app, out
+        self.client = falcon.testing.TestClient(app)
+
+    def write(self, body: bytes) -> falcon.testing.Result:
+        """POST ``body`` to /write as the panel does."""
         headers = {"Content-Type": "text/plain;charset=UTF-8"}
-        return self.client.simulate_post("/write", body=body, headers=headers, **kw)  # type: ignore[arg-type]
+        return self.client.simulate_post("/write", body=body, headers=headers)
 
     def metrics(self, accept: str = "") -> str:
+        """Return the text of /metrics."""
         return self.client.simulate_get("/metrics", headers={"Accept": accept}).text
 
     def families(self) -> list[str]:
@@ -80,45 +89,69 @@ class Harness:
         environ["HTTP_TRANSFER_ENCODING"] = "chunked"
         environ["wsgi.input"] = io.BytesIO(body)
         status: list[str] = []
-        chunks = self.app(environ, lambda s, headers, exc_info=None: status.append(s))
+
+        def start_response(
+            code: str, headers: list[tuple[str, str]], exc_info: object = None
+        ) -> Callable[[bytes], object]:
+            status.append(code)
+            return lambda data: None  # the app returns its body; it never calls write()
+
+        chunks = self.app(environ, start_response)
         return status[0], b"".join(chunks)
 
 
 def blocks(text: str) -> list[str]:
+    """Split an exposition into its metric families."""
     return re.split(r"(?=# HELP )", text)
 
 
 @pytest.fixture
-def h() -> Harness:
-    return Harness(Settings())
+def harness(make_app: AppFactory) -> Callable[[Settings], Harness]:
+    """Return a maker of harnesses for given settings (their apps are closed after the test)."""
+
+    def make(settings: Settings) -> Harness:
+        out = io.StringIO()
+        return Harness(make_app(settings, stream=out), out)
+
+    return make
 
 
-def test_write_answers_201_with_an_empty_body_whatever_the_content_type(h: Harness) -> None:
-    for ctype in ("text/plain;charset=UTF-8", "application/json", "application/octet-stream"):
-        r = h.client.simulate_post(
-            "/write", body=payload("v2-start.json"), headers={"Content-Type": ctype}
-        )
-        assert (r.status_code, r.content) == (201, b"")
+@pytest.fixture
+def h(harness: Callable[[Settings], Harness]) -> Harness:
+    """Return a harness with the default settings."""
+    return harness(Settings())
 
 
-def test_start_heartbeat_end_give_the_spec_exposition_exactly(h: Harness) -> None:
+@pytest.mark.parametrize("ctype", CONTENT_TYPES)
+@pytest.mark.parametrize("name", SAMPLE_PAYLOADS)
+def test_every_sample_payload_is_answered_201_with_an_empty_body_whatever_the_content_type(
+    h: Harness, name: str, ctype: str
+) -> None:
+    r = h.client.simulate_post("/write", body=sample_payload(name), headers={"Content-Type": ctype})
+    assert (r.status_code, r.content) == (201, b"")
+
+
+def test_start_heartbeat_end_give_upstreams_exposition_without_the_trailing_colon(
+    harness: Callable[[Settings], Harness],
+) -> None:
+    h = harness(Settings(new_series_delay=0))  # every value at once, as upstream shows it
     for name in ("v2-start.json", "v2-heartbeat.json", "v2-end.json"):
-        assert h.write(payload(name)).status_code == 201
+        assert h.write(sample_payload(name)).status_code == 201
     assert h.families() == sorted(blocks(EXPECTED_FAMILIES)[1:])
 
 
 def test_metrics_has_no_target_info_or_scope_labels(h: Harness) -> None:
-    h.write(payload("v2-start.json"))
+    h.write(sample_payload("v2-start.json"))
     text = h.metrics()
     assert "target_info" not in text and "otel_scope" not in text
 
 
-def test_build_info_is_exported(h: Harness) -> None:
+def test_metrics_has_a_build_info_series_with_the_version(h: Harness) -> None:
     assert re.search(r'^grafana_analytics_build_info\{.*version="[^"]+"\} 1\.0$', h.metrics(), re.M)
 
 
-def test_openmetrics_is_negotiated(h: Harness) -> None:
-    h.write(payload("v2-start.json"))
+def test_metrics_answers_openmetrics_when_the_accept_header_asks_for_it(h: Harness) -> None:
+    h.write(sample_payload("v2-start.json"))
     r = h.client.simulate_get("/metrics", headers={"Accept": "application/openmetrics-text"})
     assert r.headers["content-type"].startswith("application/openmetrics-text")
     assert r.text.endswith("# EOF\n")
@@ -126,37 +159,41 @@ def test_openmetrics_is_negotiated(h: Harness) -> None:
 
 
 def test_each_payload_logs_the_upstream_line(h: Harness) -> None:
-    h.write(payload("v2-start.json"))
+    h.write(sample_payload("v2-start.json"))
     assert h.out.getvalue() == EXPECTED_START_LINE
 
 
-def test_disable_user_metrics_removes_user_labels() -> None:
-    h = Harness(Settings(disable_user_metrics=True))
-    h.write(payload("v2-start.json"))
+def test_disable_user_metrics_removes_user_labels(harness: Callable[[Settings], Harness]) -> None:
+    h = harness(Settings(disable_user_metrics=True))
+    h.write(sample_payload("v2-start.json"))
     assert "user_login" not in h.metrics() and "user_name" not in h.metrics()
     assert "grafana_analytics_sessions_total{" in h.metrics()
 
 
-def test_json_log_format() -> None:
-    h = Harness(Settings(log_format="json"))
-    h.write(payload("v2-start.json"))
+def test_json_log_format_prints_each_payload_as_one_json_object_with_level_and_msg(
+    harness: Callable[[Settings], Harness],
+) -> None:
+    h = harness(Settings(log_format="json"))
+    h.write(sample_payload("v2-start.json"))
     line = json.loads(h.out.getvalue())
     assert (line["level"], line["msg"], line["user_login"]) == (
         "info", "Received session data", "jdoe",
     )  # fmt: skip
 
 
-def test_raw_log_is_one_json_object_with_the_payload_under_data() -> None:
-    h = Harness(Settings(log_raw=True))
-    h.write(payload("v2-start.json"))
+def test_raw_log_is_one_json_object_with_the_payload_under_data(
+    harness: Callable[[Settings], Harness],
+) -> None:
+    h = harness(Settings(log_raw=True))
+    h.write(sample_payload("v2-start.json"))
     line = json.loads(h.out.getvalue())
     assert set(line) == {"level", "msg", "data"}
     assert line["data"]["dashboard"] == {"name": "Service Overview", "uid": "ZQZXRMXMk"}
 
 
-def test_disable_session_log_prints_nothing() -> None:
-    h = Harness(Settings(disable_session_log=True))
-    h.write(payload("v2-start.json"))
+def test_disable_session_log_prints_nothing(harness: Callable[[Settings], Harness]) -> None:
+    h = harness(Settings(disable_session_log=True))
+    h.write(sample_payload("v2-start.json"))
     assert h.out.getvalue() == ""
 
 
@@ -168,28 +205,30 @@ def test_bad_payload_gets_400_with_error_and_path(h: Harness) -> None:
     assert h.out.getvalue() == "" and "grafana_analytics_sessions_total{" not in h.metrics()
 
 
-def test_body_over_the_limit_gets_413_by_content_length() -> None:
-    h = Harness(Settings(max_body_size=1000))
+def test_body_over_the_limit_gets_413_by_content_length(
+    harness: Callable[[Settings], Harness],
+) -> None:
+    h = harness(Settings(max_body_size=1000))
     r = h.write(b" " * 1001)
     assert r.status_code == 413
     assert r.json["error"] == "body is 1001 bytes, larger than the limit of 1000 bytes"
 
 
 def test_body_at_the_limit_is_read(h: Harness) -> None:
-    body = payload("v2-start.json")
+    body = sample_payload("v2-start.json")
     padded = body + b" " * (65_536 - len(body))
     assert h.write(padded).status_code == 201
 
 
-def test_chunked_body_over_the_limit_gets_413() -> None:
-    h = Harness(Settings(max_body_size=1000))
+def test_chunked_body_over_the_limit_gets_413(harness: Callable[[Settings], Harness]) -> None:
+    h = harness(Settings(max_body_size=1000))
     status, body = h.write_chunked(b" " * 5000)
     assert status.startswith("413")
     assert json.loads(body)["error"].startswith("body is more than 1000 bytes")
 
 
 def test_chunked_body_within_the_limit_is_accepted(h: Harness) -> None:
-    status, body = h.write_chunked(payload("v2-start.json"))
+    status, body = h.write_chunked(sample_payload("v2-start.json"))
     assert (status, body) == ("201 Created", b"")
 
 
@@ -205,36 +244,18 @@ def test_other_routes_and_methods_get_a_json_4xx(
     assert set(r.json) == {"error", "path"} and path in r.json["error"]
 
 
-def test_healthz(h: Harness) -> None:
+def test_healthz_answers_200_ok(h: Harness) -> None:
     r = h.client.simulate_get("/healthz")
     assert (r.status_code, r.text) == (200, "ok\n")
 
 
-def test_path_prefix_moves_every_route() -> None:
-    h = Harness(Settings(path_prefix="/analytics"))
-    r = h.client.simulate_post("/analytics/write", body=payload("v2-start.json"))
+def test_path_prefix_moves_every_route(harness: Callable[[Settings], Harness]) -> None:
+    h = harness(Settings(path_prefix="/analytics"))
+    r = h.client.simulate_post("/analytics/write", body=sample_payload("v2-start.json"))
     assert r.status_code == 201
     assert "sessions_total{" in h.client.simulate_get("/analytics/metrics").text
     assert h.client.simulate_get("/analytics/healthz").status_code == 200
-    assert h.client.simulate_post("/write", body=payload("v2-start.json")).status_code == 404
-
-
-def test_apps_share_nothing() -> None:
-    a, b = Harness(Settings()), Harness(Settings())
-    a.write(payload("v2-start.json"))
-    assert "sessions_total{" in a.metrics() and "sessions_total{" not in b.metrics()
-
-
-def test_each_sample_payload_is_accepted(h: Harness) -> None:
-    from tests.peers import PAYLOADS
-
-    for path in sorted(PAYLOADS.glob("*.json")):
-        assert h.write(path.read_bytes()).status_code == 201, path.name
-
-
-def test_close_shuts_telemetry_down(h: Harness) -> None:
-    h.app.close()
-    h.app.close()  # twice is harmless
+    assert h.client.simulate_post("/write", body=sample_payload("v2-start.json")).status_code == 404
 
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
@@ -247,7 +268,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200)
 @given(
     body=st.binary(max_size=200)
     | json_values.map(lambda v: json.dumps(v).encode())
@@ -257,10 +278,15 @@ json_values = st.recursive(
     ).map(lambda v: json.dumps(v).encode()),
     ctype=st.sampled_from(["text/plain;charset=UTF-8", "application/json", "", "x/\x7f"]),
 )
-def test_no_body_gets_a_5xx_and_every_4xx_names_its_problem(
-    h: Harness, body: bytes, ctype: str
-) -> None:
-    r = h.client.simulate_post("/write", body=body, headers={"Content-Type": ctype})
+def test_no_body_gets_a_5xx_and_every_4xx_names_its_problem(body: bytes, ctype: str) -> None:
+    # A fresh app per example (about a millisecond to build): no example sees another's state.
+    app = create_app(Settings(), environ={}, stream=io.StringIO())
+    try:
+        r = falcon.testing.TestClient(app).simulate_post(
+            "/write", body=body, headers={"Content-Type": ctype}
+        )
+    finally:
+        app.close()
     assert r.status_code in (201, 400, 413)
     if r.status_code != 201:
         assert set(r.json) == {"error", "path"} and r.json["error"]

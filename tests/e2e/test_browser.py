@@ -1,12 +1,12 @@
 """End to end: a real headless Chromium sends the plugin's exact request to the receiver.
 
-The page comes from another origin than the receiver (a small ``http.server`` on its own
-port), so its ``fetch`` is the cross-origin ``no-cors`` keepalive POST that the panel makes
-(spec 1.1). The page sends one session's ``start`` and ``end`` to the receiver's ``/write``, and
+The page comes from another origin than the receiver (a small ``http.server`` on its own port), so
+its ``fetch`` is the cross-origin ``no-cors`` keepalive POST that the panel makes (docs/protocol.md,
+"Transport"). The page sends one session's ``start`` and ``end`` to the receiver's ``/write``, and
 each body a second time, with the same code, to a recording handler on a third origin: what that
-handler sees is what the receiver was sent. Chromium runs with ``--dump-dom``; the page writes
-its fetch outcomes into the DOM, and ``--virtual-time-budget`` keeps Chromium from dumping it
-while a fetch is still under way.
+handler sees is what the receiver was sent. Chromium runs with ``--dump-dom``; the page writes its
+fetch outcomes into the DOM, and ``--virtual-time-budget`` keeps Chromium from dumping it while a
+fetch is still under way.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from typing import Any, ClassVar
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.peers import free_port, require_binary, running
-from tests.traffic import LABELS, SITES, USERS, Event, expected_counters, start_and_end
+from tests.support.metrics import VALUES_AT_ONCE
+from tests.support.oracle import LABELS, expected_counters
+from tests.support.procs import free_port, require_binary, running
+from tests.support.traffic import SITES, USERS, Event, start_and_end
 
 #: The plugin's request (macropower-analytics-panel 2.1.0), sent for every payload.
 PAGE_SCRIPT = """
@@ -196,6 +198,7 @@ def browser_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserRun
         with running(
             [receiver, "--http-address", f"127.0.0.1:{port}"],
             ready_url=f"http://127.0.0.1:{port}/healthz",
+            env=VALUES_AT_ONCE,
             log=tmp / "receiver.log",
         ):
             dom = _run_chromium(chromium, tmp / "profile", f"{page.origin}/")

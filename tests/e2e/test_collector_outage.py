@@ -1,7 +1,8 @@
 """End to end: the OTLP collector goes away mid-traffic and comes back.
 
 The CLI under real gunicorn pushes OTLP/HTTP to a real **rotel** collector that forwards metrics
-to a real **VictoriaMetrics 1.112** (logs and traces to :class:`~tests.otlp_sink.OtlpSink`).
+to a real **VictoriaMetrics 1.112** (logs and traces to
+:class:`~tests.support.otlp_sink.OtlpSink`).
 Generated traffic is sent in three phases: with the collector up, with it stopped (long enough
 for every signal's exports to fail after the SDK's retries), and after a new rotel is started on
 the same port. ``docs/collector.md`` promises what is checked:
@@ -28,35 +29,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.otlp_sink import OtlpSink
-from tests.peers import (
-    by_label_set,
-    diff_series,
+from tests.support.lanes import post_bodies
+from tests.support.metrics import VALUES_AT_ONCE, by_label_set, diff_series, scrape, vm_series
+from tests.support.oracle import LABELS, Expected, LabelSet, expected_counters
+from tests.support.otlp_sink import OtlpSink
+from tests.support.peers import require_rotel, rotel_argv, victoria_metrics, vm_flush
+from tests.support.procs import (
     free_port,
     listening,
-    post_bodies,
     require_binary,
-    require_rotel,
-    rotel_argv,
     rss_bytes,
     running,
-    scrape,
     stop,
-    victoria_metrics,
-    vm_flush,
-    vm_series,
     wait_until,
     worker_pids,
 )
-from tests.traffic import (
-    LABELS,
-    Event,
-    Expected,
-    LabelSet,
-    expected_counters,
-    generate_traffic,
-    lanes,
-)
+from tests.support.traffic import Event, generate_traffic, lanes
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -73,6 +61,7 @@ PULLED_NAMES = {
     "grafana_analytics_sessions_duration": "grafana_analytics_sessions_duration_seconds_total",
 }
 PUSH_ENV = {
+    **VALUES_AT_ONCE,  # pulled and pushed values are compared at once
     "OTEL_METRIC_EXPORT_INTERVAL": "1000",
     "OTEL_BLRP_SCHEDULE_DELAY": "200",
     "OTEL_BSP_SCHEDULE_DELAY": "200",

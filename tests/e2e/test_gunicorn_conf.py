@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+from tests.support.procs import VENV_BIN
+
+GUNICORN = str(VENV_BIN / "gunicorn")
 CONF = "python:otel_panel_receiver.gunicorn_conf"
 PREFIX = "otel-panel-receiver: error: "
 

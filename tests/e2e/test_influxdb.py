@@ -24,17 +24,11 @@ from typing import Any
 
 import pytest
 
-from tests.peers import (
-    by_label_set,
-    diff_series,
-    free_port,
-    post_bodies,
-    require_binary,
-    running,
-    scrape,
-    wait_until,
-)
-from tests.traffic import LABELS, Event, LabelSet, expected_counters, generate_traffic, lanes
+from tests.support.lanes import post_bodies
+from tests.support.metrics import VALUES_AT_ONCE, by_label_set, diff_series, scrape
+from tests.support.oracle import LABELS, LabelSet, expected_counters
+from tests.support.procs import free_port, require_binary, running, wait_until
+from tests.support.traffic import Event, generate_traffic, lanes
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -166,7 +160,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Written]:
     events = generate_traffic(SESSIONS)
     stored: dict[str, dict[LabelSet, float]] = {}
     # Nested so that Prometheus stops first: with its remote-write target gone, its shutdown
-    # would retry for about a minute (shared/PEERS.md).
+    # would retry for about a minute.
     with running(
         [influxd, "-config", str(influxdb_config(tmp, http_port, rpc_port))],
         ready_url=f"{influx}/ping",
@@ -177,6 +171,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Written]:
             running(
                 [receiver, "--http-address", f"127.0.0.1:{port}"],
                 ready_url=f"http://127.0.0.1:{port}/healthz",
+                env=VALUES_AT_ONCE,
                 log=tmp / "receiver.log",
             ),
             running(

@@ -2,14 +2,15 @@
 
 The receiver pushes OTLP/HTTP to **rotel** (the OpenTelemetry collector the ``rotel`` wheel
 ships), which forwards metrics to a real **VictoriaMetrics 1.112** at its OTLP ingest
-(``/opentelemetry/v1/metrics``) and logs and traces to :class:`~tests.otlp_sink.OtlpSink`,
-a protocol-faithful OTLP/HTTP receiver standing in for Loki and Tempo (neither can be
-installed here; see ``shared/PEERS.md``). A few hundred generated sessions are replayed; then:
+(``/opentelemetry/v1/metrics``) and logs and traces to
+:class:`~tests.support.otlp_sink.OtlpSink`, a protocol-faithful OTLP/HTTP receiver standing in
+for Loki and Tempo (neither can be installed here). A few hundred generated sessions are
+replayed; then:
 
 * PromQL on VictoriaMetrics gives, per label set L, the same totals as the receiver's own
-  ``/metrics`` and as the independent oracle of ``tests/traffic.py``. VictoriaMetrics keeps an
-  OTLP sum's name as sent, with no unit or ``_total`` suffix: ``grafana_analytics_sessions``
-  and ``grafana_analytics_sessions_duration`` (``/metrics`` says ``..._total`` and
+  ``/metrics`` and as the independent oracle of ``tests/support/oracle.py``. VictoriaMetrics keeps
+  an OTLP sum's name as sent, with no unit or ``_total`` suffix: ``grafana_analytics_sessions`` and
+  ``grafana_analytics_sessions_duration`` (``/metrics`` says ``..._total`` and
   ``..._duration_seconds_total``); resource attributes become labels (``service.name``...);
 * the sink got one log record per accepted payload;
 * it got one span per session: for a session that sent an ``end``, from its first event to the
@@ -30,35 +31,19 @@ from typing import Any
 
 import pytest
 
-from tests.otlp_sink import OtlpSink, attributes
-from tests.peers import (
-    by_label_set,
-    diff_series,
-    free_port,
-    listening,
-    post_bodies,
+from tests.support.lanes import post_bodies
+from tests.support.metrics import VALUES_AT_ONCE, by_label_set, diff_series, scrape, vm_series
+from tests.support.oracle import LABELS, LabelSet, expected_counters
+from tests.support.otlp_sink import OtlpSink, attributes
+from tests.support.peers import (
     promql,
-    require_binary,
     require_rotel,
     rotel_argv,
-    running,
-    scrape,
     victoria_metrics,
     vm_flush,
-    vm_series,
-    wait_until,
 )
-from tests.traffic import (
-    LABELS,
-    SITES,
-    USERS,
-    Event,
-    LabelSet,
-    expected_counters,
-    generate_traffic,
-    lanes,
-    start_and_end,
-)
+from tests.support.procs import free_port, listening, require_binary, running, wait_until
+from tests.support.traffic import SITES, USERS, Event, generate_traffic, lanes, start_and_end
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -72,6 +57,7 @@ PULL_SESSIONS = "grafana_analytics_sessions_total"
 PULL_DURATION = "grafana_analytics_sessions_duration_seconds_total"
 #: Fast pushes, so the test waits seconds, not minutes (all standard SDK variables).
 PUSH_ENV = {
+    **VALUES_AT_ONCE,  # pulled and pushed values are compared at once
     "OTEL_METRIC_EXPORT_INTERVAL": "1000",
     "OTEL_BLRP_SCHEDULE_DELAY": "200",
     "OTEL_BSP_SCHEDULE_DELAY": "200",
@@ -207,7 +193,7 @@ def test_victoria_metrics_totals_equal_the_oracle(pushed: Pushed) -> None:
 def test_one_log_record_per_accepted_payload(pushed: Pushed) -> None:
     """The sink got exactly one "Received session data" record per payload, fields intact."""
     sent = Counter((str(e.body["uuid"]), e.type, e.time) for e in (*pushed.events, *pushed.extra))
-    got = Counter()
+    got: Counter[tuple[str, str, int]] = Counter()
     for record in pushed.logs:
         assert record.body.string_value == "Received session data"
         assert record.severity_text == "info"

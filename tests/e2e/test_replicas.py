@@ -1,12 +1,11 @@
 """End to end: two replicas share one real Redis, as ``docs/deployment.md`` promises them.
 
-"Every replica reads and writes session state in Redis ... A load balancer can send each
-request anywhere. Each replica serves its own counters: scrape every replica and sum." Two CLI
-processes (``--workers 1 --session-store redis://...``) on two ports share one
-``redis-server``; generated traffic (``tests/traffic.py``) comes from 16 connections at once,
-and every session's consecutive events go to alternate replicas, in order. Per label set, the
-sum of both ``/metrics`` must equal what one in-process app shows for the same bodies, and the
-independent oracle.
+"Every replica reads and writes session state in Redis ... A load balancer can send each request
+anywhere. Each replica serves its own counters: scrape every replica and sum." Two CLI processes
+(``--workers 1 --session-store redis://...``) on two ports share one ``redis-server``; generated
+traffic (``tests/support/traffic.py``) comes from 16 connections at once, and every session's
+consecutive events go to alternate replicas, in order. Per label set, the sum of both ``/metrics``
+must equal what one in-process app shows for the same bodies, and the independent oracle.
 """
 
 from __future__ import annotations
@@ -17,20 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import (
+from tests.support.lanes import replay_lanes
+from tests.support.metrics import (
     DURATION_TOTAL,
     SESSIONS_TOTAL,
+    VALUES_AT_ONCE,
     add_totals,
     diff_totals,
-    free_ports,
-    redis_server,
-    replay_lanes,
-    require_binary,
-    running,
     scrape_totals,
     single_process_totals,
 )
-from tests.traffic import LABELS, expected_counters, generate_traffic, lanes
+from tests.support.oracle import LABELS, expected_counters
+from tests.support.peers import redis_server
+from tests.support.procs import free_ports, require_binary, running
+from tests.support.traffic import generate_traffic, lanes
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -52,7 +51,8 @@ def test_two_replicas_sharing_redis_sum_to_the_single_process_totals(tmp_path: P
             argv = [receiver, "--workers", "1", "--session-store", redis.url,
                     "--http-address", f"127.0.0.1:{port}", "--disable-session-log"]  # fmt: skip
             url = f"http://127.0.0.1:{port}/healthz"
-            replicas.enter_context(running(argv, ready_url=url, log=tmp_path / f"replica-{n}.log"))
+            log = tmp_path / f"replica-{n}.log"
+            replicas.enter_context(running(argv, ready_url=url, env=VALUES_AT_ONCE, log=log))
         results = replay_lanes(requests)
         # One worker each: /metrics is the process's own reader, current at once.
         parts = [scrape_totals(port, LABELS) for port in ports]

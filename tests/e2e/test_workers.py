@@ -6,12 +6,13 @@ serves their sum; the SQLite store keeps sessions across restarts, even ``kill -
 recycled workers keep their counts; on SIGTERM every payload answered 2xx is in the exported
 metrics and logs; granian runs the same app given the environment gunicorn's hook would set.
 
-Each test replays generated traffic (``tests/traffic.py``) from 16 lanes at once: a lane sends
-its sessions' events one after another (each answered before the next is sent), sessions
+Each test replays generated traffic (``tests/support/traffic.py``) from 16 lanes at once: a lane
+sends its sessions' events one after another (each answered before the next is sent), sessions
 interleaved, on 4 kept-alive connections used in turn, so a session's events land on several
 workers. The totals are compared, per label set and with ``==``, with one in-process app fed
-the same bodies (:func:`~tests.peers.single_process_totals`) and with the independent oracle.
-Durations are sums of multiples of 1/8 s, so float sums in any order are exact.
+the same bodies (:func:`~tests.support.metrics.single_process_totals`) and with the
+independent oracle (``tests/support/oracle.py``). Durations are sums of multiples of 1/8 s, so
+float sums in any order are exact.
 """
 
 from __future__ import annotations
@@ -31,40 +32,37 @@ from typing import Any
 
 import pytest
 
-from tests.otlp_sink import OtlpSink, attributes
-from tests.peers import (
+from otel_panel_receiver import load_settings
+from otel_panel_receiver.export.exposition import Exposition
+from otel_panel_receiver.export.multiproc import files_families
+from otel_panel_receiver.serving import granian_options
+from tests.support.lanes import Answers, LaneResult, replay_lanes
+from tests.support.metrics import (
     DURATION_TOTAL,
     SESSIONS_TOTAL,
-    Answers,
-    LaneResult,
+    VALUES_AT_ONCE,
     Totals,
     diff_totals,
+    scrape_totals,
+    single_process_totals,
+    totals_of,
+    wait_stable_totals,
+)
+from tests.support.oracle import LABELS, LabelSet, expected_counters, label_set
+from tests.support.otlp_sink import OtlpSink, attributes
+from tests.support.peers import require_rotel, rotel_argv
+from tests.support.procs import (
     free_port,
     free_ports,
     kill_all,
     listening,
-    replay_lanes,
     require_binary,
-    require_rotel,
-    rotel_argv,
     running,
-    scrape_totals,
-    single_process_totals,
     stop,
-    totals_of,
-    wait_stable_totals,
     wait_until,
     worker_pids,
 )
-from tests.traffic import (
-    LABELS,
-    Event,
-    LabelSet,
-    expected_counters,
-    generate_traffic,
-    label_set,
-    lanes,
-)
+from tests.support.traffic import Event, generate_traffic, lanes
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -143,7 +141,7 @@ def test_four_workers_serve_the_single_process_totals_in_every_scrape(tmp_path: 
         "--disable-session-log",
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/healthz"
-    with running(argv, ready_url=url, log=tmp_path / "receiver.log") as proc:
+    with running(argv, ready_url=url, env=VALUES_AT_ONCE, log=tmp_path / "receiver.log") as proc:
         results = replay_lanes(requests_to(port, events), spread=SPREAD)
         settled = wait_stable_totals(port, LABELS, quiet=QUIET)
         scrapes = [scrape_totals(port, LABELS) for _ in range(SCRAPES)]
@@ -204,7 +202,11 @@ def test_recycled_workers_keep_their_counts_and_totals_never_fall(tmp_path: Path
         "--max-requests", "50", "--max-requests-jitter", "10", "-b", f"127.0.0.1:{port}",
         "otel_panel_receiver.wsgi:app",
     ]  # fmt: skip
-    env = {"SESSION_STORE": f"sqlite:///{tmp_path / 's.db'}", "DISABLE_SESSION_LOG": "true"}
+    env = {
+        **VALUES_AT_ONCE,
+        "SESSION_STORE": f"sqlite:///{tmp_path / 's.db'}",
+        "DISABLE_SESSION_LOG": "true",
+    }
     url = f"http://127.0.0.1:{port}/healthz"
     with running(argv, ready_url=url, env=env, log=tmp_path / "gunicorn.log") as proc:
         watcher = Watcher(port, proc.pid)
@@ -225,20 +227,23 @@ def test_recycled_workers_keep_their_counts_and_totals_never_fall(tmp_path: Path
 
 
 def granian_command(tmp_path: Path, port: int) -> tuple[list[str], dict[str, str]]:
-    """Return granian's command line and the environment ``docs/deployment.md`` gives it."""
+    """Return granian's command line and the environment ``docs/deployment.md`` gives it.
+
+    The options come from ``serving.granian_options`` for the settings the app reads from that
+    environment, as gunicorn's come from ``serving.gunicorn_settings``.
+    """
     granian = require_binary("granian", INSTALL)
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()  # created and empty, as docs/deployment.md asks (granian has no hook)
     env = {
+        **VALUES_AT_ONCE,
+        "WORKERS": "2",
         "SESSION_STORE": f"sqlite:///{tmp_path / 's.db'}",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "DISABLE_SESSION_LOG": "true",
     }
-    argv = [
-        granian, "--interface", "wsgi", "--workers", "2", "--host", "127.0.0.1",
-        "--port", str(port), "otel_panel_receiver.wsgi:app",
-    ]  # fmt: skip
-    return argv, env
+    settings = load_settings(["--http-address", f"127.0.0.1:{port}"], env)
+    return [granian, *granian_options(settings), "otel_panel_receiver.wsgi:app"], env
 
 
 def test_granian_workers_serve_exact_totals_given_the_environment(tmp_path: Path) -> None:
@@ -267,7 +272,7 @@ def test_granian_workers_serve_exact_totals_given_the_environment(tmp_path: Path
     assert_every_scrape_equals(scrapes, reference(events))
     # Each worker process built its own app after the fork and wrote its own files.
     metrics_dir = Path(env["PROMETHEUS_MULTIPROC_DIR"])
-    writers = {int(f.stem.rsplit("_", 1)[1]) for f in metrics_dir.glob("gauge_livemax_*.db")}
+    writers = {int(f.stem.rsplit("_", 1)[1]) for f in metrics_dir.glob("gauge_*.db")}
     assert writers == set(workers)
 
 
@@ -276,9 +281,6 @@ def test_granian_shutdown_writes_each_workers_last_deltas(tmp_path: Path) -> Non
 
     With a 60 s export interval only the workers' shutdown can write the counts.
     """
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
-
     events = generate_traffic(100)
     port = free_port()
     argv, env = granian_command(tmp_path, port)
@@ -288,9 +290,9 @@ def test_granian_shutdown_writes_each_workers_last_deltas(tmp_path: Path) -> Non
         wait_workers(proc, 2)
         results = replay_lanes(requests_to(port, events), spread=SPREAD)
         exit_status = stop(proc)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=env["PROMETHEUS_MULTIPROC_DIR"])
-    left = totals_of(generate_latest(registry).decode(), LABELS)
+    # What any worker would serve from the files now, every value at once.
+    files = Exposition(lambda: files_families(env["PROMETHEUS_MULTIPROC_DIR"]), delay=0)
+    left = totals_of(files.scrape()[0].decode(), LABELS)
     assert statuses(results) == {201: len(events)} and exit_status == 0
     assert_every_scrape_equals([left], reference(events))
 
@@ -352,8 +354,8 @@ def pushed_totals(sink: OtlpSink) -> tuple[Totals, dict[str, int]]:
                 if key not in latest or point.time_unix_nano >= latest[key][0]:
                     latest[key] = (point.time_unix_nano, value)
     totals: Totals = {SESSIONS_TOTAL: {}, DURATION_TOTAL: {}}
-    for (_, metric, labels), (_, value) in latest.items():
-        totals[metric][labels] = totals[metric].get(labels, 0.0) + value
+    for (_, metric, values), (_, value) in latest.items():
+        totals[metric][values] = totals[metric].get(values, 0.0) + value
     return totals, {instance: len(s) for instance, s in stamps.items()}
 
 
@@ -383,7 +385,7 @@ def test_sigterm_mid_traffic_pushes_every_answered_payload(tmp_path: Path) -> No
                 running(
                     argv,
                     ready_url=f"http://127.0.0.1:{port}/healthz",
-                    env={"OTEL_METRIC_EXPORT_INTERVAL": "60000"},
+                    env={**VALUES_AT_ONCE, "OTEL_METRIC_EXPORT_INTERVAL": "60000"},
                     log=tmp_path / "receiver.log",
                 ) as proc,
                 ThreadPoolExecutor(1) as pool,
@@ -480,7 +482,12 @@ def test_kill_9_and_restart_on_the_same_file_counts_no_session_twice(tmp_path: P
     url = f"http://127.0.0.1:{port}/healthz"
     answers = Answers()
     with (
-        running(receiver_argv(port, *options), ready_url=url, log=tmp_path / "first.log") as proc,
+        running(
+            receiver_argv(port, *options),
+            ready_url=url,
+            env=VALUES_AT_ONCE,
+            log=tmp_path / "first.log",
+        ) as proc,
         ThreadPoolExecutor(1) as pool,
     ):
         phase1 = replay_lanes(requests_to(port, phase1_events), spread=SPREAD)
@@ -495,7 +502,8 @@ def test_kill_9_and_restart_on_the_same_file_counts_no_session_twice(tmp_path: P
     rest = [e for e in events if (e.session, e.seq) not in done]
     port = free_port()
     url = f"http://127.0.0.1:{port}/healthz"
-    with running(receiver_argv(port, *options), ready_url=url, log=tmp_path / "second.log"):
+    argv = receiver_argv(port, *options)
+    with running(argv, ready_url=url, env=VALUES_AT_ONCE, log=tmp_path / "second.log"):
         fresh = scrape_totals(port, LABELS)
         phase3 = replay_lanes(requests_to(port, rest), spread=SPREAD)
         after_restart = wait_stable_totals(port, LABELS, quiet=QUIET)

@@ -1,26 +1,23 @@
-"""Deterministic analytics-panel traffic, and an independent oracle for the counters it makes.
+"""Deterministic analytics-panel traffic: the events of many panel sessions, in time order.
 
 The generator plays panel sessions the way the ``macropower-analytics-panel`` plugin (v2.x)
-sends them (spec 1.1-1.3): several Grafana hosts (default and non-default ports), dashboards
-(names with quotes, backslashes and non-ASCII text, a sub-path uid, the home dashboard),
-users (admin, editors, viewers, anonymous) and template variables. A session is a ``start``, a
-heartbeat every ``heartbeatInterval`` while the tab has focus (ticks without focus are skipped,
-so some gaps exceed the interval, unless ``heartbeatAlways``), and often an ``end``; some
-panels have Post Start off (``uuid: ""``), some flatten their payloads (``flat.flatten``), some
-use an absolute time range. Every body is a full v2 payload. A session's labels never change;
-its variables may. Events are ordered by time, sessions interleaved.
+sends them (docs/protocol.md, "The payload"): several Grafana hosts (default and non-default
+ports), dashboards (names with quotes, backslashes and non-ASCII text, a sub-path uid, the home
+dashboard), users (admin, editors, viewers, anonymous) and template variables. A session is a
+``start``, a heartbeat every ``heartbeatInterval`` while the tab has focus (ticks without focus
+are skipped, so some gaps exceed the interval, unless ``heartbeatAlways``), and often an
+``end``; some panels have Post Start off (``uuid: ""``), some flatten their payloads
+(``flat.flatten``), some use an absolute time range. Every body is a full v2 payload. A
+session's labels never change; its variables may. Events are ordered by time, sessions
+interleaved.
 
-The oracle reads only the bodies that were sent and follows the spec: the upstream cache rules
-(2.4), ``GetDuration`` (2.5), the label set L (2.6) with the fixes of section 7 (no trailing
-colon on the default port, a derived key for ``uuid: ""``). It never imports
-``otel_panel_receiver``, so a misreading of the spec shared by the package and its unit tests
-cannot hide here.
+What a receiver should count for them is ``tests.support.oracle``'s job, which reads only the
+bodies.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import random
 import uuid as uuid_lib
@@ -29,19 +26,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from tests.peers import PAYLOADS
+from otel_panel_receiver.testing import sample_payload
 
 __all__ = [
-    "LABELS",
     "SITES",
     "USERS",
     "Event",
-    "Expected",
-    "LabelSet",
-    "expected_counters",
+    "Site",
+    "User",
     "flatten",
     "generate_traffic",
-    "label_set",
     "lanes",
     "play_session",
     "start_and_end",
@@ -88,7 +82,7 @@ class Host:
 
 @dataclass(frozen=True, slots=True)
 class VariableDef:
-    """A dashboard variable and the current values a user may pick (spec 1.4).
+    """A dashboard variable and the current values a user may pick (docs/protocol.md, "Variables").
 
     A choice is what ``current.value`` holds: a string, a list (then ``multi`` is true) or
     ``""``/``None`` (sent as ``values: []``).
@@ -183,7 +177,7 @@ def _options(
         "server": "https://analytics.example.com/write",
         "showDetails": False,
     }
-    if legacy:  # a panel first made with plugin 1.x keeps its old keys (spec 1.3.1)
+    if legacy:  # a panel first made with plugin 1.x keeps its old keys (docs/protocol.md, "Fields")
         options |= {"description": "", "hidden": True, "key": "", "noCors": True}
     return dict(sorted(options.items()))
 
@@ -225,7 +219,8 @@ _SEARCH = VariableDef("search", "Search", "textbox", ("", "checkout", "ünïcode
 _TEAM = VariableDef("team", "", "constant", ("platform",))
 _FILTERS = VariableDef("Filters", "", "adhoc", (None,))
 _DATASOURCE = VariableDef("datasource", "Data source", "datasource", ("Prometheus", "Thanos"))
-_SHARD = VariableDef("shard", "Shard", "query", ([1, 2], [3], ["1", "2"]))  # numbers: spec 1.4
+# Numbers pass through as JSON numbers (docs/protocol.md, "Variables").
+_SHARD = VariableDef("shard", "Shard", "query", ([1, 2], [3], ["1", "2"]))
 
 _OVERVIEW = Dashboard("Service Overview", "ZQZXRMXMk", "browser", (_ENV, _INSTANCE))
 _NODE = Dashboard(
@@ -247,7 +242,7 @@ SITES: Final = (
     Site(_PROD, _OVERVIEW, _options(), 6, 30),
     Site(_PROD, _NODE, _options(interval=30, always=True), 24, 12),
     Site(_DEV, _OVERVIEW, _options(interval=10), 1, 10),  # same host name, port 3000
-    Site(_DEV, _LATENCY, _options(interval=7.5), 3, 8),  # decimal interval (spec 7)
+    Site(_DEV, _LATENCY, _options(interval=7.5), 3, 8),  # a decimal interval ("Decoding")
     Site(_LAB, _PAYMENTS, _options(heartbeat=False), 12, 10),  # start .. end, uncapped
     Site(_LAB, _KIOSK, _options(start=False, interval=30), 1, 10),  # uuid ""
     Site(_ACME, _PAYMENTS, _options(start=False, heartbeat=False), 6, 5),  # end only
@@ -311,7 +306,10 @@ USERS: Final = (
 
 @dataclass(frozen=True, slots=True)
 class Moment:
-    """An absolute ``timeRange.raw`` value: a moment object in the browser (spec 1.3, 1.6)."""
+    """An absolute ``timeRange.raw`` value: a moment object in the browser.
+
+    See docs/protocol.md, "Fields" (its ISO string) and "Flattened payloads" (its internals).
+    """
 
     ms: int
 
@@ -331,13 +329,13 @@ class Moment:
 @functools.cache
 def _moment_template() -> tuple[tuple[str, Any], ...]:
     # The internals of a real moment object, as the plugin's flattened sample has them.
-    sample = json.loads((PAYLOADS / "v2-flattened-absolute-timerange.json").read_bytes())
+    sample = json.loads(sample_payload("v2-flattened-absolute-timerange.json"))
     prefix = "timeRange.raw.from."
     return tuple((k.removeprefix(prefix), v) for k, v in sample.items() if k.startswith(prefix))
 
 
 def flatten(value: Mapping[str, Any]) -> dict[str, Any]:
-    """Flatten like ``flat.flatten()`` 5.0.2 with default options (spec 1.6).
+    """Flatten like ``flat.flatten()`` 5.0.2 with default options ("Flattened payloads").
 
     Keys are joined with ``.``, arrays get numeric segments, empty arrays and objects stay as
     values, and a moment is walked into its internals.
@@ -400,7 +398,7 @@ class Event:
 #: How many heartbeat intervals a panel stays mounted, and how likely each is.
 _TICKS: Final = ((0, 3), (1, 3), (2, 3), (3, 2), (5, 2), (8, 2), (13, 1), (21, 1))
 _BLUR_CHANCE: Final = 0.12  # a tick finds the tab without focus, for 1-4 ticks
-_CLOSED_CHANCE: Final = 0.3  # the tab is closed: no end (spec 1.2)
+_CLOSED_CHANCE: Final = 0.3  # the tab is closed: no end ("When the panel sends")
 _VARIABLE_CHANGE: Final = 0.1
 
 
@@ -460,7 +458,8 @@ def play_session(
     """Return the events one panel mount sends, in time order; never an empty list.
 
     ``used_origins`` holds the ``timeOrigin`` values taken by ``uuid: ""`` sessions so far, so
-    that each such session is distinct under the key of spec section 7.
+    that each such session is distinct under the derived key (docs/protocol.md, "Sessions and
+    durations").
     """
     opts = site.options
     interval = float(opts["heartbeatInterval"])
@@ -554,148 +553,3 @@ def lanes(events: Iterable[Event], n: int) -> list[list[Event]]:
     for event in events:
         out[event.session % n].append(event)
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# The oracle (spec 2.4, 2.5, 2.6 and 7), from the bodies alone
-# --------------------------------------------------------------------------------------------
-
-#: Label set L of spec 2.6, in the order the upstream code defines it.
-LABELS: Final = (
-    "grafana_host",
-    "grafana_env",
-    "dashboard_name",
-    "dashboard_uid",
-    "dashboard_timezone",
-    "user_theme",
-    "user_timezone",
-    "user_locale",
-    "user_role",
-    "user_login",
-    "user_name",
-)
-
-#: The values of :data:`LABELS`, in that order.
-LabelSet = tuple[str, ...]
-
-
-def _field(body: Mapping[str, Any], path: str, default: Any = "") -> Any:
-    """Return a payload field by its dotted path, from a nested or a flattened body."""
-    if path in body:
-        return body[path]
-    node: Any = body
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def label_set(body: Mapping[str, Any]) -> LabelSet:
-    """Return label set L of one payload (spec 2.6, with section 7's ``grafana_host``)."""
-    hostname, port = _field(body, "host.hostname"), _field(body, "host.port")
-    if _field(body, "user.isGrafanaAdmin", False):
-        role = "admin"
-    elif _field(body, "user.hasEditPermissionInFolders", False):
-        role = "editor"
-    else:
-        role = "user"
-    return (
-        f"{hostname}:{port}" if port else hostname,
-        _field(body, "host.buildInfo.env"),
-        _field(body, "dashboard.name"),
-        _field(body, "dashboard.uid"),
-        _field(body, "timeZone"),
-        "light" if _field(body, "user.lightTheme", False) else "dark",
-        _field(body, "user.timezone"),
-        _field(body, "user.locale"),
-        role,
-        _field(body, "user.login"),
-        _field(body, "user.name"),
-    )
-
-
-def _session_key(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    uuid = _field(body, "uuid")
-    if uuid:
-        return ("uuid", uuid)
-    # Post Start off: spec 7 keys the session by what the payload carries about its page view.
-    user = _field(body, "user.id", 0) or f"login:{_field(body, 'user.login')}"
-    return (
-        "view",
-        _field(body, "host.hostname"),
-        _field(body, "host.port"),
-        _field(body, "dashboard.uid"),
-        user,
-        _field(body, "timeOrigin", 0),
-    )
-
-
-@dataclass(slots=True)
-class _Cached:
-    """What the upstream cache holds per session (spec 2.4)."""
-
-    start: int
-    heartbeats: list[int]
-    end: int | None
-    latest: Mapping[str, Any]
-
-    def duration(self, timeout: float) -> float | None:
-        """Return ``GetDuration(timeout)`` (spec 2.5), or None for a start-only session."""
-        if self.heartbeats:
-            interval = float(_field(self.latest, "options.heartbeatInterval", 0) or 0)
-            cap = timeout if timeout > 0 else 1.25 * interval
-            times = sorted(
-                [self.start, *self.heartbeats, *([] if self.end is None else [self.end])]
-            )
-            return float(sum(min(b - a, cap) for a, b in itertools.pairwise(times)))
-        if self.end is None:
-            return None
-        span = self.end - self.start
-        return float(span if timeout <= 0 or span < timeout else timeout)
-
-
-@dataclass(frozen=True, slots=True)
-class Expected:
-    """The counters a receiver should expose: per label set, sessions and duration seconds.
-
-    A label set is in ``durations`` only when one of its sessions had a heartbeat or an end.
-    """
-
-    sessions: dict[LabelSet, int]
-    durations: dict[LabelSet, float]
-
-
-def expected_counters(bodies: Iterable[Mapping[str, Any]], *, timeout: float = 0.0) -> Expected:
-    """Return the counters after ``bodies`` arrive in this order (``timeout`` 0 = auto).
-
-    Follows upstream's cache (spec 2.4): a start only opens a session not yet seen; a heartbeat
-    or end of an unseen session opens it at its own time; labels come from the latest stored
-    payload. Each distinct session counts 1 (section 7: counted once).
-    """
-    cache: dict[tuple[Any, ...], _Cached] = {}
-    for body in bodies:
-        key, kind, t = _session_key(body), _field(body, "type"), int(_field(body, "time", 0))
-        known = cache.get(key)
-        if kind == "start":
-            if known is None:
-                cache[key] = _Cached(t, [], None, body)
-        elif kind == "end":
-            if known is None:
-                cache[key] = _Cached(t, [], t, body)
-            else:
-                known.end, known.latest = t, body
-        elif known is None:  # a heartbeat, or any other type (treated as one)
-            cache[key] = _Cached(t, [t], None, body)
-        else:  # upstream drops the end time here; the generated traffic never has it
-            known.heartbeats.append(t)
-            known.end, known.latest = None, body
-    sessions: dict[LabelSet, int] = {}
-    durations: dict[LabelSet, float] = {}
-    for cached in cache.values():
-        labels = label_set(cached.latest)
-        sessions[labels] = sessions.get(labels, 0) + 1
-        duration = cached.duration(timeout)
-        if duration is not None:
-            durations[labels] = durations.get(labels, 0.0) + duration
-    return Expected(sessions, durations)

@@ -109,6 +109,20 @@ class OtlpSink:
                             series[labels] = point.as_double or float(point.as_int)
         return out
 
+    def start_times(self, name: str) -> list[int]:
+        """Return the start time (unix ns) of every point of the sum ``name`` received."""
+        with self.lock:
+            requests = list(self.requests["/v1/metrics"])
+        return [
+            point.start_time_unix_nano
+            for req in requests
+            for rm in req.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+            if metric.name == name and metric.HasField("sum")
+            for point in metric.sum.data_points
+        ]
+
     def resources(self) -> list[dict[str, str]]:
         """Return the resource attributes of every metrics export."""
         with self.lock:
