@@ -134,7 +134,7 @@ def _assemble(
     web.add_routes(
         app,
         receiver,
-        scrape=telemetry.scrape if telemetry.registry is not None else None,
+        scrape=telemetry.scrape if telemetry.exposition is not None else None,
         prefix=settings.path_prefix,
         max_body_size=settings.max_body_size,
     )

@@ -189,6 +189,21 @@ class Settings:
     path_prefix: str = _option(
         "", _prefix, 'Serve every route under this path, e.g. "/analytics".', metavar="PATH"
     )
+    new_series_delay: float = _option(
+        90.0, parse_duration,
+        "Expose a counter series at 0 for this long after its first scrape, then with its "
+        "value, so that Prometheus stores a 0 first and increase() counts the first sessions "
+        "of a new dashboard or viewer. Longer than the longest scrape interval of any "
+        "Prometheus that scrapes the receiver; 0 = off (for VictoriaMetrics alone, say).",
+        metavar="DURATION",
+    )  # fmt: skip
+    openmetrics_created: bool = _option(
+        False, _bool,
+        "Add each counter series' _created (when it began) to the OpenMetrics exposition, for "
+        "Prometheus 3 with --enable-feature=created-timestamp-zero-ingestion, which then counts "
+        "a new series' first value at once. Other Prometheus versions store _created as one "
+        "more series per counter series.",
+    )  # fmt: skip
     metric_cardinality_limit: int = _option(
         10_000, _positive,
         "Most label sets per metric; further ones are summed into one "
@@ -230,8 +245,8 @@ class Settings:
     )  # fmt: skip
     prometheus_multiproc_dir: str = _option(
         "", str,
-        "Directory for the per-worker metric files /metrics sums (prometheus_client's "
-        "multiprocess mode); empty: none with one worker, a fresh temporary one with several.",
+        "Directory for the per-worker metric files /metrics sums (in prometheus_client's "
+        "mmap format); empty: none with one worker, a fresh temporary one with several.",
         metavar="DIR", env="PROMETHEUS_MULTIPROC_DIR",
     )  # fmt: skip
     multiproc_export_interval: float = _option(

@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
 # Install the real programs the tests and benchmarks talk to, if missing:
 #   * Debian bookworm packages: prometheus, wrk, redis-server, chromium(-driver), influxdb(-client);
-#   * VictoriaMetrics >= 1.112 (the first Debian build with OTLP ingest) from Debian trixie,
-#     unpacked into $OTEL_PANEL_RECEIVER_PEERS_DIR (default /opt/otel-panel-receiver-peers)
-#     without touching /etc or the system's apt state; tests find it there (tests/peers.py).
+#   * newer peers from later Debian releases, each unpacked into $OTEL_PANEL_RECEIVER_PEERS_DIR
+#     (default /opt/otel-panel-receiver-peers) without touching /etc or the system's apt state,
+#     where the tests find them (tests/support/peers.py):
+#     - VictoriaMetrics >= 1.112 (the first Debian build with OTLP ingest) from trixie;
+#     - Prometheus >= 3 (created-timestamp ingestion of OpenMetrics text) from forky, else sid.
 # Idempotent and quiet: does nothing, in milliseconds, when everything is there. Needs root for
-# apt-get install (the trixie download needs only a writable peers dir).
+# apt-get install (the downloads need only a writable peers dir).
 set -euo pipefail
 
 PEERS_DIR=${OTEL_PANEL_RECEIVER_PEERS_DIR:-/opt/otel-panel-receiver-peers}
-VM_DIR=$PEERS_DIR/victoria-metrics
-VM_BIN=$VM_DIR/usr/bin/victoria-metrics
-VM_MIN=1.112
 
 # --- Debian packages (bookworm) -------------------------------------------------------------
 need=()
@@ -39,19 +38,10 @@ if [ ${#need[@]} -gt 0 ]; then
   rm -f "$log"
 fi
 
-# --- VictoriaMetrics with OTLP ingest (Debian trixie .deb, unpacked) --------------------------
-version_ok() { # "1.112.0+ds1-1" >= $VM_MIN ?
-  [ "$(printf '%s\n%s\n' "$VM_MIN" "${1%%[+~-]*}" | sort -V | head -n1)" = "$VM_MIN" ]
+# --- Newer peers from later Debian releases (unpacked, never installed) ---------------------
+version_ok() { # version_ok MIN "1.112.0+ds1-1": is the second at least the first?
+  [ "$(printf '%s\n%s\n' "$1" "${2%%[+~-]*}" | sort -V | head -n1)" = "$1" ]
 }
-
-if [ -x "$VM_BIN" ] && version_ok "$(cat "$VM_DIR/VERSION" 2>/dev/null || echo 0)"; then
-  exit 0
-fi
-if ! mkdir -p "$PEERS_DIR" 2>/dev/null || [ ! -w "$PEERS_DIR" ]; then
-  echo "install-peers: cannot write $PEERS_DIR; run as root or set OTEL_PANEL_RECEIVER_PEERS_DIR" >&2
-  exit 1
-fi
-echo "install-peers: VictoriaMetrics >= $VM_MIN from Debian trixie into $VM_DIR" >&2
 
 mirror=""
 if [ -r /etc/apt/sources.list.d/debian.sources ]; then
@@ -59,34 +49,55 @@ if [ -r /etc/apt/sources.list.d/debian.sources ]; then
 fi
 mirror=${mirror:-http://deb.debian.org/debian}
 
-work=$(mktemp -d "$PEERS_DIR/.vm-install.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-chmod 755 "$work" # apt's download sandbox (user _apt) writes in here
-mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/etc/parts" "$work/root"
-touch "$work/status"
-echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" \
-  >"$work/etc/sources.list"
-apt_opts=(
-  -o "Dir::Etc::SourceList=$work/etc/sources.list" -o "Dir::Etc::SourceParts=$work/etc/parts"
-  -o "Dir::Etc::PreferencesParts=$work/etc/parts" -o "Dir::State::Lists=$work/lists"
-  -o "Dir::Cache=$work/cache" -o "Dir::State::status=$work/status" -o Debug::NoLocking=1
-  -o Acquire::Languages=none -o APT::Architectures="$(dpkg --print-architecture)"
-)
-if ! { apt-get "${apt_opts[@]}" -qq update &&
-  (cd "$work" && apt-get "${apt_opts[@]}" -qq download victoria-metrics); } >"$work/log" 2>&1; then
-  cat "$work/log" >&2
-  exit 1
-fi
-deb=$(ls "$work"/victoria-metrics_*.deb)
-version=$(dpkg-deb -f "$deb" Version)
-if ! version_ok "$version"; then
-  echo "install-peers: trixie has victoria-metrics $version, older than $VM_MIN (no OTLP)" >&2
-  exit 1
-fi
-dpkg-deb -x "$deb" "$work/root"
-echo "$version" >"$work/root/VERSION"
-"$work/root/usr/bin/victoria-metrics" -version >/dev/null # runs here (Debian's has no version)
-# Swap the finished tree in whole: an interrupted run never leaves a half-unpacked binary.
-rm -rf "$VM_DIR"
-mv "$work/root" "$VM_DIR"
-echo "install-peers: victoria-metrics $version at $VM_BIN" >&2
+# unpack PACKAGE BINARY MIN DIST...: put PACKAGE (version >= MIN) from the first DIST that has
+# it into $PEERS_DIR/PACKAGE, unless a good one is there; BINARY must run here.
+unpack() {
+  local package=$1 binary=$2 min=$3 dest=$PEERS_DIR/$1 dist work version deb
+  shift 3
+  if [ -x "$dest/$binary" ] && version_ok "$min" "$(cat "$dest/VERSION" 2>/dev/null || echo 0)"; then
+    return 0
+  fi
+  if ! mkdir -p "$PEERS_DIR" 2>/dev/null || [ ! -w "$PEERS_DIR" ]; then
+    echo "install-peers: cannot write $PEERS_DIR; run as root or set OTEL_PANEL_RECEIVER_PEERS_DIR" >&2
+    return 1
+  fi
+  for dist in "$@"; do
+    echo "install-peers: $package >= $min from Debian $dist into $dest" >&2
+    work=$(mktemp -d "$PEERS_DIR/.install.XXXXXX")
+    chmod 755 "$work" # apt's download sandbox (user _apt) writes in here
+    mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/etc/parts" "$work/root"
+    touch "$work/status"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $dist main" \
+      >"$work/etc/sources.list"
+    local apt_opts=(
+      -o "Dir::Etc::SourceList=$work/etc/sources.list" -o "Dir::Etc::SourceParts=$work/etc/parts"
+      -o "Dir::Etc::PreferencesParts=$work/etc/parts" -o "Dir::State::Lists=$work/lists"
+      -o "Dir::Cache=$work/cache" -o "Dir::State::status=$work/status" -o Debug::NoLocking=1
+      -o Acquire::Languages=none -o APT::Architectures="$(dpkg --print-architecture)"
+    )
+    if { apt-get "${apt_opts[@]}" -qq update &&
+      (cd "$work" && apt-get "${apt_opts[@]}" -qq download "$package"); } >"$work/log" 2>&1; then
+      deb=$(ls "$work/${package}"_*.deb)
+      version=$(dpkg-deb -f "$deb" Version)
+      if version_ok "$min" "$version"; then
+        dpkg-deb -x "$deb" "$work/root"
+        echo "$version" >"$work/root/VERSION"
+        "$work/root/$binary" --version >/dev/null 2>&1 || "$work/root/$binary" -version >/dev/null
+        # Swap the finished tree in whole: an interrupted run never leaves half a binary.
+        rm -rf "$dest"
+        mv "$work/root" "$dest"
+        rm -rf "$work"
+        echo "install-peers: $package $version at $dest/$binary" >&2
+        return 0
+      fi
+      echo "install-peers: $dist has $package $version, older than $min" >&2
+    else
+      cat "$work/log" >&2
+    fi
+    rm -rf "$work"
+  done
+  return 1
+}
+
+unpack victoria-metrics usr/bin/victoria-metrics 1.112 trixie
+unpack prometheus usr/bin/prometheus 3.0 forky sid

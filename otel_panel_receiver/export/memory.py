@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -13,9 +12,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoi
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
 
 from otel_panel_receiver.config import Settings
+from otel_panel_receiver.export.exposition import Exposition, PullReader
 from otel_panel_receiver.export.providers import (
     SessionIdGenerator,
     Telemetry,
@@ -30,8 +29,8 @@ __all__ = ["MemoryTelemetry", "in_memory_telemetry"]
 class MemoryTelemetry(Telemetry):
     """Providers whose metrics, log records and spans stay in this process to be read back.
 
-    ``/metrics`` works too (a Prometheus reader on a private registry), with the same Views as
-    the service's.
+    ``/metrics`` works too, with the same Views and the same ``--new-series-delay`` as the
+    service's (``Settings(new_series_delay=0)`` shows every value at once).
     """
 
     metric_reader: InMemoryMetricReader = field(default_factory=InMemoryMetricReader)
@@ -70,15 +69,12 @@ def in_memory_telemetry(settings: Settings | None = None) -> MemoryTelemetry:
     """
     settings = settings if settings is not None else Settings()
     metric_reader = InMemoryMetricReader()
-    registry = CollectorRegistry(auto_describe=True)
-    prometheus = PrometheusMetricReader(
-        disable_target_info=True, scope_info_enabled=False, registry=registry
-    )
+    pull = PullReader()
     resource = build_resource()
     meter_provider = MeterProvider(
         resource=resource,
         shutdown_on_exit=False,
-        metric_readers=[metric_reader, prometheus],
+        metric_readers=[metric_reader, pull],
         views=session_views(
             users=not settings.disable_user_metrics,
             cardinality_limit=settings.metric_cardinality_limit,
@@ -97,7 +93,11 @@ def in_memory_telemetry(settings: Settings | None = None) -> MemoryTelemetry:
     return MemoryTelemetry(
         meter_provider=meter_provider,
         logger_provider=logger_provider,
-        registry=registry,
+        exposition=Exposition(
+            pull.families,
+            delay=settings.new_series_delay,
+            created=settings.openmetrics_created,
+        ),
         tracer_provider=tracer_provider,
         metric_reader=metric_reader,
         log_exporter=log_exporter,

@@ -1,13 +1,14 @@
-"""Correct ``/metrics`` with several worker processes: OTel deltas into shared counter files.
+"""Correct ``/metrics`` with several worker processes: OTel deltas summed through shared files.
 
-Each gunicorn worker has its own MeterProvider, and a scrape reaches one worker at random. So
-with several workers each provider exports **delta** sums every ``interval`` to this bridge,
-which adds them into the worker's own file of prometheus_client's multiprocess format
-(``counter_<pid>.db`` in the shared directory); ``/metrics`` is then served by
-prometheus_client's ``MultiProcessCollector``, which sums every file, those of dead workers
-included. The OTel instruments, Views and names are unchanged; counters never go back when a
-worker is recycled; ``/metrics`` lags by up to one ``interval``, and a worker's last deltas
-are written when it exits (its providers are shut down in gunicorn's ``worker_exit``).
+Each worker has its own MeterProvider, and a scrape reaches one worker at random. So with
+several workers each provider exports **delta** sums every ``interval`` to this bridge, which
+adds them into the worker's own file in the shared directory (``counter_<pid>.db``, in
+prometheus_client's mmap format); every worker answers ``/metrics`` with the sum of all files,
+those of exited workers included (:func:`files_families`). The OTel instruments, Views and
+names are unchanged; counters never go back when a worker is recycled; ``/metrics`` lags by up
+to one ``interval``, and a worker's last deltas are written when it exits (its providers are
+shut down in gunicorn's ``worker_exit``). Each counter series also keeps, as its entry's
+timestamp, when it began (the start of its first delta): its ``_created``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ from __future__ import annotations
 import glob
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Final
 
-# A private module of the exporter: the names must be the ones its reader gives. The dependency
-# range in pyproject.toml stops at the exporter's next minor release for this import.
-from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
+import msgspec
 from opentelemetry.sdk.metrics import (
     Counter,
     Histogram,
@@ -32,35 +30,31 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
-    Gauge,
-    Metric,
     MetricExporter,
     MetricExportResult,
     MetricsData,
-    Sum,
 )
-from prometheus_client import CollectorRegistry, multiprocess
-from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.mmap_dict import MmapedDict  # private: see pyproject.toml's bound
+
+from otel_panel_receiver.export.exposition import Family, Series, families_from_otel
 
 __all__ = [
+    "EXPOSURES_DIRECTORY",
     "MultiprocessBridge",
     "clear_directory",
+    "files_families",
     "mark_process_dead",
-    "multiprocess_registry",
-    "prometheus_name",
 ]
 
 _DELTA: Final = AggregationTemporality.DELTA
 _CUMULATIVE: Final = AggregationTemporality.CUMULATIVE
+#: The subdirectory of the metrics directory where first exposures are kept (exposition.py).
+EXPOSURES_DIRECTORY: Final = "exposures"
 
-
-def prometheus_name(metric: Metric) -> str:
-    """Return the family name the OTel Prometheus exporter gives ``metric`` (before ``_total``)."""
-    name = sanitize_full_name(metric.name)
-    unit = map_unit(metric.unit or "")
-    if unit and not name.endswith(f"_{unit}"):
-        name = f"{name}_{unit}"
-    return name
+# An entry's key: family name, kind, help, unit, labels.
+_Key = tuple[str, str, str, str, tuple[tuple[str, str], ...]]
+_ENCODE: Final = msgspec.json.Encoder()
+_DECODE: Final = msgspec.json.Decoder(_Key)
 
 
 class MultiprocessBridge(MetricExporter):
@@ -92,65 +86,85 @@ class MultiprocessBridge(MetricExporter):
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
-        """Add each monotonic delta to its counter; write each gauge's latest value."""
-        now = time.time()
+        """Add each counter delta to its entry; write each gauge's latest value."""
         with self._lock:
-            for rm in metrics_data.resource_metrics:
-                for sm in rm.scope_metrics:
-                    for metric in sm.metrics:
-                        self._write(metric, now)
+            for family in families_from_otel(metrics_data):  # sums are deltas here
+                self._write(family)
         return MetricExportResult.SUCCESS
 
-    def _write(self, metric: Metric, now: float) -> None:
-        data = metric.data
-        name = prometheus_name(metric)
-        help_text = metric.description or ""
-        if isinstance(data, Sum) and data.is_monotonic:
-            counters = self._file("counter")
-            for point in data.data_points:
-                labels = {k: str(v) for k, v in (point.attributes or {}).items()}
-                key = mmap_key(
-                    name, f"{name}_total", list(labels), list(labels.values()), help_text
-                )
-                if data.aggregation_temporality is _DELTA:
-                    value = counters.read_value(key)[0] + point.value
-                else:  # a cumulative sum arrives whole: it replaces
-                    value = float(point.value)
-                counters.write_value(key, value, now)
-        elif isinstance(data, Gauge | Sum):
-            # Gauges (and non-monotonic sums) are per process: the live maximum across workers.
-            gauges = self._file("gauge_livemax")
-            for gpoint in data.data_points:
-                labels = {k: str(v) for k, v in (gpoint.attributes or {}).items()}
-                key = mmap_key(name, name, list(labels), list(labels.values()), help_text)
-                gauges.write_value(key, float(gpoint.value), now)
+    def _write(self, family: Family) -> None:
+        counter = family.kind == "counter"
+        entries = self._file("counter" if counter else "gauge")
+        for series in family.series:
+            key = _ENCODE.encode(
+                (family.name, family.kind, family.help, family.unit, series.labels)
+            ).decode()
+            if counter:
+                value, began = entries.read_value(key)
+                began = min(began, series.created) if value or began else series.created
+                entries.write_value(key, value + series.value, began)
+            else:  # a gauge is per process: the latest value, the live maximum across workers
+                entries.write_value(key, series.value, 0.0)
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         """Nothing is buffered: every export is written at once."""
         return True
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        """Close this process's files (their values stay for the collector)."""
+        """Close this process's files (their values stay for the other workers)."""
         with self._lock:
             for mmap_file in self._files.values():
                 mmap_file.close()
             self._files.clear()
 
 
-def multiprocess_registry(path: str) -> CollectorRegistry:
-    """Return a registry whose collection sums every worker's files in ``path``."""
-    registry = CollectorRegistry(auto_describe=False)
-    multiprocess.MultiProcessCollector(registry, path=path)
-    return registry
+def files_families(path: str) -> list[Family]:
+    """Return the families of every worker's files in ``path``: counters summed, gauges' maximum.
+
+    A counter series' ``created`` is the earliest start any worker wrote for it.
+    """
+    counters: dict[_Key, tuple[float, float]] = {}
+    gauges: dict[_Key, float] = {}
+    for filename in glob.glob(os.path.join(path, "*.db")):
+        kind = os.path.basename(filename).split("_", 1)[0]
+        try:
+            entries = MmapedDict.read_all_values_from_file(filename)
+        except FileNotFoundError:  # a dead worker's gauges, removed since the listing
+            continue
+        for raw, value, began, _ in entries:
+            key = _DECODE.decode(raw)
+            if kind == "counter":
+                total, first = counters.get(key, (0.0, began))
+                counters[key] = (total + value, min(first, began))
+            elif kind == "gauge":
+                gauges[key] = max(gauges.get(key, value), value)
+    families: dict[tuple[str, str, str, str], Family] = {}
+    for (name, _, help_text, unit, labels), (total, first) in counters.items():
+        family = families.get((name, "counter", help_text, unit))
+        if family is None:
+            family = families[name, "counter", help_text, unit] = Family(
+                name, "counter", help_text, unit
+            )
+        family.series.append(Series(labels, total, first))
+    for (name, _, help_text, unit, labels), value in gauges.items():
+        family = families.get((name, "gauge", help_text, unit))
+        if family is None:
+            family = families[name, "gauge", help_text, unit] = Family(
+                name, "gauge", help_text, unit
+            )
+        family.series.append(Series(labels, value))
+    return list(families.values())
 
 
 def mark_process_dead(pid: int, path: str) -> None:
     """Drop a dead worker's gauges from ``path``; its counters stay, so totals never go back."""
-    multiprocess.mark_process_dead(pid, path)
+    for filename in glob.glob(os.path.join(path, f"gauge_{pid}.db")):
+        os.remove(filename)
 
 
 def clear_directory(path: str) -> None:
     """Create ``path`` or remove the files a previous run left in it (call before forking)."""
     os.makedirs(path, exist_ok=True)
-    for filename in glob.glob(os.path.join(path, "*.db")):
-        os.remove(filename)
+    for pattern in ("*.db", os.path.join(EXPOSURES_DIRECTORY, "*.db")):
+        for filename in glob.glob(os.path.join(path, pattern)):
+            os.remove(filename)

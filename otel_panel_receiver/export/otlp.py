@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.errors import ConfigError
+from otel_panel_receiver.export.exposition import MemoryExposures, hold_new_series
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -143,7 +144,8 @@ def otlp_exporter(
     inner = cls(endpoint=endpoint, timeout=_timeout(signal, environ))
     health = ExportHealth(signal, endpoint)
     if signal == "metrics":
-        return _ReportingMetricExporter(inner, health), health
+        hold = settings.new_series_delay
+        return _ReportingMetricExporter(inner, health, hold=hold), health
     if signal == "logs":
         return _ReportingLogExporter(inner, health), health
     return _ReportingSpanExporter(inner, health), health
@@ -252,7 +254,7 @@ class ExportHealth:
 
 
 class _ReportingMetricExporter(MetricExporter):
-    def __init__(self, inner: MetricExporter, health: ExportHealth) -> None:
+    def __init__(self, inner: MetricExporter, health: ExportHealth, *, hold: float = 0) -> None:
         # The reader asks the exporter for these; the inner exporter's come from the standard
         # variables (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE).
         super().__init__(
@@ -261,14 +263,23 @@ class _ReportingMetricExporter(MetricExporter):
         )
         self.inner = inner
         self._health = health
+        self._hold = hold
+        self._exposures = MemoryExposures()
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
+        # A new series goes out at 0 for a while, so that backends which take a series' first
+        # value as its baseline (Prometheus remote write, VictoriaMetrics) count it.
+        metrics_data, new = hold_new_series(
+            metrics_data, delay=self._hold, exposures=self._exposures, now=time.time()
+        )
         result = self._health.guard(
             lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis)
         )
         ok = result is MetricExportResult.SUCCESS
+        if not ok:
+            self._exposures.forget(new)  # their zero never arrived: send it again next time
         self._health.report(ok)
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 

@@ -1,7 +1,8 @@
 """Build the OpenTelemetry SDK providers the receiver records into.
 
-* a MeterProvider with the receiver's Views and a Prometheus reader on a private registry
-  (no ``target_info``, no scope labels), served at ``/metrics``, plus an OTLP reader when an
+* a MeterProvider with the receiver's Views and a pull reader whose points ``/metrics``
+  serves (``exposition.py``: new counter series held at 0 for ``--new-series-delay``; with
+  several workers, the sum of every worker's files instead), plus an OTLP reader when an
   endpoint is configured;
 * a LoggerProvider whose stdout exporter prints upstream's logfmt or JSON line per record,
   plus a batching OTLP exporter;
@@ -26,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import IO, Final
 
 from opentelemetry._logs import LoggerProvider as ApiLoggerProvider
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -40,17 +40,20 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
 )
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from otel_panel_receiver.attributes import METRIC_LABELS, USER_LABELS
 from otel_panel_receiver.config import Settings
+from otel_panel_receiver.export.exposition import Exposition, FileExposures, PullReader
 from otel_panel_receiver.export.logproviders import (
     Flushable,
     StdoutLoggerProvider,
     TeeLoggerProvider,
 )
-from otel_panel_receiver.export.multiproc import MultiprocessBridge, multiprocess_registry
+from otel_panel_receiver.export.multiproc import (
+    EXPOSURES_DIRECTORY,
+    MultiprocessBridge,
+    files_families,
+)
 from otel_panel_receiver.export.otlp import exporter_setting, otlp_exporter
 from otel_panel_receiver.recorder import DURATION, SESSIONS
 from otel_panel_receiver.traces import SESSION_IDS
@@ -104,16 +107,16 @@ class SessionIdGenerator(IdGenerator):
 
 @dataclass
 class Telemetry:
-    """The providers the recorder uses, and the registry ``/metrics`` serves.
+    """The providers the recorder uses, and the exposition ``/metrics`` serves.
 
     ``logger_provider`` is ``None`` when the per-payload log is off, ``tracer_provider`` when
-    session spans go nowhere, ``registry`` when ``/metrics`` is not served from here (an
+    session spans go nowhere, ``exposition`` when ``/metrics`` is not served from here (an
     embedder exporting only through its own readers).
     """
 
     meter_provider: MeterProvider
     logger_provider: ApiLoggerProvider | None = None
-    registry: CollectorRegistry | None = None
+    exposition: Exposition | None = None
     tracer_provider: TracerProvider | None = None
     _closed: bool = field(default=False, init=False, repr=False)
 
@@ -124,9 +127,8 @@ class Telemetry:
         self._closed = True
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
-        logs: object = (
-            self.logger_provider
-        )  # the API's provider cannot flush; ours and the SDK's can
+        # The API's provider cannot flush; ours and the SDK's can.
+        logs: object = self.logger_provider
         if isinstance(logs, Flushable):
             logs.shutdown()
         self.meter_provider.shutdown()
@@ -134,12 +136,11 @@ class Telemetry:
     def scrape(self, accept: str = "") -> tuple[bytes, str]:
         """Return ``/metrics``' body and content type: OpenMetrics if ``accept`` asks for it.
 
-        Raises ``LookupError`` when this telemetry has no registry to serve.
+        Raises ``LookupError`` when this telemetry serves no ``/metrics``.
         """
-        if self.registry is None:
-            raise LookupError("this telemetry serves no /metrics (no registry)")
-        encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
+        if self.exposition is None:
+            raise LookupError("this telemetry serves no /metrics (no exposition)")
+        return self.exposition.scrape(accept)
 
     def force_flush(self, timeout_millis: int = 10_000) -> None:
         """Export what is buffered now (logs, spans, and a metrics collection)."""
@@ -167,18 +168,25 @@ def build_telemetry(
     environ = os.environ if environ is None else environ
     resource = build_resource()
     readers: list[MetricReader]
-    if settings.prometheus_multiproc_dir:  # several workers: /metrics sums their files
-        registry = multiprocess_registry(settings.prometheus_multiproc_dir)
-        bridge = MultiprocessBridge(settings.prometheus_multiproc_dir)
+    directory = settings.prometheus_multiproc_dir
+    if directory:  # several workers: /metrics sums their files
+        bridge = MultiprocessBridge(directory)
         interval = settings.multiproc_export_interval * 1000
         readers = [PeriodicExportingMetricReader(bridge, export_interval_millis=interval)]
+        exposition = Exposition(
+            lambda: files_families(directory),
+            delay=settings.new_series_delay,
+            created=settings.openmetrics_created,
+            exposures=FileExposures(os.path.join(directory, EXPOSURES_DIRECTORY)),
+        )
     else:
-        registry = CollectorRegistry(auto_describe=True)
-        readers = [
-            PrometheusMetricReader(
-                disable_target_info=True, scope_info_enabled=False, registry=registry
-            )
-        ]
+        reader = PullReader()
+        readers = [reader]
+        exposition = Exposition(
+            reader.families,
+            delay=settings.new_series_delay,
+            created=settings.openmetrics_created,
+        )
     otlp_metrics = otlp_exporter("metrics", settings, environ)
     if otlp_metrics is not None:
         readers.append(PeriodicExportingMetricReader(otlp_metrics[0]))
@@ -194,7 +202,7 @@ def build_telemetry(
     return Telemetry(
         meter_provider,
         _logger_provider(settings, environ, resource, stream),
-        registry,
+        exposition,
         _tracer_provider(settings, environ, resource, stream),
     )
 

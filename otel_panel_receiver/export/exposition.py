@@ -1,0 +1,382 @@
+"""``/metrics``: OpenTelemetry points as Prometheus families, exact where Prometheus reads them.
+
+Prometheus takes the first sample it stores of a counter series as that series' baseline and
+counts only what comes after it: a series first scraped at 3 (three sessions) adds 0 to
+``increase()``, not 3. Most series of this receiver are new (a dashboard or a viewer seen for the
+first time) and hold few sessions, so most sessions would be lost to ``increase()``. So a counter
+series is exposed **at 0** for ``delay`` seconds after its first exposure, then with its true
+value: every scraper whose interval is shorter than the delay stores the zero first, and counts
+everything after it. Nothing is lost or counted twice: the values themselves are never changed,
+only withheld for a while. First exposures are remembered per process (:class:`MemoryExposures`)
+or, with several workers, in files beside the multiprocess metric files
+(:class:`FileExposures`), so every worker answers a scrape the same way.
+
+The same rule holds for cumulative counters pushed over OTLP (:func:`hold_new_series`): a
+collector that turns them into Prometheus remote writes, or VictoriaMetrics, also takes a
+series' first value as its baseline, while a backend that reads the points' start times loses
+nothing by the zeros (the start time is kept).
+
+With ``created``, the OpenMetrics exposition also carries ``_created`` for each counter series
+(when it began counting), for backends that turn a created timestamp into a zero sample
+themselves (Prometheus 3 with ``--enable-feature=created-timestamp-zero-ingestion``). It is off
+by default: every Prometheus without that flag stores ``_created`` as one more series per
+counter series (seen with 2.42 and 3.5.3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, Protocol
+
+import msgspec
+from opentelemetry.exporter.prometheus._mapping import (  # private: see pyproject.toml's bound
+    map_unit,
+    sanitize_attribute,
+    sanitize_full_name,
+)
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Metric,
+    MetricReader,
+    MetricsData,
+    NumberDataPoint,
+    Sum,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric as PrometheusFamily
+from prometheus_client.mmap_dict import MmapedDict  # private: see pyproject.toml's bound
+
+__all__ = [
+    "Exposition",
+    "Exposures",
+    "Family",
+    "FileExposures",
+    "MemoryExposures",
+    "PullReader",
+    "Series",
+    "families_from_otel",
+    "hold_new_series",
+    "prometheus_name",
+]
+
+Labels = tuple[tuple[str, str], ...]
+_KEYS: Final = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One series of a family: its labels, its value, and when it began (unix s, 0: unknown)."""
+
+    labels: Labels
+    value: float
+    created: float = 0.0
+
+
+@dataclass(slots=True)
+class Family:
+    """One metric as Prometheus shows it: ``name`` without ``_total`` and without the unit."""
+
+    name: str
+    kind: Literal["counter", "gauge"]
+    help: str
+    unit: str
+    series: list[Series] = field(default_factory=list)
+
+    def key(self, labels: Labels) -> str:
+        """Return the text that names one series of this family across processes."""
+        return _KEYS.encode((self.name, self.unit, labels)).decode()
+
+
+def prometheus_name(metric: Metric) -> tuple[str, str]:
+    """Return the family name and unit the OTel Prometheus exporter gives ``metric``."""
+    return sanitize_full_name(metric.name), map_unit(metric.unit or "")
+
+
+def families_from_otel(data: MetricsData | None) -> list[Family]:
+    """Return the families of OTel metrics: monotonic sums are counters, the rest gauges.
+
+    Label keys are sanitised as the OTel Prometheus exporter does; a counter series'
+    ``created`` is its point's start time (for a cumulative sum, when the SDK first recorded
+    the series; for a delta, when its interval began).
+    """
+    out: list[Family] = []
+    if data is None:
+        return out
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                family = _family(metric)
+                if family is not None:
+                    out.append(family)
+    return out
+
+
+def _family(metric: Metric) -> Family | None:
+    data = metric.data
+    counter = isinstance(data, Sum) and data.is_monotonic
+    if not counter and not isinstance(data, Gauge | Sum):
+        return None  # histograms: the receiver records none
+    name, unit = prometheus_name(metric)
+    family = Family(name, "counter" if counter else "gauge", metric.description or "", unit)
+    for point in data.data_points:
+        labels = tuple(
+            (sanitize_attribute(key), _label_value(value))
+            for key, value in (point.attributes or {}).items()
+        )
+        created = point.start_time_unix_nano / 1e9 if counter else 0.0
+        family.series.append(Series(labels, float(point.value), created))  # type: ignore[union-attr]
+    return family
+
+
+def _label_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Exposures(Protocol):
+    """When each counter series was first exposed to a scraper."""
+
+    def first(self, keys: Sequence[str], now: float) -> list[float]:
+        """Return each key's first exposure, recording ``now`` for keys never exposed."""
+        ...
+
+
+class MemoryExposures:
+    """First exposures of this process's series (one worker)."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def first(self, keys: Sequence[str], now: float) -> list[float]:
+        """Return each key's first exposure, recording ``now`` for keys never exposed."""
+        with self._lock:
+            return [self._first.setdefault(key, now) for key in keys]
+
+    def forget(self, keys: Sequence[str]) -> None:
+        """Forget ``keys`` (their exposure did not reach the backend)."""
+        with self._lock:
+            for key in keys:
+                self._first.pop(key, None)
+
+
+class FileExposures:
+    """First exposures shared by the worker processes, in ``exposed_<pid>.db`` files.
+
+    Each worker writes the keys it exposes first into its own file; a key's first exposure is
+    the earliest over all files, those of exited workers included. The files live in their own
+    directory (inside the multiprocess metrics directory), emptied with it at start-up.
+    """
+
+    def __init__(self, directory: str, pid: Callable[[], int] = os.getpid) -> None:
+        self.directory = directory
+        self._pid = pid
+        self._files: dict[int, MmapedDict] = {}
+        self._lock = threading.Lock()
+
+    def first(self, keys: Sequence[str], now: float) -> list[float]:
+        """Return each key's first exposure, recording ``now`` for keys never exposed."""
+        with self._lock:
+            known: dict[str, float] = {}
+            for path in glob.glob(os.path.join(self.directory, "exposed_*.db")):
+                try:
+                    entries = MmapedDict.read_all_values_from_file(path)
+                except FileNotFoundError:  # the directory was emptied since the listing
+                    continue
+                for key, first, _, _ in entries:
+                    if key not in known or first < known[key]:
+                        known[key] = first
+            new = [key for key in keys if key not in known]
+            if new:
+                own = self._own()
+                for key in new:
+                    own.write_value(key, now, now)
+                    known[key] = now
+            return [known[key] for key in keys]
+
+    def _own(self) -> MmapedDict:
+        pid = self._pid()
+        own = self._files.get(pid)
+        if own is None:  # first use in this process (each worker after its fork)
+            os.makedirs(self.directory, exist_ok=True)
+            own = self._files[pid] = MmapedDict(os.path.join(self.directory, f"exposed_{pid}.db"))
+        return own
+
+    def close(self) -> None:
+        """Close this process's file (its entries stay for the others)."""
+        with self._lock:
+            for own in self._files.values():
+                own.close()
+            self._files.clear()
+
+
+class Exposition:
+    """Answer scrapes: families from ``source``, new counter series at 0 for ``delay`` seconds.
+
+    ``delay`` 0 exposes every value at once (for scrapers that count a series' first sample,
+    such as VictoriaMetrics, or for tests). With ``created``, OpenMetrics scrapes get each
+    counter series' ``_created``.
+    """
+
+    def __init__(
+        self,
+        source: Callable[[], list[Family]],
+        *,
+        delay: float,
+        created: bool = False,
+        exposures: Exposures | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._source = source
+        self.delay = delay
+        self.created = created
+        self._exposures = exposures if exposures is not None else MemoryExposures()
+        self._clock = clock
+
+    def families(self) -> list[Family]:
+        """Return the families as a scrape now sees them (new counter series held at 0)."""
+        families = self._source()
+        if self.delay <= 0:
+            return families
+        keys = [
+            family.key(series.labels)
+            for family in families
+            if family.kind == "counter"
+            for series in family.series
+        ]
+        if not keys:
+            return families
+        now = self._clock()
+        young = iter([now - first < self.delay for first in self._exposures.first(keys, now)])
+        for family in families:
+            if family.kind == "counter":
+                family.series = [
+                    Series(s.labels, 0.0, s.created) if next(young) else s for s in family.series
+                ]
+        return families
+
+    def scrape(self, accept: str = "") -> tuple[bytes, str]:
+        """Return ``/metrics``' body and content type: OpenMetrics if ``accept`` asks for it."""
+        encoder, content_type = choose_encoder(accept)
+        created = self.created and content_type.startswith("application/openmetrics-text")
+        return encoder(_Collected(self.families(), created=created)), content_type
+
+
+def hold_new_series(
+    data: MetricsData, *, delay: float, exposures: Exposures, now: float
+) -> tuple[MetricsData, list[str]]:
+    """Return ``data`` with each cumulative counter point at 0 for ``delay`` s after its first.
+
+    The rule of :class:`Exposition`, for points pushed over OTLP: the first point a backend
+    stores of a new series is 0, whatever it makes of start times. Delta points are never held
+    (a held delta would be lost). Also return the keys of the series first seen now, which the
+    caller forgets again if the export fails.
+    """
+    if delay <= 0:
+        return data, []
+    new: list[str] = []
+    held = dataclasses.replace(
+        data,
+        resource_metrics=[
+            dataclasses.replace(
+                rm,
+                scope_metrics=[
+                    dataclasses.replace(
+                        sm, metrics=[_hold(m, delay, exposures, now, new) for m in sm.metrics]
+                    )
+                    for sm in rm.scope_metrics
+                ],
+            )
+            for rm in data.resource_metrics
+        ],
+    )
+    return held, new
+
+
+def _hold(metric: Metric, delay: float, exposures: Exposures, now: float, new: list[str]) -> Metric:
+    data = metric.data
+    if not (
+        isinstance(data, Sum)
+        and data.is_monotonic
+        and data.aggregation_temporality is AggregationTemporality.CUMULATIVE
+    ):
+        return metric
+    points = [p for p in data.data_points if isinstance(p, NumberDataPoint)]
+    keys = [
+        _KEYS.encode((metric.name, sorted((p.attributes or {}).items()))).decode() for p in points
+    ]
+    firsts = exposures.first(keys, now)
+    new += [key for key, first in zip(keys, firsts, strict=True) if first == now]
+    held = [
+        dataclasses.replace(point, value=0) if now - first < delay else point
+        for point, first in zip(points, firsts, strict=True)
+    ]
+    return dataclasses.replace(metric, data=dataclasses.replace(data, data_points=held))
+
+
+class _Collected:
+    """What prometheus_client's encoders read: an object whose ``collect()`` gives families."""
+
+    def __init__(self, families: list[Family], *, created: bool) -> None:
+        self._families = families
+        self._created = created
+
+    def collect(self) -> Iterator[PrometheusFamily]:
+        for family in self._families:
+            yield _prometheus_family(family, created=self._created)
+
+
+def _prometheus_family(family: Family, *, created: bool) -> PrometheusFamily:
+    # Every series gets every label key of the family, "" where it has none (as the OTel
+    # exporter writes them), in sorted order.
+    keys = sorted({key for series in family.series for key, _ in series.labels})
+    rows = [
+        ([dict(series.labels).get(key, "") for key in keys], series) for series in family.series
+    ]
+    if family.kind == "gauge":
+        gauge = GaugeMetricFamily(family.name, family.help, labels=keys, unit=family.unit)
+        for row, series in rows:
+            gauge.add_metric(row, series.value)
+        return gauge
+    counter = CounterMetricFamily(family.name, family.help, labels=keys, unit=family.unit)
+    for row, series in rows:
+        counter.add_metric(
+            row, series.value, created=series.created if created and series.created else None
+        )
+    return counter
+
+
+class PullReader(MetricReader):
+    """A pull reader: each scrape collects the SDK's cumulative points, like Prometheus' own.
+
+    Unlike the OTel Prometheus exporter's reader, it keeps each point's start time, which
+    becomes the series' ``_created``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._latest: MetricsData | None = None
+
+    def _receive_metrics(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        self._latest = metrics_data
+
+    def families(self) -> list[Family]:
+        """Collect now and return the families."""
+        with self._lock:  # one collection at a time: each reads the data it collected
+            self.collect()
+            return families_from_otel(self._latest)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        """Nothing to release."""
