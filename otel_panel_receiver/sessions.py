@@ -34,7 +34,7 @@ __all__ = ["WINDOW", "SessionRules", "SessionState", "pack", "session_key", "unp
 WINDOW: Final = 4
 
 _TIME_BITS: Final = 38  # covers every accepted timestamp (payload.MAX_TIME < 2**38)
-_OFFSET_BITS: Final = 32  # a window time is stored as its offset from the session's first time
+_OFFSET_BITS: Final = 38  # a window time as its offset from the session's first: any accepted time
 _OFFSET_MAX: Final = (1 << _OFFSET_BITS) - 1
 _COUNT_BITS: Final = 3
 

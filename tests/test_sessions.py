@@ -229,3 +229,16 @@ def test_empty_uuid_sessions_of_different_viewers_do_not_merge() -> None:
 def test_negative_timeout_is_refused() -> None:
     with pytest.raises(ValueError, match="session timeout"):
         SessionRules(-1)
+
+
+def test_a_repeated_time_adds_nothing_even_centuries_after_the_start() -> None:
+    far = (1 << 32) + 225  # 136 years on: past what 32 bits of seconds can hold
+    events = [event("start", 0), event("hb", far, 300), event("hb", far, 300)]
+    assert replay(events) == (1, 375.0)  # the first gap capped at 1.25 x 300; the repeat 0
+
+
+def test_pack_keeps_every_accepted_time_exactly() -> None:
+    from otel_panel_receiver.payload import MAX_TIME
+
+    state = SessionState(0, (0, MAX_TIME - 1, MAX_TIME), True, True)
+    assert unpack(pack(state)) == state
