@@ -18,6 +18,7 @@ import falcon
 from otel_panel_receiver import web
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.export import Telemetry, build_telemetry
+from otel_panel_receiver.outcomes import Outcomes
 from otel_panel_receiver.receiver import Receiver
 from otel_panel_receiver.recorder import Recorder
 from otel_panel_receiver.sessions import SessionRules
@@ -129,7 +130,10 @@ def _assemble(
         raw_log=settings.log_raw,
         tracer=tracer,
     )
-    receiver = Receiver(store, recorder, SessionRules(settings.session_timeout), clock=clock)
+    outcomes = Outcomes(telemetry.meter_provider)
+    receiver = Receiver(
+        store, recorder, SessionRules(settings.session_timeout), clock=clock, outcomes=outcomes
+    )
     app = ReceiverApp(receiver, telemetry, closers)
     web.add_routes(
         app,

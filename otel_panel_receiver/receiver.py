@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from otel_panel_receiver.errors import PayloadError
 from otel_panel_receiver.model import PanelEvent, SessionUpdate
+from otel_panel_receiver.outcomes import Outcomes, excerpt
 from otel_panel_receiver.payload import decode
 from otel_panel_receiver.recorder import Recorder
 from otel_panel_receiver.sessions import SessionRules, session_key
@@ -18,6 +20,8 @@ class Receiver:
     """Handle panel payloads: what the web app, a non-HTTP embedder or a test calls.
 
     ``clock`` gives unix seconds; it stands in for the payload's ``time`` when that is missing.
+    With ``outcomes``, every payload is counted as accepted or malformed (and a malformed one
+    logged, rate limited).
     """
 
     def __init__(
@@ -27,22 +31,34 @@ class Receiver:
         rules: SessionRules | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        outcomes: Outcomes | None = None,
     ) -> None:
         self.store = store
         self.recorder = recorder
         self.rules = rules if rules is not None else SessionRules()
+        self.outcomes = outcomes
         self._clock = clock
 
-    def handle(self, body: bytes) -> SessionUpdate:
+    def handle(self, body: bytes, *, client: str = "") -> SessionUpdate:
         """Decode one body, update its session and record the result.
 
-        Raises ``PayloadError`` for a body that is not a panel payload; nothing is recorded then.
+        Raises ``PayloadError`` for a body that is not a panel payload; nothing is recorded
+        then but the rejection (``client``, the sender's address, goes into its log line).
         """
-        return self.handle_event(decode(body, now=int(self._clock())))
+        try:
+            event = decode(body, now=int(self._clock()))
+        except PayloadError as exc:
+            if self.outcomes is not None:
+                detail = f"{exc}; body starts {excerpt(body)!r}"
+                self.outcomes.rejected("malformed", status=400, client=client, detail=detail)
+            raise
+        return self.handle_event(event)
 
     def handle_event(self, event: PanelEvent) -> SessionUpdate:
         """Update the session of an already decoded event and record the result."""
         key = session_key(event)
         update = self.store.apply(key, self.rules.updater(event))
         self.recorder.record(event, update, key)
+        if self.outcomes is not None:
+            self.outcomes.accepted()
         return update

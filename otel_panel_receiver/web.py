@@ -15,6 +15,7 @@ import falcon
 import msgspec
 
 from otel_panel_receiver.errors import PayloadError
+from otel_panel_receiver.outcomes import Outcome
 from otel_panel_receiver.receiver import Receiver
 
 __all__ = ["Scrape", "add_routes"]
@@ -25,12 +26,29 @@ Scrape = Callable[[str], tuple[bytes, str]]
 _CHUNK: Final = 65_536
 
 
-class _BodyTooLarge(Exception):
-    """A ``/write`` body over the limit: a transport matter, answered 413."""
+class _Refused(Exception):
+    """A ``/write`` request refused before its body is decoded: a transport matter."""
+
+    outcome: Outcome
+    status: str
+
+
+class _BodyTooLarge(_Refused):
+    """A body over the limit: 413, and the connection is closed (the rest is not read)."""
+
+    outcome = "too_large"
+    status = falcon.HTTP_413
 
     def __init__(self, size: int, limit: int, *, at_least: bool = False) -> None:
         more = "more than " if at_least else ""
         super().__init__(f"body is {more}{size} bytes, larger than the limit of {limit} bytes")
+
+
+class _Unreadable(_Refused):
+    """A body the server could not read: a bad chunk, a body cut short; 400."""
+
+    outcome = "unreadable"
+    status = falcon.HTTP_400
 
 
 class WriteResource:
@@ -42,8 +60,13 @@ class WriteResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Read the body whatever its Content-Type (the plugin sends ``text/plain``)."""
-        body = self._read(req)
-        self._receiver.handle(body)
+        try:
+            body = self._read(req)
+        except _Refused:
+            raise
+        except Exception as exc:  # the server's own parse errors: a bad chunk, a short body
+            raise _Unreadable(f"body could not be read: {type(exc).__name__}: {exc}") from None
+        self._receiver.handle(body, client=req.remote_addr or "")
         resp.status = falcon.HTTP_201
 
     def _read(self, req: falcon.Request) -> bytes:
@@ -95,9 +118,22 @@ def _payload_error(req: falcon.Request, resp: falcon.Response, ex: Exception, pa
     _error(resp, falcon.HTTP_400, ex.message, ex.path)
 
 
-def _too_large(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
-    _error(resp, falcon.HTTP_413, str(ex))
-    resp.set_header("Connection", "close")  # the rest of the body is not read
+def _refused(
+    receiver: Receiver,
+) -> Callable[[falcon.Request, falcon.Response, Exception, Any], None]:
+    def handle(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
+        assert isinstance(ex, _Refused)
+        _error(resp, ex.status, str(ex))
+        resp.set_header("Connection", "close")  # what is left of the body is not read
+        if receiver.outcomes is not None:
+            receiver.outcomes.rejected(
+                ex.outcome,
+                status=falcon.http_status_to_code(ex.status),
+                client=req.remote_addr or "",
+                detail=str(ex),
+            )
+
+    return handle
 
 
 def _http_error(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
@@ -130,7 +166,7 @@ def add_routes(
     app.req_options.strip_url_path_trailing_slash = False
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(PayloadError, _payload_error)
-    app.add_error_handler(_BodyTooLarge, _too_large)
+    app.add_error_handler(_Refused, _refused(receiver))
     app.add_route(f"{prefix}/write", WriteResource(receiver, max_body_size))
     if scrape is not None:
         app.add_route(f"{prefix}/metrics", MetricsResource(scrape))
