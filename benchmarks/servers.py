@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from otel_panel_receiver import load_settings
-from otel_panel_receiver.serving import granian_options
+from otel_panel_receiver.serving import GRANIAN_TARGET, granian_options
 from tests.support.procs import REPO, VENV_BIN, free_port, wait_http
 
 __all__ = [
@@ -43,6 +43,11 @@ _TICK: Final = os.sysconf("SC_CLK_TCK")
 #: config file (``-c python:otel_panel_receiver.gunicorn_conf``, whose hooks prepare workers).
 Launcher = Literal["server", "cli", "gunicorn-conf"]
 _CONF: Final = "python:otel_panel_receiver.gunicorn_conf"
+#: What granian serves for each WSGI target: the same app, read whole first (buffered.py).
+_RSGI_TARGETS: Final = {
+    "otel_panel_receiver.wsgi:app": GRANIAN_TARGET,
+    "benchmarks.bare_wsgi:app": "benchmarks.bare_rsgi:app",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +109,9 @@ class ServerSpec:
         exe = str(VENV_BIN / self.program)
         if self.kind == "granian":
             options = self._granian_options(app, port)
-            return [exe, *options, "--working-dir", str(REPO), app.target]
+            # granian serves RSGI: each app wrapped the way the command serves the receiver.
+            target = _RSGI_TARGETS.get(app.target, app.target)
+            return [exe, *options, "--working-dir", str(REPO), target]
         worker = ["--worker-class", "sync"]
         if self.kind == "gunicorn-gthread":
             worker = ["--worker-class", "gthread", "--threads", str(self.threads)]
@@ -117,7 +124,7 @@ class ServerSpec:
         """Return granian's options: the receiver's from its settings, the bare app's own."""
         if app.baseline:
             return [
-                "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+                "--interface", "rsgi", "--host", "127.0.0.1", "--port", str(port),
                 "--workers", str(self.workers), "--no-ws", "--no-access-log",
                 "--log-level", "warning",
             ]  # fmt: skip

@@ -1,4 +1,9 @@
-"""The ``otel-panel-receiver`` command: parse the settings, check them, serve with gunicorn."""
+"""The ``otel-panel-receiver`` command: parse the settings, check them, serve them.
+
+granian serves by default (``--server granian``): each request is read whole by its event loop
+before the app runs, so slow clients hold no thread. gunicorn (``--server gunicorn``) serves
+with the same settings and hooks as ``otel_panel_receiver.gunicorn_conf``.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,32 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from otel_panel_receiver.config import PROGRAM, Settings, load_settings
+from otel_panel_receiver.config import PROGRAM, Settings, load_settings, to_environ
 from otel_panel_receiver.errors import ConfigError
 from otel_panel_receiver.export import LOGGER_NAME, configure_logging, mark_process_dead
-from otel_panel_receiver.serving import gunicorn_settings, preflight, prepare_workers
+from otel_panel_receiver.serving import (
+    granian_settings,
+    gunicorn_settings,
+    preflight,
+    prepare_workers,
+)
 from otel_panel_receiver.version import __version__
 
-__all__ = ["main", "serve"]
+__all__ = ["main", "serve", "serve_granian"]
 
 log = logging.getLogger(LOGGER_NAME)
+
+
+def serve_granian(settings: Settings) -> None:
+    """Serve prepared settings with granian until told to stop; apps are built per worker.
+
+    granian's workers are new processes that import ``otel_panel_receiver.rsgi``, which reads
+    the settings from the environment: every setting, flags included, is put there first.
+    """
+    from granian import Granian
+
+    os.environ.update(to_environ(settings))
+    Granian(**granian_settings(settings)).serve()
 
 
 def serve(settings: Settings, environ: Mapping[str, str]) -> None:
@@ -69,13 +91,17 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 "version": __version__,
                 "address": settings.http_address,
                 "workers": settings.workers,
+                "server": settings.server,
                 "threads": settings.thread_count,
                 "session_store": settings.store_url,
             }
         },
     )
     try:
-        serve(settings, environ)
+        if settings.server == "granian":
+            serve_granian(settings)
+        else:
+            serve(settings, environ)
     finally:
         if settings.prometheus_multiproc_dir != given.prometheus_multiproc_dir:
             shutil.rmtree(settings.prometheus_multiproc_dir, ignore_errors=True)  # ours: temporary

@@ -26,6 +26,7 @@ __all__ = [
     "options",
     "parse_duration",
     "render_markdown",
+    "to_environ",
 ]
 
 PROGRAM: Final = "otel-panel-receiver"
@@ -255,14 +256,26 @@ class Settings:
         "(/metrics lags by up to this).",
         metavar="DURATION",
     )  # fmt: skip
-    workers: int = _option(
-        1, _positive, "gunicorn worker processes (the CLI's server).", metavar="N"
-    )
+    server: Literal["granian", "gunicorn"] = _option(
+        "granian", _choice("granian", "gunicorn"),
+        "The command's HTTP server. granian reads every request whole before any Python code "
+        "runs, so slow or stalled clients hold no thread; gunicorn (gthread) gives each "
+        "request a thread from its first byte (see docs/deployment.md).",
+        metavar="granian|gunicorn",
+    )  # fmt: skip
+    workers: int = _option(1, _positive, "Worker processes of the command's server.", metavar="N")
     threads: int = _option(
         0, _count,
-        "Threads per gunicorn worker (gthread); 0 = auto: 1 with the memory store, where more "
-        "threads only contend for the GIL, 4 with SQLite or Redis, whose calls wait on I/O.",
+        "Threads per worker for the app; 0 = auto: with the memory store none under granian "
+        "(the app runs in its event loop) and 1 under gunicorn, where more threads only "
+        "contend for the GIL; 4 with SQLite or Redis, whose calls wait on I/O.",
         metavar="N",
+    )  # fmt: skip
+    client_timeout: float = _option(
+        10.0, parse_duration,
+        "How long a client may take to send a request's headers, and then its body; past it "
+        "the request is answered 408 (granian; gunicorn bounds neither).",
+        metavar="DURATION",
     )  # fmt: skip
 
     @property
@@ -296,10 +309,15 @@ class Settings:
 
     @property
     def thread_count(self) -> int:
-        """Return the threads per worker: the setting, or the automatic choice for the store."""
+        """Return the app's threads per worker: the setting, or the choice for store and server.
+
+        0 means none: granian runs the app in its event loop.
+        """
         if self.threads:
             return self.threads
-        return 1 if self.store_url == "memory" else 4
+        if self.store_url != "memory":
+            return 4
+        return 0 if self.server == "granian" else 1
 
 
 def options() -> tuple[dataclasses.Field[Any], ...]:
@@ -347,13 +365,32 @@ def load_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = 
         source = flag(field)
         if given is None and env_name(field) in environ:
             given, source = environ[env_name(field)], env_name(field)
-        if given is None:
-            continue
+        if given is None or (given == "" and field.default == ""):
+            continue  # not given, or given empty where empty is the default
         try:
             values[field.name] = field.metadata["parse"](given)
         except ValueError as exc:
             raise ConfigError(f"{source} {exc}") from None
     return Settings(**values)
+
+
+def to_environ(settings: Settings) -> dict[str, str]:
+    """Return the environment variables that give ``settings`` back through :func:`load_settings`.
+
+    How the command hands its settings, flags included, to worker processes that read them
+    from their environment (granian's).
+    """
+    out: dict[str, str] = {}
+    for field in options():
+        value = getattr(settings, field.name)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif field.metadata["parse"] is parse_duration:
+            text = f"{value!r}s" if value else "0"
+        else:
+            text = str(value)
+        out[env_name(field)] = text
+    return out
 
 
 def _shown(field: dataclasses.Field[Any]) -> str:

@@ -72,7 +72,7 @@ def gunicorn_settings(settings: Settings) -> dict[str, Any]:
     return {
         "bind": [options.bind],
         "workers": options.workers,
-        "threads": options.threads,
+        "threads": max(1, options.threads),  # gunicorn runs the app in a thread
         # gthread even with one thread: it keeps the browsers' keep-alive connections open.
         "worker_class": "gthread",
         "graceful_timeout": options.graceful_timeout,
@@ -86,17 +86,42 @@ def gunicorn_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+#: The RSGI app granian serves: the receiver, each request read whole first (buffered.py).
+GRANIAN_TARGET: Final = "otel_panel_receiver.rsgi:app"
+
+
+def granian_settings(settings: Settings) -> dict[str, Any]:
+    """Return the keyword arguments of ``granian.Granian`` that serve the receiver."""
+    from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+
+    options = server_options(settings)
+    return {
+        "target": GRANIAN_TARGET,
+        "address": options.host,
+        "port": options.port,
+        "interface": Interfaces.RSGI,
+        "workers": options.workers,
+        "websockets": False,
+        "http1_settings": HTTP1Settings(header_read_timeout=int(settings.client_timeout * 1000)),
+        "workers_kill_timeout": options.graceful_timeout,
+        "log_access": False,
+        "log_level": LogLevels.warning,
+    }
+
+
 def granian_options(settings: Settings) -> list[str]:
-    """Return granian's command-line options (before the target) for ``settings``."""
+    """Return the granian command line (before the target) equal to :func:`granian_settings`."""
     options = server_options(settings)
     return [
-        "--interface", "wsgi",
+        "--interface", "rsgi",
         "--host", options.host,
         "--port", str(options.port),
         "--workers", str(options.workers),
-        "--blocking-threads", str(options.threads),
-        "--workers-kill-timeout", str(options.graceful_timeout),
         "--no-ws",
+        "--http1-header-read-timeout", str(int(settings.client_timeout * 1000)),
+        "--workers-kill-timeout", str(options.graceful_timeout),
         "--no-access-log",
         "--log-level", "warning",
     ]  # fmt: skip

@@ -51,6 +51,13 @@ class _Unreadable(_Refused):
     status = falcon.HTTP_400
 
 
+class _TimedOut(_Refused):
+    """A body that did not arrive in time (the server gave up waiting); 408."""
+
+    outcome = "timed_out"
+    status = falcon.HTTP_408
+
+
 class WriteResource:
     """``POST /write``: one panel payload per request, answered 201 with an empty body."""
 
@@ -64,6 +71,8 @@ class WriteResource:
             body = self._read(req)
         except _Refused:
             raise
+        except TimeoutError as exc:
+            raise _TimedOut(f"body could not be read: {exc}") from None
         except Exception as exc:  # the server's own parse errors: a bad chunk, a short body
             raise _Unreadable(f"body could not be read: {type(exc).__name__}: {exc}") from None
         self._receiver.handle(body, client=req.remote_addr or "")

@@ -20,11 +20,11 @@ from otel_panel_receiver.app import create_app
 from otel_panel_receiver.config import load_settings
 from otel_panel_receiver.export import configure_logging
 
-__all__ = ["app"]
+__all__ = ["app", "settings"]
 
-_settings = load_settings((), os.environ)
-configure_logging(_settings.log_format_effective)
-app = create_app(_settings, environ=os.environ)
+settings = load_settings((), os.environ)
+configure_logging(settings.log_format_effective)
+app = create_app(settings, environ=os.environ)
 atexit.register(app.close)
 # granian's workers are multiprocessing children, which end with os._exit and skip atexit:
 # a multiprocessing finalizer still runs there, so the last deltas, logs and spans are flushed.

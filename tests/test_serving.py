@@ -12,6 +12,7 @@ from otel_panel_receiver.config import Settings
 from otel_panel_receiver.errors import ConfigError
 from otel_panel_receiver.serving import (
     granian_options,
+    granian_settings,
     gunicorn_settings,
     preflight,
     prepare_workers,
@@ -38,19 +39,30 @@ def test_threads_default_to_four_with_a_store_that_waits_on_io() -> None:
     assert gunicorn_settings(Settings(threads=8))["threads"] == 8
 
 
-def test_granian_gets_the_same_address_workers_threads_and_grace_as_gunicorn() -> None:
-    settings = Settings(http_address="127.0.0.1:9000", workers=3, threads=2)
+def test_granian_gets_the_same_address_workers_and_grace_as_gunicorn() -> None:
+    settings = Settings(http_address="127.0.0.1:9000", workers=3, client_timeout=7.5)
     argv = granian_options(settings)
+    kwargs = granian_settings(settings)
     gunicorn = gunicorn_settings(settings)
 
     def value(flag: str) -> str:
         return argv[argv.index(flag) + 1]
 
     assert gunicorn["bind"] == [f"{value('--host')}:{value('--port')}"]
-    assert int(value("--workers")) == gunicorn["workers"] == 3
-    assert int(value("--blocking-threads")) == gunicorn["threads"] == 2
-    assert int(value("--workers-kill-timeout")) == gunicorn["graceful_timeout"]
-    assert value("--interface") == "wsgi"
+    assert gunicorn["bind"] == [f"{kwargs['address']}:{kwargs['port']}"]
+    assert int(value("--workers")) == kwargs["workers"] == gunicorn["workers"] == 3
+    assert int(value("--workers-kill-timeout")) == kwargs["workers_kill_timeout"]
+    assert kwargs["workers_kill_timeout"] == gunicorn["graceful_timeout"]
+    assert value("--interface") == kwargs["interface"] == "rsgi"
+    assert int(value("--http1-header-read-timeout")) == 7500
+    assert kwargs["http1_settings"].header_read_timeout == 7500
+
+
+def test_under_granian_the_memory_store_runs_the_app_in_the_event_loop() -> None:
+    assert Settings().thread_count == 0
+    assert Settings(server="gunicorn").thread_count == 1
+    assert gunicorn_settings(Settings())["threads"] == 1  # gunicorn needs a thread
+    assert Settings(session_store="redis://r/0").thread_count == 4
 
 
 def test_one_worker_needs_no_preparation() -> None:

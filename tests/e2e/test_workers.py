@@ -35,7 +35,7 @@ import pytest
 from otel_panel_receiver import load_settings
 from otel_panel_receiver.export.exposition import Exposition
 from otel_panel_receiver.export.multiproc import files_families
-from otel_panel_receiver.serving import granian_options
+from otel_panel_receiver.serving import GRANIAN_TARGET, granian_options
 from tests.support.lanes import Answers, LaneResult, replay_lanes
 from tests.support.metrics import (
     DURATION_TOTAL,
@@ -243,7 +243,7 @@ def granian_command(tmp_path: Path, port: int) -> tuple[list[str], dict[str, str
         "DISABLE_SESSION_LOG": "true",
     }
     settings = load_settings(["--http-address", f"127.0.0.1:{port}"], env)
-    return [granian, *granian_options(settings), "otel_panel_receiver.wsgi:app"], env
+    return [granian, *granian_options(settings), GRANIAN_TARGET], env
 
 
 def test_granian_workers_serve_exact_totals_given_the_environment(tmp_path: Path) -> None:

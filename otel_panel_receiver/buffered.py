@@ -1,0 +1,176 @@
+"""Serve a WSGI app over granian's RSGI, with each request read whole before the app runs.
+
+A WSGI server gives a thread to every request from its first byte to its last, so a client that
+sends its body slowly, or not at all, holds that thread: with a few such clients nobody else is
+served. Here granian's event loop reads each body (at most ``max_body`` + 1 bytes, within
+``timeout`` seconds) without any thread, and only then runs the WSGI app, in the loop itself
+(``threads`` 0: for an app that never waits, such as the receiver with its memory store) or in
+a pool of ``threads`` threads (for one whose store waits on a disk or a network). The app sees a
+plain in-memory ``wsgi.input``. A body that does not arrive in time, or cannot be read, reaches
+the app as a ``wsgi.input`` that raises, so the app answers it (with a 4xx) and counts it like
+any other refusal. granian itself bounds how long a client may take to send its headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, Protocol
+
+__all__ = ["BufferedRSGI", "UnreadableBody"]
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_CHUNKED: Final = "chunked"
+
+
+class UnreadableBody(io.RawIOBase):
+    """A ``wsgi.input`` for a body that never arrived whole: reading it raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self._error = error
+
+    def readable(self) -> bool:
+        """A WSGI input is readable."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Raise the reason the body could not be read."""
+        raise self._error
+
+
+class _Scope(Protocol):  # what granian's RSGI scope offers (granian's stubs are not typed)
+    proto: str
+    method: str
+    path: str
+    query_string: str
+    client: str
+    server: str
+    scheme: str
+    http_version: str
+    headers: Any
+
+
+class BufferedRSGI:
+    """An RSGI application that reads each request whole, then runs ``app`` (a WSGI app).
+
+    ``close`` runs when granian stops the worker (``__rsgi_del__``).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        max_body: int,
+        timeout: float,
+        threads: int = 0,
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        self._app = app
+        self._max_body = max_body
+        self._timeout = timeout
+        self._pool = ThreadPoolExecutor(threads, "otel-panel-receiver") if threads else None
+        self._close = close
+
+    async def __call__(self, scope: _Scope, proto: Any) -> None:
+        """Answer one request."""
+        if scope.proto != "http":
+            return
+        environ = _environ(scope)
+        try:
+            async with asyncio.timeout(self._timeout):
+                environ["wsgi.input"] = await self._body(environ, proto)
+        except TimeoutError:
+            environ["wsgi.input"] = UnreadableBody(
+                TimeoutError(f"the body did not arrive within {self._timeout:g} s")
+            )
+        except Exception as exc:  # granian's protocol errors: a bad chunk, a body cut short
+            if type(exc).__name__ == "RSGIProtocolClosed":
+                return  # the client went away: nobody to answer
+            environ["wsgi.input"] = UnreadableBody(exc)
+        if self._pool is None:
+            status, headers, body = _run(self._app, environ)
+        else:
+            loop = asyncio.get_running_loop()
+            status, headers, body = await loop.run_in_executor(self._pool, _run, self._app, environ)
+        proto.response_bytes(status, headers, body)
+
+    async def _body(self, environ: dict[str, Any], proto: Any) -> io.BytesIO:
+        """Read the body, up to one byte past the limit (enough for the app to refuse it)."""
+        announced = environ.get("CONTENT_LENGTH", "")
+        if announced.isdigit() and int(announced) > self._max_body:
+            return io.BytesIO()  # the app refuses it from the length alone
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in proto:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self._max_body:
+                break
+        body = b"".join(chunks)
+        if announced.isdigit() and len(body) < int(announced):
+            raise ConnectionError(f"body cut short: {len(body)} of {announced} bytes")
+        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() != _CHUNKED:
+            environ["CONTENT_LENGTH"] = str(len(body))
+        return io.BytesIO(body)
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Nothing to start: the app was built when the module was imported."""
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the app: its last telemetry goes out before the worker ends."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self._close is not None:
+            self._close()
+
+
+def _environ(scope: _Scope) -> dict[str, Any]:
+    host, _, port = scope.server.rpartition(":")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": scope.path,
+        "QUERY_STRING": scope.query_string,
+        "SERVER_NAME": host,
+        "SERVER_PORT": port,
+        "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
+        "REMOTE_ADDR": scope.client.rpartition(":")[0].strip("[]"),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.scheme,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    headers = scope.headers
+    for name in headers.keys():  # noqa: SIM118  # RSGI headers: a mapping without __iter__
+        value = ", ".join(headers.get_all(name))
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            environ[key] = value
+        else:
+            environ[f"HTTP_{key}"] = value
+    return environ
+
+
+def _run(app: WSGIApp, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    answer: list[Any] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        answer[:] = [int(status.split(" ", 1)[0]), headers]
+        return lambda data: None  # the legacy write(): the receiver never calls it
+
+    result = app(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    return answer[0], answer[1], body

@@ -1,0 +1,126 @@
+"""End to end: hostile clients against the real command (granian, one worker and two).
+
+Stalled and trickling clients must not delay anybody else, a body that never arrives is
+answered 408 once ``--client-timeout`` is over, broken transfer encodings get a 4xx, and no
+request gets a 5xx. Each refusal is counted in ``grafana_analytics_payloads_total``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from otel_panel_receiver.testing import sample_payload
+from tests.support.metrics import scrape
+from tests.support.procs import free_port, require_binary, running
+
+pytestmark = pytest.mark.peers
+
+STALLED = 50
+#: The POSTs of normal clients wait at most this long: a blocked server fails the test.
+PATIENCE = 3.0
+CLIENT_TIMEOUT = 2
+CHUNKED = b"POST /write HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@contextlib.contextmanager
+def receiver(tmp_path: Path, *args: str) -> Iterator[int]:
+    """Run the command with ``args`` on a free port for the block; yield the port."""
+    binary = require_binary("otel-panel-receiver", "pip install -e '.[test]'")
+    port = free_port()
+    argv = [binary, "--http-address", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "data"),
+            "--disable-session-log", "--client-timeout", f"{CLIENT_TIMEOUT}s",
+            "--new-series-delay", "0", *args]  # fmt: skip
+    with running(argv, ready_url=f"http://127.0.0.1:{port}/healthz", log=tmp_path / "log"):
+        yield port
+
+
+def stalled_connections(port: int, n: int) -> list[socket.socket]:
+    """Open ``n`` connections that each stop half-way through a request, three ways."""
+    starts = (
+        b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789",
+        b"POST /write HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n",
+        b"POST /wri",  # the request line itself, a byte at a time, then nothing
+    )
+    out = []
+    for i in range(n):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(starts[i % len(starts)])
+        out.append(sock)
+    return out
+
+
+def post(port: int, body: bytes) -> int:
+    """POST ``body`` as the panel does; fail if the answer takes longer than ``PATIENCE``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PATIENCE)
+    try:
+        conn.request("POST", "/write", body=body, headers={"Content-Type": "text/plain"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def raw(port: int, request: bytes) -> int:
+    """Send a raw request and return the answer's status (0 when the server closed at once)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        head = sock.recv(4096).split(b"\r\n", 1)[0]
+    return int(head.split()[1]) if head else 0
+
+
+def outcomes(port: int) -> dict[str, float]:
+    samples = scrape(f"http://127.0.0.1:{port}/metrics", "grafana_analytics_payloads_total")
+    return {labels["outcome"]: value for labels, value in samples}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_stalled_and_trickling_clients_delay_nobody(tmp_path: Path, workers: str) -> None:
+    # The command's default server; with --server gunicorn this test fails (docs/deployment.md).
+    with receiver(tmp_path, "--workers", workers) as port:
+        socks = stalled_connections(port, STALLED)
+        try:
+            started = time.monotonic()
+            assert [post(port, sample_payload("v2-start.json")) for _ in range(5)] == [201] * 5
+            assert time.monotonic() - started < PATIENCE  # all five, while 50 are stalled
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def test_a_body_that_never_arrives_is_answered_408_and_counted(tmp_path: Path) -> None:
+    with receiver(tmp_path) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert b"did not arrive within 2 s" in answer
+        assert outcomes(port)["timed_out"] == 1
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        CHUNKED + b"zz\r\nabc\r\n0\r\n\r\n",
+        CHUNKED + b"3\r\nabcX\r\n0\r\n\r\n",
+        b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+        b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        b"POST /write HTTP/1.1\r\n\x00bad header\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ],
+    ids=["bad-chunk-size", "missing-chunk-crlf", "bad-length", "two-lengths", "bad-header", "junk"],
+)
+def test_a_broken_request_gets_a_4xx_or_is_closed_never_a_5xx(
+    tmp_path: Path, request_bytes: bytes
+) -> None:
+    with receiver(tmp_path) as port:
+        status = raw(port, request_bytes)
+        assert status == 0 or 400 <= status < 500, status
+        assert post(port, sample_payload("v2-start.json")) == 201  # and the server goes on
