@@ -14,6 +14,7 @@ from typing import Final
 from benchmarks import (
     collector_down,
     history,
+    hostile,
     http_ingest,
     otlp_tuning,
     pipeline,
@@ -38,6 +39,7 @@ SECTIONS: Final[dict[str, Section]] = {
     "http": http_ingest.run,
     "collector": collector_down.run,
     "otlp": otlp_tuning.run,
+    "hostile": hostile.run,
 }
 DOCS: Final = REPO / "docs" / "benchmarks.md"
 

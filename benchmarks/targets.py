@@ -8,10 +8,13 @@ from benchmarks.report import Target
 
 __all__ = [
     "BYTES_PER_SESSION",
+    "FLOOD_SCRAPE_MS",
+    "HOSTILE_BODY_CPU_MS",
     "P99_MS",
     "PIPELINE_US",
     "RECEIVER_OVER_BARE",
     "SCRAPE_MS_AT_2000",
+    "STALL_DELAY_MS",
     "UPSTREAM_BYTES_PER_SESSION",
 ]
 
@@ -27,3 +30,9 @@ BYTES_PER_SESSION: Final = Target(256, " B")
 SCRAPE_MS_AT_2000: Final = Target(50, " ms")
 #: What the upstream Go receiver holds per session (measured on it), for comparison only.
 UPSTREAM_BYTES_PER_SESSION: Final = 1_800
+#: CPU to answer one 64 KiB body of any shape (decode, rules, counters, log line).
+HOSTILE_BODY_CPU_MS: Final = Target(100, " ms")
+#: How much stalled or slow clients may delay a normal POST.
+STALL_DELAY_MS: Final = Target(100, " ms")
+#: A scrape of /metrics after a flood of new label sets.
+FLOOD_SCRAPE_MS: Final = Target(1000, " ms")

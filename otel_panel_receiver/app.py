@@ -128,6 +128,7 @@ def _assemble(
         session_log=not settings.disable_session_log,
         variable_log=not settings.disable_variable_log,
         raw_log=settings.log_raw,
+        max_label_length=settings.max_label_length,
         tracer=tracer,
     )
     outcomes = Outcomes(telemetry.meter_provider)

@@ -14,6 +14,7 @@ from typing import Any, Final
 from otel_panel_receiver.model import PanelEvent, Variable
 
 __all__ = [
+    "CUT_MARK",
     "LOG_FIELDS",
     "METRIC_LABELS",
     "USER_LABELS",
@@ -74,8 +75,19 @@ LOG_FIELDS: Final = (
 _FIXED: Final = frozenset(LOG_FIELDS) | {"level", "msg"}
 
 
-def metric_attributes(event: PanelEvent, *, users: bool = True) -> dict[str, str]:
-    """Return label set L for the event; without ``users`` the user labels are left out."""
+#: What ends a label value cut at the length limit.
+CUT_MARK: Final = "…"
+
+
+def metric_attributes(
+    event: PanelEvent, *, users: bool = True, max_length: int = 0
+) -> dict[str, str]:
+    """Return label set L for the event; without ``users`` the user labels are left out.
+
+    A value longer than ``max_length`` characters (0: no limit) is cut to that length, its
+    last character replaced by :data:`CUT_MARK`: a label value has no length bound of its own,
+    and every character of it is repeated on every scrape.
+    """
     host, user = event.host, event.user
     attrs = {
         "grafana_host": host.address,
@@ -91,6 +103,10 @@ def metric_attributes(event: PanelEvent, *, users: bool = True) -> dict[str, str
     if users:
         attrs["user_login"] = user.login
         attrs["user_name"] = user.name
+    if max_length:
+        for key, value in attrs.items():
+            if len(value) > max_length:
+                attrs[key] = value[: max_length - 1] + CUT_MARK
     return attrs
 
 

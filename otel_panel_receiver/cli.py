@@ -12,11 +12,10 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from otel_panel_receiver.config import PROGRAM, Settings, load_settings, to_environ
 from otel_panel_receiver.errors import ConfigError
-from otel_panel_receiver.export import LOGGER_NAME, configure_logging, mark_process_dead
+from otel_panel_receiver.export import LOGGER_NAME, configure_logging
 from otel_panel_receiver.serving import (
     granian_settings,
     gunicorn_settings,
@@ -53,18 +52,11 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> None:
     from otel_panel_receiver import gunicorn_conf
     from otel_panel_receiver.app import create_app
 
-    directory = settings.prometheus_multiproc_dir
-
-    def child_exit(server: Any, worker: Any) -> None:
-        if directory:  # a dead worker's gauges leave /metrics; its counts stay in the totals
-            mark_process_dead(worker.pid, directory)
-
     class _Server(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
         def load_config(self) -> None:
             for key, value in gunicorn_settings(settings).items():
                 self.cfg.set(key, value)
             self.cfg.set("worker_exit", gunicorn_conf.worker_exit)
-            self.cfg.set("child_exit", child_exit)
 
         def load(self) -> object:
             # Runs in each worker after the fork: providers and export threads are per process.

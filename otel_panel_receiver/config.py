@@ -190,6 +190,12 @@ class Settings:
     path_prefix: str = _option(
         "", _prefix, 'Serve every route under this path, e.g. "/analytics".', metavar="PATH"
     )
+    max_label_length: int = _option(
+        128, _count,
+        "Longest metric label value in characters; a longer one (a dashboard title, say) is "
+        "cut and ends with \u2026. 0 = no limit.",
+        metavar="N",
+    )  # fmt: skip
     new_series_delay: float = _option(
         90.0, parse_duration,
         "Expose a counter series at 0 for this long after its first scrape, then with its "
@@ -207,8 +213,10 @@ class Settings:
     )  # fmt: skip
     metric_cardinality_limit: int = _option(
         10_000, _positive,
-        "Most label sets per metric; further ones are summed into one "
-        'otel_metric_overflow="true" series, so totals stay exact.',
+        "Most label sets per metric in /metrics; past it the least recently updated series is "
+        "retired (logged, counted in grafana_analytics_series_retired_total; one that comes "
+        "back starts again from 0). Over OTLP, further label sets go to the SDK's "
+        'otel_metric_overflow="true" series.',
         metavar="N",
     )  # fmt: skip
     otlp_endpoint: str = _option(
@@ -246,14 +254,14 @@ class Settings:
     )  # fmt: skip
     prometheus_multiproc_dir: str = _option(
         "", str,
-        "Directory for the per-worker metric files /metrics sums (in prometheus_client's "
-        "mmap format); empty: none with one worker, a fresh temporary one with several.",
+        "Directory for the table of series the workers share, which any of them serves at "
+        "/metrics; empty: none with one worker, a fresh temporary one with several.",
         metavar="DIR", env="PROMETHEUS_MULTIPROC_DIR",
     )  # fmt: skip
     multiproc_export_interval: float = _option(
         1.0, parse_duration,
-        "With several workers, how often each adds its new counts to the shared files "
-        "(/metrics lags by up to this).",
+        "How often the counts recorded are added to the table /metrics serves (shared by the "
+        "workers when there are several: /metrics lags by up to this).",
         metavar="DURATION",
     )  # fmt: skip
     server: Literal["granian", "gunicorn"] = _option(

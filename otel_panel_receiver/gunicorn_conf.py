@@ -10,7 +10,7 @@ checks the settings (a bad one is one line on stderr and exit status 2), names a
 shared by the workers when there are several (the memory store is refused) and prepares the
 multiprocess metrics directory, which the workers' apps then read from the environment. Each
 worker builds its app, providers and export threads after the fork (``otel_panel_receiver.wsgi``
-is imported there), flushes them when it exits, and is marked dead for ``/metrics`` when gone.
+is imported there), and flushes them when it exits.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from typing import Any, NoReturn
 
 from otel_panel_receiver.config import PROGRAM, Settings, load_settings
 from otel_panel_receiver.errors import ConfigError
-from otel_panel_receiver.export import mark_process_dead
 from otel_panel_receiver.serving import gunicorn_settings, preflight, prepare_workers
 
-__all__ = ["child_exit", "on_exit", "on_starting", "worker_exit"]
+__all__ = ["on_exit", "on_starting", "worker_exit"]
 
 
 def _refuse(exc: ConfigError) -> NoReturn:
@@ -67,13 +66,6 @@ def worker_exit(server: Any, worker: Any) -> None:
     close = getattr(getattr(worker, "wsgi", None), "close", None)
     if callable(close):
         close()
-
-
-def child_exit(server: Any, worker: Any) -> None:
-    """Drop a dead worker's gauges from ``/metrics``; its counts stay in the totals."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        mark_process_dead(worker.pid, directory)
 
 
 def on_exit(server: Any) -> None:

@@ -43,8 +43,9 @@ class Recorder:
 
     ``users=False`` leaves the user labels out of the metric attributes (the providers also
     install a View that drops them, for instruments an embedder records into directly).
-    ``session_log``, ``variable_log`` and ``raw_log`` mirror the upstream flags. With a
-    ``tracer``, each event also goes to its session's span.
+    ``session_log``, ``variable_log`` and ``raw_log`` mirror the upstream flags;
+    ``max_label_length`` cuts longer label values (0: no limit). With a ``tracer``, each event
+    also goes to its session's span.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class Recorder:
         session_log: bool = True,
         variable_log: bool = True,
         raw_log: bool = False,
+        max_label_length: int = 0,
         tracer: SessionTracer | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -89,6 +91,7 @@ class Recorder:
             else None
         )
         self._users = users
+        self._max_label_length = max_label_length
         self._variables = variable_log
         self._raw = raw_log
         self.tracer = tracer
@@ -99,7 +102,7 @@ class Recorder:
 
         ``key`` is the session's key (``sessions.session_key``): the tracer's trace id.
         """
-        attrs = metric_attributes(event, users=self._users)
+        attrs = metric_attributes(event, users=self._users, max_length=self._max_label_length)
         if update.started:
             self._sessions.add(1, attrs)
         if event.kind is not EventKind.START:

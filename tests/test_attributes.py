@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from otel_panel_receiver.attributes import (
+    CUT_MARK,
     LOG_FIELDS,
     METRIC_LABELS,
     log_attributes,
@@ -89,3 +90,11 @@ def test_variables_never_overwrite_fixed_fields_or_each_other() -> None:
     keys = variable_keys(tuple(Variable(name=n) for n in names))
     assert keys == ["var_type", "var_uuid", "var_", "env", "var_env", "var_var_env", "var_msg"]
     assert len(set(keys)) == len(keys)
+
+
+def test_a_label_value_past_the_limit_is_cut_and_marked() -> None:
+    body = b'{"uuid":"u","type":"start","time":1,"dashboard":{"name":"' + b"x" * 10_000 + b'"}}'
+    attrs = metric_attributes(decode(body, now=0), max_length=128)
+    assert attrs["dashboard_name"] == "x" * 127 + CUT_MARK
+    assert len(attrs["dashboard_name"]) == 128
+    assert metric_attributes(decode(body, now=0))["dashboard_name"] == "x" * 10_000  # no limit

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_panel_receiver.app import ReceiverApp, create_app
 from otel_panel_receiver.config import Settings
-from otel_panel_receiver.export.exposition import (
-    Exposition,
-    Family,
-    FileExposures,
-    MemoryExposures,
-    Series,
-)
-from otel_panel_receiver.export.multiproc import (
-    MultiprocessBridge,
-    files_families,
-    mark_process_dead,
-)
+from otel_panel_receiver.export.exposition import Exposition, Family, MemoryExposures, Series
+from otel_panel_receiver.export.series import SERIES_FILE, SqliteSeries
 from otel_panel_receiver.testing import FakeClock, in_memory_telemetry, sample_payload
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
@@ -163,15 +150,14 @@ def test_each_series_carries_its_own_start_time_for_otlp_and_created() -> None:
     telemetry.shutdown()
 
 
-def test_worker_processes_agree_on_first_exposure_through_files(tmp_path: Path) -> None:
-    clock = FakeClock(100.0)
-    a = FileExposures(str(tmp_path), pid=lambda: 1)
-    b = FileExposures(str(tmp_path), pid=lambda: 2)
-    assert a.first(["x"], clock()) == [100.0]
-    clock.advance(30)
-    assert b.first(["x", "y"], clock()) == [100.0, 130.0]  # b sees a's record of x
-    assert a.first(["y"], clock() + 5) == [130.0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["exposed_1.db", "exposed_2.db"]
+def test_worker_processes_agree_on_first_exposure_through_their_table(tmp_path: Path) -> None:
+    a = SqliteSeries(str(tmp_path / SERIES_FILE), limit=10)
+    b = SqliteSeries(str(tmp_path / SERIES_FILE), limit=10)
+    c = Family("c", "counter", "help", "", [Series((("k", "x"),), 1.0, 1.0)])
+    a.absorb([c])
+    key = c.key((("k", "x"),))
+    assert a.first([key], 100.0) == [100.0]
+    assert b.first([key], 130.0) == [100.0]  # b sees a's record
     a.close()
     b.close()
 
@@ -180,36 +166,3 @@ def test_memory_exposures_forget_everything_with_the_process() -> None:
     first, again = MemoryExposures(), MemoryExposures()  # a restart: every series is new
     assert first.first(["x"], 1.0) == [1.0]
     assert again.first(["x"], 9.0) == [9.0]
-
-
-def test_files_sum_counters_keep_the_earliest_start_and_drop_dead_workers_gauges(
-    tmp_path: Path,
-) -> None:
-    def export(pid: int, adds: list[tuple[str, float]]) -> None:
-        bridge = MultiprocessBridge(str(tmp_path), pid=lambda: pid)
-        reader = InMemoryMetricReader(preferred_temporality=bridge._preferred_temporality)
-        provider = MeterProvider(metric_readers=[reader])
-        meter = provider.get_meter("t")
-        sessions = meter.create_counter("s", description="Sessions.")
-        meter.create_gauge("up", description="Up.").set(pid)
-        for label, amount in adds:
-            sessions.add(amount, {"a": label})
-        data = reader.get_metrics_data()
-        assert isinstance(data, MetricsData)
-        bridge.export(data)
-        bridge.shutdown()
-        provider.shutdown()
-
-    export(11, [("x", 2), ("y", 1)])
-    between = time.time()
-    export(12, [("x", 3)])
-    families = {f.name: f for f in files_families(str(tmp_path))}
-    totals = {dict(s.labels)["a"]: s.value for s in families["s"].series}
-    assert totals == {"x": 5.0, "y": 1.0}
-    created = {dict(s.labels)["a"]: s.created for s in families["s"].series}
-    assert 0 < created["x"] <= created["y"] < between  # worker 11 began both, first x
-    assert max(s.value for s in families["up"].series) == 12.0
-    mark_process_dead(12, str(tmp_path))
-    families = {f.name: f for f in files_families(str(tmp_path))}
-    assert [s.value for s in families["up"].series] == [11.0]  # its gauge left with it
-    assert {dict(s.labels)["a"]: s.value for s in families["s"].series} == totals  # counts stay

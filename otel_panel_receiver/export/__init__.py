@@ -9,7 +9,6 @@ and the receiver's own operational log. Nothing below this package imports the S
 from __future__ import annotations
 
 from otel_panel_receiver.export.logformat import LogFormat
-from otel_panel_receiver.export.multiproc import clear_directory, mark_process_dead
 from otel_panel_receiver.export.oplog import LOGGER_NAME, LineHandler, configure_logging
 from otel_panel_receiver.export.otlp import check_otlp
 from otel_panel_receiver.export.providers import (
@@ -18,6 +17,7 @@ from otel_panel_receiver.export.providers import (
     build_telemetry,
     session_views,
 )
+from otel_panel_receiver.export.series import clear_directory
 
 __all__ = [
     "LOGGER_NAME",
@@ -29,6 +29,5 @@ __all__ = [
     "check_otlp",
     "clear_directory",
     "configure_logging",
-    "mark_process_dead",
     "session_views",
 ]

@@ -7,9 +7,9 @@ first time) and hold few sessions, so most sessions would be lost to ``increase(
 series is exposed **at 0** for ``delay`` seconds after its first exposure, then with its true
 value: every scraper whose interval is shorter than the delay stores the zero first, and counts
 everything after it. Nothing is lost or counted twice: the values themselves are never changed,
-only withheld for a while. First exposures are remembered per process (:class:`MemoryExposures`)
-or, with several workers, in files beside the multiprocess metric files
-(:class:`FileExposures`), so every worker answers a scrape the same way.
+only withheld for a while. First exposures are remembered with the series (``series.py``: in
+memory, or with several workers in their shared file, so every worker answers a scrape the same
+way).
 
 The same rule holds for cumulative counters pushed over OTLP (:func:`hold_new_series`): a
 collector that turns them into Prometheus remote writes, or VictoriaMetrics, also takes a
@@ -26,8 +26,6 @@ counter series (seen with 2.42 and 3.5.3).
 from __future__ import annotations
 
 import dataclasses
-import glob
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,7 +42,6 @@ from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
     Metric,
-    MetricReader,
     MetricsData,
     NumberDataPoint,
     Sum,
@@ -52,15 +49,13 @@ from opentelemetry.sdk.metrics.export import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric as PrometheusFamily
-from prometheus_client.mmap_dict import MmapedDict  # private: see pyproject.toml's bound
 
 __all__ = [
     "Exposition",
     "Exposures",
     "Family",
-    "FileExposures",
+    "Labels",
     "MemoryExposures",
-    "PullReader",
     "Series",
     "families_from_otel",
     "hold_new_series",
@@ -167,56 +162,6 @@ class MemoryExposures:
         with self._lock:
             for key in keys:
                 self._first.pop(key, None)
-
-
-class FileExposures:
-    """First exposures shared by the worker processes, in ``exposed_<pid>.db`` files.
-
-    Each worker writes the keys it exposes first into its own file; a key's first exposure is
-    the earliest over all files, those of exited workers included. The files live in their own
-    directory (inside the multiprocess metrics directory), emptied with it at start-up.
-    """
-
-    def __init__(self, directory: str, pid: Callable[[], int] = os.getpid) -> None:
-        self.directory = directory
-        self._pid = pid
-        self._files: dict[int, MmapedDict] = {}
-        self._lock = threading.Lock()
-
-    def first(self, keys: Sequence[str], now: float) -> list[float]:
-        """Return each key's first exposure, recording ``now`` for keys never exposed."""
-        with self._lock:
-            known: dict[str, float] = {}
-            for path in glob.glob(os.path.join(self.directory, "exposed_*.db")):
-                try:
-                    entries = MmapedDict.read_all_values_from_file(path)
-                except FileNotFoundError:  # the directory was emptied since the listing
-                    continue
-                for key, first, _, _ in entries:
-                    if key not in known or first < known[key]:
-                        known[key] = first
-            new = [key for key in keys if key not in known]
-            if new:
-                own = self._own()
-                for key in new:
-                    own.write_value(key, now, now)
-                    known[key] = now
-            return [known[key] for key in keys]
-
-    def _own(self) -> MmapedDict:
-        pid = self._pid()
-        own = self._files.get(pid)
-        if own is None:  # first use in this process (each worker after its fork)
-            os.makedirs(self.directory, exist_ok=True)
-            own = self._files[pid] = MmapedDict(os.path.join(self.directory, f"exposed_{pid}.db"))
-        return own
-
-    def close(self) -> None:
-        """Close this process's file (its entries stay for the others)."""
-        with self._lock:
-            for own in self._files.values():
-                own.close()
-            self._files.clear()
 
 
 class Exposition:
@@ -353,30 +298,3 @@ def _prometheus_family(family: Family, *, created: bool) -> PrometheusFamily:
             row, series.value, created=series.created if created and series.created else None
         )
     return counter
-
-
-class PullReader(MetricReader):
-    """A pull reader: each scrape collects the SDK's cumulative points, like Prometheus' own.
-
-    Unlike the OTel Prometheus exporter's reader, it keeps each point's start time, which
-    becomes the series' ``_created``.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-        self._latest: MetricsData | None = None
-
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
-        self._latest = metrics_data
-
-    def families(self) -> list[Family]:
-        """Collect now and return the families."""
-        with self._lock:  # one collection at a time: each reads the data it collected
-            self.collect()
-            return families_from_otel(self._latest)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        """Nothing to release."""

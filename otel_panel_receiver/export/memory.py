@@ -14,13 +14,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_panel_receiver.config import Settings
-from otel_panel_receiver.export.exposition import Exposition, PullReader
+from otel_panel_receiver.export.exposition import Exposition
 from otel_panel_receiver.export.providers import (
     SessionIdGenerator,
     Telemetry,
     build_resource,
+    series_table,
     session_views,
 )
+from otel_panel_receiver.export.series import SeriesReader
 
 __all__ = ["MemoryTelemetry", "in_memory_telemetry"]
 
@@ -69,7 +71,7 @@ def in_memory_telemetry(settings: Settings | None = None) -> MemoryTelemetry:
     """
     settings = settings if settings is not None else Settings()
     metric_reader = InMemoryMetricReader()
-    pull = PullReader()
+    pull = SeriesReader(series_table(settings), settings.multiproc_export_interval)
     resource = build_resource()
     meter_provider = MeterProvider(
         resource=resource,
@@ -97,6 +99,7 @@ def in_memory_telemetry(settings: Settings | None = None) -> MemoryTelemetry:
             pull.families,
             delay=settings.new_series_delay,
             created=settings.openmetrics_created,
+            exposures=pull.table,
         ),
         tracer_provider=tracer_provider,
         metric_reader=metric_reader,

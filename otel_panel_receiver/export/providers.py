@@ -1,9 +1,9 @@
 """Build the OpenTelemetry SDK providers the receiver records into.
 
-* a MeterProvider with the receiver's Views and a pull reader whose points ``/metrics``
-  serves (``exposition.py``: new counter series held at 0 for ``--new-series-delay``; with
-  several workers, the sum of every worker's files instead), plus an OTLP reader when an
-  endpoint is configured;
+* a MeterProvider with the receiver's Views and a reader that adds the SDK's deltas into the
+  bounded table of series ``/metrics`` serves (``series.py``; shared by the workers of a host
+  in an SQLite file; new counter series held at 0 for ``--new-series-delay``,
+  ``exposition.py``), plus an OTLP reader when an endpoint is configured;
 * a LoggerProvider whose stdout exporter prints upstream's logfmt or JSON line per record,
   plus a batching OTLP exporter;
 * a TracerProvider for session spans, whose id generator gives each session's span the trace id
@@ -43,18 +43,20 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from otel_panel_receiver.attributes import METRIC_LABELS, USER_LABELS
 from otel_panel_receiver.config import Settings
-from otel_panel_receiver.export.exposition import Exposition, FileExposures, PullReader
+from otel_panel_receiver.export.exposition import Exposition
 from otel_panel_receiver.export.logproviders import (
     Flushable,
     StdoutLoggerProvider,
     TeeLoggerProvider,
 )
-from otel_panel_receiver.export.multiproc import (
-    EXPOSURES_DIRECTORY,
-    MultiprocessBridge,
-    files_families,
-)
 from otel_panel_receiver.export.otlp import exporter_setting, otlp_exporter
+from otel_panel_receiver.export.series import (
+    SERIES_FILE,
+    MemorySeries,
+    SeriesReader,
+    SeriesTable,
+    SqliteSeries,
+)
 from otel_panel_receiver.recorder import DURATION, SESSIONS
 from otel_panel_receiver.traces import SESSION_IDS
 from otel_panel_receiver.version import __version__
@@ -152,6 +154,15 @@ class Telemetry:
         self.meter_provider.force_flush(timeout_millis)
 
 
+def series_table(settings: Settings) -> SeriesTable:
+    """Return the table ``/metrics`` serves: this process's, or the workers' shared file."""
+    limit = settings.metric_cardinality_limit
+    directory = settings.prometheus_multiproc_dir
+    if directory:  # several workers: any of them answers with everybody's counts
+        return SqliteSeries(os.path.join(directory, SERIES_FILE), limit)
+    return MemorySeries(limit)
+
+
 def build_telemetry(
     settings: Settings,
     *,
@@ -167,26 +178,14 @@ def build_telemetry(
     """
     environ = os.environ if environ is None else environ
     resource = build_resource()
-    readers: list[MetricReader]
-    directory = settings.prometheus_multiproc_dir
-    if directory:  # several workers: /metrics sums their files
-        bridge = MultiprocessBridge(directory)
-        interval = settings.multiproc_export_interval * 1000
-        readers = [PeriodicExportingMetricReader(bridge, export_interval_millis=interval)]
-        exposition = Exposition(
-            lambda: files_families(directory),
-            delay=settings.new_series_delay,
-            created=settings.openmetrics_created,
-            exposures=FileExposures(os.path.join(directory, EXPOSURES_DIRECTORY)),
-        )
-    else:
-        reader = PullReader()
-        readers = [reader]
-        exposition = Exposition(
-            reader.families,
-            delay=settings.new_series_delay,
-            created=settings.openmetrics_created,
-        )
+    series = SeriesReader(series_table(settings), settings.multiproc_export_interval)
+    readers: list[MetricReader] = [series]
+    exposition = Exposition(
+        series.families,
+        delay=settings.new_series_delay,
+        created=settings.openmetrics_created,
+        exposures=series.table,
+    )
     otlp_metrics = otlp_exporter("metrics", settings, environ)
     if otlp_metrics is not None:
         readers.append(PeriodicExportingMetricReader(otlp_metrics[0]))

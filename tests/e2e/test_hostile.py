@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,3 +125,44 @@ def test_a_broken_request_gets_a_4xx_or_is_closed_never_a_5xx(
         status = raw(port, request_bytes)
         assert status == 0 or 400 <= status < 500, status
         assert post(port, sample_payload("v2-start.json")) == 201  # and the server goes on
+
+
+def flood_body(i: int, label: str) -> bytes:
+    """A payload of a session of its own on a dashboard of its own, its name ``label``."""
+    return (
+        b'{"uuid":"%08x-0000-4000-8000-000000000000","type":"start","time":1700000000,'
+        b'"host":{"hostname":"grafana.example.com"},"dashboard":{"name":"%s","uid":"u%d"}}'
+        % (i, label.encode(), i)
+    )
+
+
+def test_a_flood_of_new_label_sets_keeps_metrics_bounded_and_real_traffic_counted(
+    tmp_path: Path,
+) -> None:
+    limit = 2000
+    with receiver(tmp_path, "--metric-cardinality-limit", str(limit)) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for i in range(20_000):  # random names
+            conn.request("POST", "/write", body=flood_body(i, f"junk-{i}"))
+            assert conn.getresponse().read() == b""
+        for i in range(20_000, 21_500):  # 10 KB labels
+            conn.request("POST", "/write", body=flood_body(i, "x" * 10_000))
+            assert conn.getresponse().read() == b""
+        conn.close()
+        assert post(port, sample_payload("v2-start.json")) == 201  # a real session, after
+        time.sleep(1.5)  # the series table takes the last counts each second
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            page = resp.read()
+        retired = scrape(
+            f"http://127.0.0.1:{port}/metrics", "grafana_analytics_series_retired_total"
+        )
+    sessions = [
+        line for line in page.decode().splitlines()
+        if line.startswith("grafana_analytics_sessions_total{")
+    ]  # fmt: skip
+    assert len(sessions) <= limit
+    assert len(page) < limit * 2 * 2_000  # two counters of at most 2 KB a series at 128 chars
+    real = [line for line in sessions if 'dashboard_uid="ZQZXRMXMk"' in line]
+    assert len(real) == 1 and real[0].endswith(" 1.0")  # its own series, counted
+    assert max(len(line) for line in sessions) < 2_000  # 10 KB names cut to 128 characters
+    assert {labels["metric"]: value for labels, value in retired}["grafana_analytics_sessions"] > 0

@@ -1,8 +1,8 @@
 """End to end: several workers on one host, as ``docs/deployment.md`` promises them.
 
-"The numbers are exact in every layout": with ``--workers > 1`` each worker adds its deltas to
-shared files every ``--multiproc-export-interval`` (1 s) and whichever worker answers a scrape
-serves their sum; the SQLite store keeps sessions across restarts, even ``kill -9``; gunicorn's
+"The numbers are exact in every layout": with ``--workers > 1`` each worker adds its counts to
+one shared table every ``--multiproc-export-interval`` (1 s) and whichever worker answers a
+scrape serves it; the SQLite store keeps sessions across restarts, even ``kill -9``; gunicorn's
 recycled workers keep their counts; on SIGTERM every payload answered 2xx is in the exported
 metrics and logs; granian runs the same app given the environment gunicorn's hook would set.
 
@@ -34,7 +34,7 @@ import pytest
 
 from otel_panel_receiver import load_settings
 from otel_panel_receiver.export.exposition import Exposition
-from otel_panel_receiver.export.multiproc import files_families
+from otel_panel_receiver.export.series import SERIES_FILE, SqliteSeries
 from otel_panel_receiver.serving import GRANIAN_TARGET, granian_options
 from tests.support.lanes import Answers, LaneResult, replay_lanes
 from tests.support.metrics import (
@@ -250,7 +250,7 @@ def test_granian_workers_serve_exact_totals_given_the_environment(tmp_path: Path
     """granian --workers 2 with SESSION_STORE and a prepared PROMETHEUS_MULTIPROC_DIR is exact.
 
     The traffic comes in three rounds, each followed by a settled scrape, so that the workers
-    add several exports into their files.
+    add several exports into their shared table.
     """
     events = generate_traffic(150)
     port = free_port()
@@ -270,14 +270,13 @@ def test_granian_workers_serve_exact_totals_given_the_environment(tmp_path: Path
         diff = diff_totals(got, reference(events[:end]), LABELS)
         assert not diff, f"after round {n} (got) != one process (want):\n" + "\n".join(diff)
     assert_every_scrape_equals(scrapes, reference(events))
-    # Each worker process built its own app after the fork and wrote its own files.
-    metrics_dir = Path(env["PROMETHEUS_MULTIPROC_DIR"])
-    writers = {int(f.stem.rsplit("_", 1)[1]) for f in metrics_dir.glob("gauge_*.db")}
-    assert writers == set(workers)
+    # Both workers served, and the totals came from the table they share.
+    assert len(workers) == 2
+    assert (Path(env["PROMETHEUS_MULTIPROC_DIR"]) / SERIES_FILE).exists()
 
 
 def test_granian_shutdown_writes_each_workers_last_deltas(tmp_path: Path) -> None:
-    """Stopping granian keeps every count in the shared files, as gunicorn's worker_exit does.
+    """Stopping granian keeps every count in the shared table, as gunicorn's worker_exit does.
 
     With a 60 s export interval only the workers' shutdown can write the counts.
     """
@@ -290,9 +289,12 @@ def test_granian_shutdown_writes_each_workers_last_deltas(tmp_path: Path) -> Non
         wait_workers(proc, 2)
         results = replay_lanes(requests_to(port, events), spread=SPREAD)
         exit_status = stop(proc)
-    # What any worker would serve from the files now, every value at once.
-    files = Exposition(lambda: files_families(env["PROMETHEUS_MULTIPROC_DIR"]), delay=0)
-    left = totals_of(files.scrape()[0].decode(), LABELS)
+    # What any worker would serve from the shared table now, every value at once.
+    table = SqliteSeries(f"{env['PROMETHEUS_MULTIPROC_DIR']}/{SERIES_FILE}", limit=10_000)
+    left = totals_of(
+        Exposition(table.families, delay=0, exposures=table).scrape()[0].decode(), LABELS
+    )
+    table.close()
     assert statuses(results) == {201: len(events)} and exit_status == 0
     assert_every_scrape_equals([left], reference(events))
 

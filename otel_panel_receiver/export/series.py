@@ -1,0 +1,369 @@
+"""The series ``/metrics`` serves: cumulative sums per label set, bounded per metric.
+
+The SDK hands the :class:`SeriesReader` **deltas** once a second (and at every scrape); with
+delta temporality its own storage empties at each collection, so it never holds more than one
+interval's label sets. The reader adds the deltas into a table of cumulative series: in memory
+for one process (:class:`MemorySeries`), in an SQLite file shared by the worker processes of a
+host (:class:`SqliteSeries`), so any worker answers a scrape with everybody's counts.
+
+Each metric keeps at most ``limit`` label sets. A new label set past the limit **retires** the
+least recently updated one: its series leaves ``/metrics`` (a line is logged, at most one per
+metric every 10 s, and ``grafana_analytics_series_retired_total{metric}`` counts it), and if
+it comes back it starts again from 0 as a new series, which Prometheus reads as a reset (and
+``--new-series-delay`` exposes at 0 first). So a flood of junk label sets cannot push real
+traffic into one overflow series, and the table, the page and the scrape stay bounded.
+
+The table also remembers when each series was first exposed to a scraper (``first``, the
+``Exposures`` of ``exposition.py``); a retired series forgets it with the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
+
+from otel_panel_receiver.export.exposition import Family, Labels, Series, families_from_otel
+
+__all__ = [
+    "RETIRED",
+    "SERIES_FILE",
+    "MemorySeries",
+    "SeriesReader",
+    "SeriesTable",
+    "SqliteSeries",
+    "clear_directory",
+]
+
+log = logging.getLogger(__name__)
+
+#: The family that counts retired series, by the metric they left.
+RETIRED: Final = "grafana_analytics_series_retired"
+_RETIRED_HELP: Final = (
+    "Series taken out of /metrics to keep each metric within --metric-cardinality-limit "
+    "label sets, by metric."
+)
+_LOG_EVERY: Final = 10.0
+#: The shared table's file in the workers' metrics directory.
+SERIES_FILE: Final = "series.db"
+_Meta = tuple[str, str, str, str]  # name, kind, help, unit
+
+
+class SeriesTable:
+    """What both tables share: the retirement report and its rate-limited log."""
+
+    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._log_lock = threading.Lock()
+        self._next_line: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def _report(self, metric: str, retired: int) -> None:
+        if not retired:
+            return
+        now = time.monotonic()
+        with self._log_lock:
+            unlogged = self._unlogged.get(metric, 0) + retired
+            if now < self._next_line.get(metric, 0.0):
+                self._unlogged[metric] = unlogged
+                return
+            self._next_line[metric] = now + _LOG_EVERY
+            self._unlogged.pop(metric, None)
+        log.warning(
+            "Label set limit reached; the least recently updated series were retired",
+            extra={"fields": {"metric": metric, "limit": self.limit, "retired": unlogged}},
+        )
+
+    def _retired_family(self, retired: dict[str, int]) -> Family:
+        """Return the deltas of the retirement counter: a series of the table like any other."""
+        now = self._clock()
+        series = [Series((("metric", name),), count, now) for name, count in retired.items()]
+        return Family(RETIRED, "counter", _RETIRED_HELP, "", series)
+
+    def absorb(self, families: Sequence[Family]) -> None:
+        """Add counter deltas into their series; set gauges to their latest values."""
+        raise NotImplementedError
+
+    def families(self) -> list[Family]:
+        """Return every series now, and the count of retired ones."""
+        raise NotImplementedError
+
+    def first(self, keys: Sequence[str], now: float) -> list[float]:
+        """Return each series' first exposure, recording ``now`` for those never exposed."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the table holds open."""
+
+
+@dataclass(slots=True)
+class _Row:
+    value: float
+    created: float
+
+
+class MemorySeries(SeriesTable):
+    """The series of one process, at most ``limit`` label sets per metric."""
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(limit, clock)
+        self._lock = threading.Lock()
+        self._tables: dict[_Meta, OrderedDict[Labels, _Row]] = {}
+        self._exposed: dict[str, float] = {}
+
+    def absorb(self, families: Sequence[Family]) -> None:
+        """Add counter deltas into their series; set gauges to their latest values."""
+        retired: dict[str, int] = {}
+        with self._lock:
+            for family in families:
+                gone = self._absorb(family)
+                if gone:
+                    retired[family.name] = gone
+            if retired:
+                self._absorb(self._retired_family(retired))
+        for name, gone in retired.items():
+            self._report(name, gone)
+
+    def _absorb(self, family: Family) -> int:
+        """Absorb one family's points (under the lock); return how many series it retired."""
+        rows = self._tables.setdefault(_meta(family), OrderedDict())
+        retired = 0
+        for series in family.series:
+            row = rows.pop(series.labels, None)
+            if row is None:
+                if len(rows) >= self.limit:
+                    old, _ = rows.popitem(last=False)
+                    self._exposed.pop(family.key(old), None)
+                    retired += 1
+                row = _Row(0.0, series.created)
+            row.value = row.value + series.value if family.kind == "counter" else series.value
+            rows[series.labels] = row  # the most recently updated at the end
+        return retired
+
+    def families(self) -> list[Family]:
+        """Return every series now."""
+        with self._lock:
+            return [
+                Family(name, kind, help_text, unit,  # type: ignore[arg-type]
+                       [Series(labels, row.value, row.created) for labels, row in rows.items()])
+                for (name, kind, help_text, unit), rows in self._tables.items()
+                if rows
+            ]  # fmt: skip
+
+    def first(self, keys: Sequence[str], now: float) -> list[float]:
+        """Return each series' first exposure, recording ``now`` for those never exposed."""
+        with self._lock:
+            return [self._exposed.setdefault(key, now) for key in keys]
+
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS series (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL, kind TEXT NOT NULL, help TEXT NOT NULL, unit TEXT NOT NULL,
+        labels TEXT NOT NULL, value REAL NOT NULL, created REAL NOT NULL,
+        exposed REAL NOT NULL DEFAULT 0, touched INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS series_by_age ON series (name, touched)",
+    "CREATE TABLE IF NOT EXISTS clock (id INTEGER PRIMARY KEY CHECK (id = 0), tick INTEGER)",
+    "INSERT OR IGNORE INTO clock VALUES (0, 0)",
+)
+_ADD_COUNTER: Final = """
+INSERT INTO series (key, name, kind, help, unit, labels, value, created, touched)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET value = value + excluded.value, touched = excluded.touched
+"""
+_SET_GAUGE: Final = """
+INSERT INTO series (key, name, kind, help, unit, labels, value, created, touched)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, touched = excluded.touched
+"""
+_RETIRE: Final = """
+DELETE FROM series WHERE key IN (
+    SELECT key FROM series WHERE name = ? ORDER BY touched LIMIT max(0, (
+        SELECT count(*) FROM series WHERE name = ?) - ?))
+"""
+_ENCODE: Final = msgspec.json.Encoder()
+_LABELS: Final = msgspec.json.Decoder(Labels)
+
+
+class SqliteSeries(SeriesTable):
+    """The series of every worker process of a host, in one SQLite file (``path``).
+
+    Each worker adds its deltas in one transaction a second; retirement happens in the same
+    transaction, over every worker's series, so the bound is the same however many workers
+    write. ``touched`` is a counter kept in the file (the recency order across processes).
+    A connection must not cross a ``fork``: it is opened on first use in each process.
+    """
+
+    def __init__(self, path: str, limit: int, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(limit, clock)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            conn = sqlite3.connect(
+                self.path, timeout=10, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def absorb(self, families: Sequence[Family]) -> None:
+        """Add counter deltas into their series; set gauges; retire past the limit."""
+        if not any(family.series for family in families):
+            return
+        retired: dict[str, int] = {}
+        with self._lock:
+            conn = self._connection()
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                ((tick,),) = conn.execute(
+                    "UPDATE clock SET tick = tick + 1 RETURNING tick"
+                ).fetchall()
+                for family in families:
+                    gone = self._absorb(conn, family, tick)
+                    if gone > 0:
+                        retired[family.name] = gone
+                if retired:
+                    self._absorb(conn, self._retired_family(retired), tick)
+        for name, gone in retired.items():
+            self._report(name, gone)
+
+    def _absorb(self, conn: sqlite3.Connection, family: Family, tick: int) -> int:
+        """Write one family's points (in the open transaction); return how many were retired."""
+        sql = _ADD_COUNTER if family.kind == "counter" else _SET_GAUGE
+        conn.executemany(sql, [_row(family, s, tick) for s in family.series])
+        return max(0, conn.execute(_RETIRE, (family.name, family.name, self.limit)).rowcount)
+
+    def families(self) -> list[Family]:
+        """Return every series now."""
+        with self._lock:
+            conn = self._connection()
+            rows = conn.execute(
+                "SELECT name, kind, help, unit, labels, value, created FROM series ORDER BY key"
+            ).fetchall()
+        out: dict[_Meta, Family] = {}
+        for name, kind, help_text, unit, labels, value, created in rows:
+            family = out.get((name, kind, help_text, unit))
+            if family is None:
+                family = out[name, kind, help_text, unit] = Family(name, kind, help_text, unit)
+            family.series.append(Series(_LABELS.decode(labels), value, created))
+        return list(out.values())
+
+    def first(self, keys: Sequence[str], now: float) -> list[float]:
+        """Return each series' first exposure, recording ``now`` for those never exposed."""
+        with self._lock:
+            conn = self._connection()
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "UPDATE series SET exposed = ? WHERE key = ? AND exposed = 0",
+                    [(now, key) for key in keys],
+                )
+                known = dict(conn.execute("SELECT key, exposed FROM series").fetchall())
+        return [known.get(key) or now for key in keys]
+
+    def close(self) -> None:
+        """Close this process's connection; the series stay in the file."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+
+def clear_directory(path: str) -> None:
+    """Create the workers' metrics directory, or empty it of a previous run's table.
+
+    Call before the workers start: a restart of the whole service starts its counters from 0.
+    """
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.startswith(SERIES_FILE) or name.endswith(".db"):
+            os.remove(os.path.join(path, name))
+
+
+def _meta(family: Family) -> _Meta:
+    return family.name, family.kind, family.help, family.unit
+
+
+def _row(family: Family, series: Series, tick: int) -> tuple[Any, ...]:
+    return (
+        family.key(series.labels), family.name, family.kind, family.help, family.unit,
+        _ENCODE.encode(series.labels).decode(), series.value, series.created, tick,
+    )  # fmt: skip
+
+
+class SeriesReader(MetricReader):
+    """Collect the SDK's deltas every ``interval`` seconds (and on demand) into ``table``.
+
+    The collecting thread starts with the reader: build it in the process that records (after
+    a fork). ``shutdown`` makes a last collection, so nothing recorded is left behind.
+    """
+
+    def __init__(self, table: SeriesTable, interval: float = 1.0) -> None:
+        delta, cumulative = AggregationTemporality.DELTA, AggregationTemporality.CUMULATIVE
+        super().__init__(
+            preferred_temporality={
+                Counter: delta,
+                ObservableCounter: delta,
+                Histogram: delta,
+                UpDownCounter: cumulative,
+                ObservableUpDownCounter: cumulative,
+                ObservableGauge: cumulative,
+            }
+        )
+        self.table = table
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="otel-panel-receiver-series", daemon=True
+        )
+        self._thread.start()
+
+    def _receive_metrics(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        self.table.absorb(families_from_otel(metrics_data))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.collect()
+
+    def families(self) -> list[Family]:
+        """Collect what this process recorded since the last collection; return the table."""
+        self.collect()
+        return self.table.families()
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        """Stop the thread, make a last collection, close the table."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout_millis / 1000)
+        self.collect()
+        self.table.close()

@@ -1,0 +1,204 @@
+"""The series behind /metrics: bounded per metric, and one table for several workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_panel_receiver.config import Settings
+from otel_panel_receiver.export.exposition import Exposition, Family, Series
+from otel_panel_receiver.export.providers import session_views
+from otel_panel_receiver.export.series import (
+    RETIRED,
+    SERIES_FILE,
+    MemorySeries,
+    SeriesReader,
+    SeriesTable,
+    SqliteSeries,
+    clear_directory,
+)
+from otel_panel_receiver.receiver import Receiver
+from otel_panel_receiver.recorder import Recorder
+from otel_panel_receiver.stores import MemorySessionStore
+from otel_panel_receiver.testing import sample_payload
+
+if TYPE_CHECKING:
+    from tests.conftest import AppFactory
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+class Worker:
+    """One simulated worker: its own provider and reader, the shared table and session store."""
+
+    def __init__(self, path: Path, store: MemorySessionStore) -> None:
+        self.reader = SeriesReader(SqliteSeries(str(path / SERIES_FILE), 100), interval=3600)
+        self.provider = MeterProvider(
+            metric_readers=[self.reader], views=session_views(), shutdown_on_exit=False
+        )
+        self.receiver = Receiver(store, Recorder(self.provider, None))
+
+    def flush(self) -> None:
+        self.reader.collect()
+
+    def exit(self) -> None:
+        self.provider.shutdown()
+
+
+def merged(path: Path) -> str:
+    """Return the exposition any worker serves from the shared table, values at once."""
+    table = SqliteSeries(str(path / SERIES_FILE), 100)
+    try:
+        return Exposition(table.families, delay=0, exposures=table).scrape()[0].decode()
+    finally:
+        table.close()
+
+
+def samples(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        if family.name.startswith("grafana_analytics_sessions"):
+            for s in family.samples:
+                out[s.name, tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+SESSION = ("v2-start.json", "v2-heartbeat.json", "v2-end.json")
+
+
+def test_two_workers_sum_to_what_one_process_shows(tmp_path: Path, make_app: AppFactory) -> None:
+    clear_directory(str(tmp_path))
+    store = MemorySessionStore()
+    a, b = Worker(tmp_path, store), Worker(tmp_path, store)
+    # One session's events spread over both workers, another session on b only.
+    a.receiver.handle(sample_payload(SESSION[0]))
+    b.receiver.handle(sample_payload(SESSION[1]))
+    a.receiver.handle(sample_payload(SESSION[2]))
+    b.receiver.handle(sample_payload("v2-variables-multi.json"))
+    a.flush()
+    b.flush()
+    summed = samples(merged(tmp_path))
+
+    single = make_app(Settings(disable_session_log=True, new_series_delay=0))
+    for name in (*SESSION, "v2-variables-multi.json"):
+        single.receiver.handle(sample_payload(name))
+    assert summed == samples(single.telemetry.scrape()[0].decode())
+    assert sum(v for (n, _), v in summed.items() if n.endswith("sessions_total")) == 2
+
+
+def test_help_and_type_lines_match_the_single_process_exposition(tmp_path: Path) -> None:
+    worker = Worker(tmp_path, MemorySessionStore())
+    worker.receiver.handle(sample_payload(SESSION[1]))
+    worker.flush()
+    text = merged(tmp_path)
+    assert "# HELP grafana_analytics_sessions_total Number of sessions.\n" in text
+    assert "# TYPE grafana_analytics_sessions_total counter\n" in text
+    assert (
+        "# HELP grafana_analytics_sessions_duration_seconds_total Duration of sessions.\n" in text
+    )
+    assert 'grafana_host="grafana.example.com"' in text
+
+
+def test_counters_do_not_go_back_when_a_worker_is_recycled(tmp_path: Path) -> None:
+    store = MemorySessionStore()
+    first = Worker(tmp_path, store)
+    first.receiver.handle(sample_payload(SESSION[0]))
+    first.receiver.handle(sample_payload(SESSION[1]))
+    first.exit()  # its last deltas are written at shutdown
+    before = samples(merged(tmp_path))
+    second = Worker(tmp_path, store)
+    second.receiver.handle(sample_payload(SESSION[2]))
+    second.flush()
+    after = samples(merged(tmp_path))
+    assert all(after[key] >= value for key, value in before.items())
+    assert sorted(v for (n, _), v in after.items() if "duration" in n) == [135.0]
+
+
+def test_clear_directory_removes_a_previous_runs_table(tmp_path: Path) -> None:
+    worker = Worker(tmp_path, MemorySessionStore())
+    worker.receiver.handle(sample_payload(SESSION[0]))
+    worker.exit()
+    assert (tmp_path / SERIES_FILE).exists()
+    clear_directory(str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_telemetry_serves_the_shared_files_when_a_directory_is_set(
+    tmp_path: Path, make_app: AppFactory
+) -> None:
+    settings = Settings(
+        prometheus_multiproc_dir=str(tmp_path), disable_session_log=True, new_series_delay=0
+    )
+    app = make_app(settings)
+    for name in SESSION:
+        app.receiver.handle(sample_payload(name))
+    app.telemetry.force_flush()
+    text = app.telemetry.scrape()[0].decode()
+    assert (tmp_path / SERIES_FILE).exists()
+    assert [v for (n, _), v in samples(text).items() if "duration" in n] == [135.0]
+
+
+def family(name: str, *labels: str, value: float = 1.0) -> Family:
+    return Family(name, "counter", "help", "", [Series((("a", x),), value, 1.0) for x in labels])
+
+
+def series_of(table: SeriesTable, name: str) -> dict[str, float]:
+    [found] = [f for f in table.families() if f.name == name]
+    return {dict(s.labels)["a"]: s.value for s in found.series}
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def table(request: pytest.FixtureRequest, tmp_path: Path) -> SeriesTable:
+    if request.param == "memory":
+        return MemorySeries(limit=3)
+    return SqliteSeries(str(tmp_path / SERIES_FILE), limit=3)
+
+
+def test_past_the_limit_the_least_recently_updated_series_is_retired(table: SeriesTable) -> None:
+    table.absorb([family("c", "x", "y", "z")])
+    table.absorb([family("c", "x")])  # x is now the most recent
+    table.absorb([family("c", "new")])
+    assert series_of(table, "c") == {"x": 2.0, "z": 1.0, "new": 1.0}  # y was the oldest
+    [retired] = [f for f in table.families() if f.name == RETIRED]
+    assert [(dict(s.labels), s.value) for s in retired.series] == [({"metric": "c"}, 1.0)]
+
+
+def test_a_flood_keeps_the_table_bounded_and_real_traffic_afterwards_in_its_own_series(
+    table: SeriesTable, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="otel_panel_receiver"):
+        for i in range(0, 2000, 100):
+            table.absorb([family("c", *(f"junk{j}" for j in range(i, i + 100)))])
+        table.absorb([family("c", "real", value=5)])
+    rows = series_of(table, "c")
+    assert len(rows) == 3 and rows["real"] == 5.0
+    retired = [f for f in table.families() if f.name == RETIRED]
+    assert [s.value for s in retired[0].series] == [1998.0]
+    assert [dict(s.labels) for s in retired[0].series] == [{"metric": "c"}]
+    assert len(caplog.records) == 1  # one line, not 1998: the rest are counted
+
+
+def test_a_retired_series_that_comes_back_starts_again_from_0_as_a_new_series(
+    table: SeriesTable,
+) -> None:
+    table.absorb([family("c", "x", value=7)])
+    key = family("c", "x").key((("a", "x"),))
+    assert table.first([key], 100.0) == [100.0]  # exposed
+    table.absorb([family("c", "p", "q", "r")])  # x retired
+    table.absorb([family("c", "x", value=2)])
+    assert series_of(table, "c")["x"] == 2.0
+    assert table.first([key], 500.0) == [500.0]  # new again: held at 0 by the exposition
+
+
+def test_workers_writing_one_table_share_one_bound(tmp_path: Path) -> None:
+    a = SqliteSeries(str(tmp_path / SERIES_FILE), limit=3)
+    b = SqliteSeries(str(tmp_path / SERIES_FILE), limit=3)
+    a.absorb([family("c", "1", "2")])
+    b.absorb([family("c", "3", "4")])
+    assert len(series_of(a, "c")) == 3 and series_of(a, "c") == series_of(b, "c")
+    a.close()
+    b.close()
