@@ -16,16 +16,20 @@ from typing import IO
 import falcon
 
 from otel_panel_receiver import web
+from otel_panel_receiver.access import Access, TokenFile, parse_networks
 from otel_panel_receiver.config import Settings
+from otel_panel_receiver.errors import ConfigError
 from otel_panel_receiver.export import Telemetry, build_telemetry
+from otel_panel_receiver.grafana import GrafanaUsers
 from otel_panel_receiver.outcomes import Outcomes
+from otel_panel_receiver.privacy import Pseudonyms
 from otel_panel_receiver.receiver import Receiver
 from otel_panel_receiver.recorder import Recorder
 from otel_panel_receiver.sessions import SessionRules
 from otel_panel_receiver.stores import SessionStore, open_store
 from otel_panel_receiver.traces import SessionTracer
 
-__all__ = ["ReceiverApp", "create_app"]
+__all__ = ["ReceiverApp", "build_access", "create_app"]
 
 
 class ReceiverApp(falcon.App[falcon.Request, falcon.Response]):
@@ -36,9 +40,13 @@ class ReceiverApp(falcon.App[falcon.Request, falcon.Response]):
     """
 
     def __init__(
-        self, receiver: Receiver, telemetry: Telemetry, closers: list[Callable[[], None]]
+        self,
+        receiver: Receiver,
+        telemetry: Telemetry,
+        closers: list[Callable[[], None]],
+        gate: web.AccessGate | None = None,
     ) -> None:
-        super().__init__(media_type=falcon.MEDIA_JSON)
+        super().__init__(media_type=falcon.MEDIA_JSON, middleware=[gate] if gate else [])
         self.receiver = receiver
         self.telemetry = telemetry
         self._closers = closers
@@ -51,6 +59,47 @@ class ReceiverApp(falcon.App[falcon.Request, falcon.Response]):
         closers, self._closers = self._closers, []
         for close in closers:
             close()
+
+
+def build_access(settings: Settings, closers: list[Callable[[], None]] | None = None) -> Access:
+    """Return the access rules ``settings`` ask for; raise :class:`ConfigError` for bad ones.
+
+    Reads the token files, parses the rate limit; contacts nobody. What needs closing (the
+    Grafana client) is added to ``closers``.
+    """
+    tokens = TokenFile(settings.auth_token_file) if settings.auth_token_file else None
+    metrics = TokenFile(settings.metrics_token_file) if settings.metrics_token_file else None
+    sessions = None
+    if settings.auth == "grafana" and settings.grafana_url:
+        users = GrafanaUsers(settings.grafana_url, cookie_name=settings.grafana_cookie)
+        if closers is not None:
+            closers.append(users.close)
+        sessions = users
+    return Access(
+        mode=settings.auth,
+        tokens=tokens,
+        sessions=sessions,
+        cache_ttl=settings.auth_cache_ttl,
+        allowed_origins=[o for o in settings.allowed_origins.split(",") if o.strip()],
+        metrics_tokens=metrics,
+        limit=_rate_limit(settings),
+    )
+
+
+def _rate_limit(settings: Settings) -> Callable[[str], bool] | None:
+    """Return the check of ``--rate-limit`` (shared through Redis when the store is Redis)."""
+    if not settings.rate_limit:
+        return None
+    import limits
+    from limits.storage import storage_from_string
+
+    try:
+        item = limits.parse(settings.rate_limit)
+    except ValueError as exc:
+        raise ConfigError(f'--rate-limit {exc}; expected for example "120/minute"') from None
+    url = settings.store_url if settings.store_url.startswith(("redis", "unix")) else "memory://"
+    limiter = limits.strategies.MovingWindowRateLimiter(storage_from_string(url))
+    return lambda client: limiter.hit(item, "opr-write", client)
 
 
 def create_app(
@@ -108,7 +157,7 @@ def _assemble(
     if telemetry.tracer_provider is not None:
         tracer = SessionTracer(
             telemetry.tracer_provider,
-            users=not settings.disable_user_metrics,
+            users=settings.user_label_mode == "clear",
             idle_timeout=settings.trace_idle_timeout,
             max_sessions=settings.max_cache_size,
         )
@@ -121,10 +170,14 @@ def _assemble(
             on_evict=tracer.dropped if tracer is not None else None,
         )
         closers.append(store.close)
+    pseudonyms = Pseudonyms(store, clock)
+    mode = settings.user_label_mode
     recorder = Recorder(
         telemetry.meter_provider,
         telemetry.logger_provider,
-        users=not settings.disable_user_metrics,
+        users=mode != "none",
+        pseudonym=pseudonyms.label if mode == "pseudonymous" else None,
+        redact=frozenset(f.strip() for f in settings.log_redact.split(",") if f.strip()),
         session_log=not settings.disable_session_log,
         variable_log=not settings.disable_variable_log,
         raw_log=settings.log_raw,
@@ -133,9 +186,22 @@ def _assemble(
     )
     outcomes = Outcomes(telemetry.meter_provider)
     receiver = Receiver(
-        store, recorder, SessionRules(settings.session_timeout), clock=clock, outcomes=outcomes
+        store,
+        recorder,
+        SessionRules(settings.session_timeout),
+        clock=clock,
+        outcomes=outcomes,
+        viewers=pseudonyms,
     )
-    app = ReceiverApp(receiver, telemetry, closers)
+    access = build_access(settings, closers)
+    gate = web.AccessGate(
+        access,
+        receiver,
+        prefix=settings.path_prefix,
+        cookie_name=settings.grafana_cookie,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+    )
+    app = ReceiverApp(receiver, telemetry, closers, gate)
     web.add_routes(
         app,
         receiver,

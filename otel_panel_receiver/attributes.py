@@ -17,6 +17,7 @@ __all__ = [
     "CUT_MARK",
     "LOG_FIELDS",
     "METRIC_LABELS",
+    "REDACTED",
     "USER_LABELS",
     "UniqueKeys",
     "log_attributes",
@@ -80,13 +81,14 @@ CUT_MARK: Final = "…"
 
 
 def metric_attributes(
-    event: PanelEvent, *, users: bool = True, max_length: int = 0
+    event: PanelEvent, *, users: bool = True, max_length: int = 0, pseudonym: str | None = None
 ) -> dict[str, str]:
     """Return label set L for the event; without ``users`` the user labels are left out.
 
-    A value longer than ``max_length`` characters (0: no limit) is cut to that length, its
-    last character replaced by :data:`CUT_MARK`: a label value has no length bound of its own,
-    and every character of it is repeated on every scrape.
+    With a ``pseudonym``, both user labels hold it instead of the login and the name. A value
+    longer than ``max_length`` characters (0: no limit) is cut to that length, its last
+    character replaced by :data:`CUT_MARK`: a label value has no length bound of its own, and
+    every character of it is repeated on every scrape.
     """
     host, user = event.host, event.user
     attrs = {
@@ -101,8 +103,8 @@ def metric_attributes(
         "user_role": user.role,
     }
     if users:
-        attrs["user_login"] = user.login
-        attrs["user_name"] = user.name
+        attrs["user_login"] = user.login if pseudonym is None else pseudonym
+        attrs["user_name"] = user.name if pseudonym is None else pseudonym
     if max_length:
         for key, value in attrs.items():
             if len(value) > max_length:
@@ -110,12 +112,18 @@ def metric_attributes(
     return attrs
 
 
-def log_attributes(event: PanelEvent, *, variables: bool = True) -> dict[str, Any]:
+#: What a redacted log field says instead of its value.
+REDACTED: Final = "[redacted]"
+
+
+def log_attributes(
+    event: PanelEvent, *, variables: bool = True, redact: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """Return the fields of the per-payload log line, variables last unless disabled.
 
     A variable whose name is empty or equal to a fixed field or an earlier variable is logged
     under ``var_<name>`` (then ``var_<name>_2``, ...): no line is dropped and no field is
-    overwritten, unlike upstream.
+    overwritten, unlike upstream. The fields named in ``redact`` say :data:`REDACTED`.
     """
     host, user, build, lic, tr = (
         event.host,
@@ -158,6 +166,9 @@ def log_attributes(event: PanelEvent, *, variables: bool = True) -> dict[str, An
     if variables and event.variables:
         for key, var in zip(variable_keys(event.variables), event.variables, strict=True):
             attrs[key] = _variable_text(var)
+    for key in redact:
+        if key in attrs:
+            attrs[key] = REDACTED
     return attrs
 
 
@@ -204,8 +215,27 @@ def _variable_text(var: Variable) -> str:
     )
 
 
-def raw_payload(event: PanelEvent, *, variables: bool = True) -> dict[str, Any]:
-    """Return the event in the v2 wire shape, for ``--log-raw`` (the fields upstream logs)."""
+#: The ``user`` keys of the raw payload that each log field name stands for.
+_RAW_USER_FIELDS: Final = {
+    "user_id": "id", "user_login": "login", "user_email": "email", "user_name": "name",
+}  # fmt: skip
+
+
+def raw_payload(
+    event: PanelEvent, *, variables: bool = True, redact: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Return the event in the v2 wire shape, for ``--log-raw`` (the fields upstream logs).
+
+    The user fields named in ``redact`` (by their log field names) say :data:`REDACTED`.
+    """
+    payload = _raw(event, variables=variables)
+    for field in redact:
+        if field in _RAW_USER_FIELDS:
+            payload["user"][_RAW_USER_FIELDS[field]] = REDACTED
+    return payload
+
+
+def _raw(event: PanelEvent, *, variables: bool) -> dict[str, Any]:
     host, user, opts, tr = event.host, event.user, event.options, event.time_range
     return {
         "uuid": event.uuid,

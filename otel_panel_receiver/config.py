@@ -170,6 +170,20 @@ class Settings:
     disable_user_metrics: bool = _option(
         False, _bool, "Drop the user_login and user_name labels (an OTel View).", upstream=True
     )
+    user_labels: Literal["clear", "pseudonymous", "none"] = _option(
+        "clear", _choice("clear", "pseudonymous", "none"),
+        "What the user_login and user_name labels hold: the viewer's login and name (clear), a "
+        "keyed hash of the login whose key changes every UTC day and is deleted after 48 h "
+        "(pseudonymous), or nothing: the labels are dropped (none, as --disable-user-metrics). "
+        "See PRIVACY.md.",
+        metavar="clear|pseudonymous|none",
+    )  # fmt: skip
+    log_redact: str = _option(
+        "", str.strip,
+        "Comma list of per-payload log fields written as [redacted] (for example "
+        "user_email,user_login,user_name,user_id), on stdout and over OTLP.",
+        metavar="FIELDS",
+    )  # fmt: skip
     disable_session_log: bool = _option(
         False, _bool, 'No "Received session data" log record per payload.', upstream=True
     )
@@ -264,6 +278,59 @@ class Settings:
         "workers when there are several: /metrics lags by up to this).",
         metavar="DURATION",
     )  # fmt: skip
+    auth: Literal["none", "token", "grafana"] = _option(
+        "none", _choice("none", "token", "grafana"),
+        "Who may post payloads: none (anybody who can reach /write), token (a secret of "
+        "--auth-token-file, in the endpoint's ?token= or Authorization: Bearer) or grafana "
+        "(a valid Grafana session cookie, checked with --grafana-url; the viewer's identity "
+        "then comes from Grafana, not from the payload). See SECURITY.md.",
+        metavar="none|token|grafana",
+    )  # fmt: skip
+    auth_token_file: str = _option(
+        "", str.strip,
+        "File of the tokens --auth token accepts, one a line; read again when it changes, so "
+        "tokens can be rotated without a restart.",
+        metavar="FILE",
+    )  # fmt: skip
+    metrics_token_file: str = _option(
+        "", str.strip,
+        "File of the tokens GET /metrics needs (Authorization: Bearer), one a line; empty: "
+        "/metrics is open.",
+        metavar="FILE",
+    )  # fmt: skip
+    grafana_url: str = _option(
+        "", _url,
+        "Grafana's root URL as the receiver reaches it, for --auth grafana.",
+        metavar="URL",
+    )  # fmt: skip
+    grafana_cookie: str = _option(
+        "grafana_session", str.strip,
+        "The name of Grafana's session cookie (Grafana's login_cookie_name).",
+        metavar="NAME",
+    )  # fmt: skip
+    auth_cache_ttl: float = _option(
+        30.0, parse_duration,
+        "How long Grafana's verdict on a session cookie is kept (under a hash of the cookie).",
+        metavar="DURATION",
+    )  # fmt: skip
+    allowed_origins: str = _option(
+        "", str.strip,
+        "Comma list of the origins browsers may post from (https://grafana.example.com); "
+        "others get 403, allowed ones get CORS answers. Empty: no Origin check; * = any.",
+        metavar="ORIGINS",
+    )  # fmt: skip
+    rate_limit: str = _option(
+        "", str.strip,
+        'Most payloads per client address, e.g. "120/minute" (off when empty: behind a proxy '
+        "every client shares the proxy's address unless --trusted-proxies names it).",
+        metavar="N/PERIOD",
+    )  # fmt: skip
+    trusted_proxies: str = _option(
+        "", str.strip,
+        "Comma list of proxy addresses or CIDR blocks whose X-Forwarded-For is believed, to "
+        "find a client's address.",
+        metavar="CIDRS",
+    )  # fmt: skip
     server: Literal["granian", "gunicorn"] = _option(
         "granian", _choice("granian", "gunicorn"),
         "The command's HTTP server. granian reads every request whole before any Python code "
@@ -285,6 +352,11 @@ class Settings:
         "the request is answered 408 (granian; gunicorn bounds neither).",
         metavar="DURATION",
     )  # fmt: skip
+
+    @property
+    def user_label_mode(self) -> Literal["clear", "pseudonymous", "none"]:
+        """Return what the user labels hold: ``--disable-user-metrics`` means ``none``."""
+        return "none" if self.disable_user_metrics else self.user_labels
 
     @property
     def log_format_effective(self) -> Literal["logfmt", "json"]:
@@ -323,8 +395,8 @@ class Settings:
         """
         if self.threads:
             return self.threads
-        if self.store_url != "memory":
-            return 4
+        if self.store_url != "memory" or self.auth == "grafana":
+            return 4  # each call of the app may wait on a disk or a network
         return 0 if self.server == "granian" else 1
 
 

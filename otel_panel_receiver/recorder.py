@@ -26,11 +26,13 @@ __all__ = [
     "LOG_MESSAGE",
     "SESSIONS",
     "UP",
+    "VIEWERS",
     "Recorder",
 ]
 
 #: Instrument names; the Prometheus exporter appends the unit and ``_total``.
 SESSIONS: Final = "grafana_analytics_sessions"
+VIEWERS: Final = "grafana_analytics_dashboard_viewers"
 DURATION: Final = "grafana_analytics_sessions_duration"
 BUILD_INFO: Final = "grafana_analytics_build_info"
 UP: Final = "grafana_analytics_up"
@@ -58,6 +60,8 @@ class Recorder:
         variable_log: bool = True,
         raw_log: bool = False,
         max_label_length: int = 0,
+        pseudonym: Callable[[PanelEvent], str] | None = None,
+        redact: frozenset[str] = frozenset(),
         tracer: SessionTracer | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -92,17 +96,34 @@ class Recorder:
         )
         self._users = users
         self._max_label_length = max_label_length
+        self._pseudonym = pseudonym
+        self._redact = redact
+        self._viewers = meter.create_counter(
+            VIEWERS,
+            unit="{viewer}",
+            description=(
+                "Distinct signed-in viewers of a dashboard per UTC day: counted when a viewer's "
+                "first session of the day on it starts."
+            ),
+        )
         self._variables = variable_log
         self._raw = raw_log
         self.tracer = tracer
         self._clock_ns = clock_ns
 
-    def record(self, event: PanelEvent, update: SessionUpdate, key: int) -> None:
+    def record(
+        self, event: PanelEvent, update: SessionUpdate, key: int, *, first_visit: bool = False
+    ) -> None:
         """Count a new session, add the duration an event brought, log it, trace it.
 
         ``key`` is the session's key (``sessions.session_key``): the tracer's trace id.
+        ``first_visit``: the viewer's first session on this dashboard today.
         """
-        attrs = metric_attributes(event, users=self._users, max_length=self._max_label_length)
+        pseudonym = self._pseudonym(event) if self._pseudonym is not None and self._users else None
+        limit = self._max_label_length
+        attrs = metric_attributes(event, users=self._users, max_length=limit, pseudonym=pseudonym)
+        if first_visit:
+            self._viewers.add(1, _dashboard_attributes(attrs))
         if update.started:
             self._sessions.add(1, attrs)
         if event.kind is not EventKind.START:
@@ -126,9 +147,10 @@ class Recorder:
                 attributes={"uuid": event.uuid, "type": event.type},
             )
         if self._raw:
-            attributes = {"data": raw_payload(event, variables=self._variables)}
+            data = raw_payload(event, variables=self._variables, redact=self._redact)
+            attributes = {"data": data}
         else:
-            attributes = log_attributes(event, variables=self._variables)
+            attributes = log_attributes(event, variables=self._variables, redact=self._redact)
         self._logger.emit(
             timestamp=now,
             observed_timestamp=now,
@@ -137,3 +159,7 @@ class Recorder:
             body=LOG_MESSAGE,
             attributes=attributes,  # nested under "data" in raw mode: extended attributes
         )
+
+
+def _dashboard_attributes(attrs: dict[str, str]) -> dict[str, str]:
+    return {key: attrs[key] for key in ("grafana_host", "dashboard_uid", "dashboard_name")}

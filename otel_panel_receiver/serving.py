@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Final
 
+from otel_panel_receiver.access import parse_networks
+from otel_panel_receiver.app import build_access
 from otel_panel_receiver.config import PROGRAM, Settings
 from otel_panel_receiver.errors import ConfigError
 from otel_panel_receiver.export import check_otlp, clear_directory
@@ -178,3 +180,5 @@ def preflight(settings: Settings, environ: Mapping[str, str]) -> None:
     """
     check_store_url(settings.store_url)
     check_otlp(settings, environ)
+    build_access(settings)  # token files, rate limit, trusted proxies, auth mode
+    parse_networks(settings.trusted_proxies)

@@ -14,6 +14,7 @@ from typing import Any, Final
 import falcon
 import msgspec
 
+from otel_panel_receiver.access import Access, Allowed, Refused, RequestFacts, client_address
 from otel_panel_receiver.errors import PayloadError
 from otel_panel_receiver.outcomes import Outcome
 from otel_panel_receiver.receiver import Receiver
@@ -75,7 +76,11 @@ class WriteResource:
             raise _TimedOut(f"body could not be read: {exc}") from None
         except Exception as exc:  # the server's own parse errors: a bad chunk, a short body
             raise _Unreadable(f"body could not be read: {type(exc).__name__}: {exc}") from None
-        self._receiver.handle(body, client=req.remote_addr or "")
+        self._receiver.handle(
+            body,
+            client=getattr(req.context, "client", req.remote_addr or ""),
+            identity=getattr(req.context, "identity", None),
+        )
         resp.status = falcon.HTTP_201
 
     def _read(self, req: falcon.Request) -> bytes:
@@ -138,7 +143,7 @@ def _refused(
             receiver.outcomes.rejected(
                 ex.outcome,
                 status=falcon.http_status_to_code(ex.status),
-                client=req.remote_addr or "",
+                client=getattr(req.context, "client", req.remote_addr or ""),
                 detail=str(ex),
             )
 
@@ -160,6 +165,89 @@ def _http_error(req: falcon.Request, resp: falcon.Response, ex: Exception, param
     _error(resp, falcon.code_to_http_status(ex.status), message)
 
 
+class AccessGate:
+    """Falcon middleware: who may post to ``/write`` and read ``/metrics``, and CORS.
+
+    The decisions are ``access.py``'s; this only gathers the request's facts, answers a
+    refusal (counted for ``/write``) and adds the CORS headers an allowed origin gets.
+    """
+
+    def __init__(
+        self,
+        access: Access,
+        receiver: Receiver,
+        *,
+        prefix: str,
+        cookie_name: str,
+        trusted_proxies: tuple[Any, ...] = (),
+    ) -> None:
+        self._access = access
+        self._receiver = receiver
+        self._write = f"{prefix}/write"
+        self._metrics = f"{prefix}/metrics"
+        self._cookie = cookie_name
+        self._trusted = trusted_proxies
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Decide before any resource runs; a refusal completes the response."""
+        client = client_address(
+            req.remote_addr or "", req.get_header("X-Forwarded-For") or "", self._trusted
+        )
+        req.context.client = client
+        origin = req.get_header("Origin") or ""
+        if req.path == self._write and req.method == "OPTIONS":
+            self._preflight(origin, resp)
+            return
+        facts = RequestFacts(
+            method=req.method,
+            origin=origin,
+            authorization=req.get_header("Authorization") or "",
+            query_token=req.get_param("token") or "",
+            cookie=req.cookies.get(self._cookie, ""),
+            client=client,
+        )
+        if req.path == self._write and req.method == "POST":
+            decision = self._access.write(facts)
+        elif req.path == self._metrics and req.method == "GET":
+            decision = self._access.metrics(facts)
+        else:
+            return
+        if isinstance(decision, Allowed):
+            req.context.identity = decision.identity
+            return
+        self._refuse(req, resp, decision)
+
+    def _refuse(self, req: falcon.Request, resp: falcon.Response, refused: Refused) -> None:
+        _error(resp, falcon.code_to_http_status(refused.status), refused.message)
+        for name, value in refused.headers:
+            resp.set_header(name, value)
+        resp.set_header("Connection", "close")  # the body, if any, is not read
+        resp.complete = True
+        if req.path == self._write and self._receiver.outcomes is not None:
+            self._receiver.outcomes.rejected(
+                refused.outcome, status=refused.status, client=req.context.client,
+                detail=refused.message,
+            )  # fmt: skip
+
+    def _preflight(self, origin: str, resp: falcon.Response) -> None:
+        if not (self._access.checks_origins and origin and self._access.origin_allowed(origin)):
+            return  # the router answers OPTIONS with Allow, and no CORS grant
+        resp.status = falcon.HTTP_204
+        resp.set_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+        resp.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+        resp.set_header("Access-Control-Max-Age", "600")
+        resp.complete = True
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        """Grant CORS to an allowed origin (only when origins are checked at all)."""
+        origin = req.get_header("Origin") or ""
+        if self._access.checks_origins and origin and self._access.origin_allowed(origin):
+            resp.set_header("Access-Control-Allow-Origin", origin)
+            resp.append_header("Vary", "Origin")
+
+
 def add_routes(
     app: falcon.App[Any, Any],
     receiver: Receiver,
@@ -170,7 +258,8 @@ def add_routes(
 ) -> None:
     """Serve the receiver on ``app`` under ``prefix``; ``/metrics`` only with a ``scrape``.
 
-    Also makes every error of ``app`` answer in the receiver's JSON shape.
+    Also makes every error of ``app`` answer in the receiver's JSON shape. Access rules, if
+    any, come as an :class:`AccessGate` middleware given to the app when it is made.
     """
     app.req_options.strip_url_path_trailing_slash = False
     app.add_error_handler(falcon.HTTPError, _http_error)

@@ -29,6 +29,7 @@ class AppFactory(Protocol):
         telemetry: Telemetry | None = None,
         environ: Mapping[str, str] | None = None,
         stream: IO[str] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> ReceiverApp: ...
 
 
@@ -76,9 +77,13 @@ def make_app(make_telemetry: Callable[[Settings], MemoryTelemetry]) -> Iterator[
         telemetry: Telemetry | None = None,
         environ: Mapping[str, str] | None = None,
         stream: IO[str] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> ReceiverApp:
         environ = {} if environ is None else environ
-        app = create_app(settings, store=store, telemetry=telemetry, environ=environ, stream=stream)
+        app = create_app(
+            settings, store=store, telemetry=telemetry, environ=environ, stream=stream,
+            **({} if clock is None else {"clock": clock}),
+        )  # fmt: skip
         apps.append(app)
         return app
 

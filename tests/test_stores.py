@@ -123,6 +123,27 @@ def shared_opener(shared_url: str) -> Iterator[Opener]:
 # --- what every store does -----------------------------------------------------------------
 
 
+def test_a_secret_is_made_once_shared_and_remade_after_its_ttl(
+    shared_opener: Opener, clock: FakeClock
+) -> None:
+    a, b = shared_opener(clock=clock), shared_opener(clock=clock)
+    first = a.secret("day-1", ttl=60)
+    assert len(first) == 32 and b.secret("day-1", ttl=60) == first  # every process, one secret
+    assert a.secret("day-2", ttl=60) != first
+    clock.advance(61)
+    if isinstance(a, RedisSessionStore):  # Redis expires by its own clock, not the store's
+        return
+    assert a.secret("day-1", ttl=60) != first
+
+
+def test_a_mark_is_new_once_and_not_a_session(opener: Opener, clock: FakeClock) -> None:
+    store = opener(clock=clock)
+    assert store.mark(7, ttl=60) is True
+    assert store.mark(7, ttl=60) is False
+    assert store.mark(8, ttl=60) is True
+    assert len(store) == 0 and store.get(7) is None
+
+
 def test_a_new_session_gets_none_then_its_stored_state(opener: Opener) -> None:
     store = opener()
     assert put(store, 1, 10) is None

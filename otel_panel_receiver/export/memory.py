@@ -78,7 +78,7 @@ def in_memory_telemetry(settings: Settings | None = None) -> MemoryTelemetry:
         shutdown_on_exit=False,
         metric_readers=[metric_reader, pull],
         views=session_views(
-            users=not settings.disable_user_metrics,
+            users=settings.user_label_mode != "none",
             cardinality_limit=settings.metric_cardinality_limit,
         ),
     )

@@ -194,7 +194,7 @@ def build_telemetry(
         shutdown_on_exit=False,  # the app's close() (gunicorn's worker_exit, atexit) shuts down
         metric_readers=readers,
         views=session_views(
-            users=not settings.disable_user_metrics,
+            users=settings.user_label_mode != "none",
             cardinality_limit=settings.metric_cardinality_limit,
         ),
     )

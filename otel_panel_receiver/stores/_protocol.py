@@ -31,6 +31,21 @@ class SessionStore(Protocol):
         """Return the session's packed state, or ``None``; a read that is not activity."""
         ...
 
+    def secret(self, name: str, ttl: float) -> bytes:
+        """Return the random 32-byte secret kept under ``name``, made at the first call.
+
+        Every process sharing the store gets the same one; it is deleted ``ttl`` seconds after
+        it was made (a later call makes a new one).
+        """
+        ...
+
+    def mark(self, key: int, ttl: float) -> bool:
+        """Record the 128-bit ``key``; return whether it was new. It is forgotten ``ttl`` s later.
+
+        Marks live beside the sessions, not among them (they are not counted by ``len``).
+        """
+        ...
+
     def __len__(self) -> int:
         """Return the number of sessions held."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,8 @@ class MemorySessionStore(Bounded):
         self._clock = clock
         self._epoch = clock()
         self._sessions: dict[int, int] = {}
+        self._secrets: dict[str, tuple[bytes, float]] = {}
+        self._marks: dict[int, float] = {}  # in order of expiry: one ttl for every mark
         self._lock = threading.Lock()
 
     def _now(self) -> int:
@@ -90,6 +93,31 @@ class MemorySessionStore(Bounded):
         entry = self._sessions.get(key)
         return None if entry is None else entry >> _TOUCH_BITS
 
+    def secret(self, name: str, ttl: float) -> bytes:
+        """Return the secret kept under ``name`` in this process, made at the first call."""
+        now = self._clock()
+        with self._lock:
+            for old in [k for k, (_, until) in self._secrets.items() if until <= now]:
+                del self._secrets[old]
+            if name not in self._secrets:
+                self._secrets[name] = (os.urandom(32), now + ttl)
+            return self._secrets[name][0]
+
+    def mark(self, key: int, ttl: float) -> bool:
+        """Record ``key`` in this process; return whether it was new (at most ``max_size``)."""
+        now = self._clock()
+        with self._lock:
+            marks = self._marks
+            expired = list(itertools.takewhile(lambda k: marks[k] <= now, marks))
+            for old in expired:
+                del marks[old]
+            if key in marks:
+                return False
+            if self.max_size and len(marks) >= self.max_size:
+                del marks[next(iter(marks))]
+            marks[key] = now + ttl
+            return True
+
     def __len__(self) -> int:
         return len(self._sessions)
 
@@ -97,3 +125,5 @@ class MemorySessionStore(Bounded):
         """Forget every session (nothing is held open)."""
         with self._lock:
             self._sessions.clear()
+            self._secrets.clear()
+            self._marks.clear()

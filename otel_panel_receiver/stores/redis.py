@@ -181,6 +181,20 @@ class RedisSessionStore(Bounded):
         value = cast("bytes | None", self._client.get(f"{self._session_prefix}{key:032x}"))
         return None if value is None else _state(value)
 
+    def secret(self, name: str, ttl: float) -> bytes:
+        """Return the secret kept under ``name`` in Redis (its own TTL), made at the first call."""
+        key = f"{self.prefix}secret:{name}"
+        self._client.set(key, os.urandom(32), nx=True, px=max(1, math.ceil(ttl * 1000)))
+        value = cast("bytes | None", self._client.get(key))
+        if value is None:  # expired between the two calls: make the next one
+            return self.secret(name, ttl)
+        return value
+
+    def mark(self, key: int, ttl: float) -> bool:
+        """Record ``key`` in Redis (its own TTL); return whether it was new."""
+        name = f"{self.prefix}m:{key:032x}"
+        return bool(self._client.set(name, b"1", nx=True, px=max(1, math.ceil(ttl * 1000))))
+
     def __len__(self) -> int:
         return int(self._client.zcard(self._active))
 

@@ -45,6 +45,9 @@ _SCHEMA: Final = (
     )""",
     "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), count INTEGER)",
     "INSERT OR IGNORE INTO meta VALUES (0, 0)",
+    "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB, until REAL)",
+    "CREATE TABLE IF NOT EXISTS marks (key BLOB PRIMARY KEY, until REAL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS marks_by_until ON marks (until)",
 )
 _TAKE: Final = "DELETE FROM sessions WHERE key = ? RETURNING state"
 _PUT: Final = "INSERT INTO sessions (key, state, touched) VALUES (?, ?, ?)"
@@ -206,6 +209,32 @@ class SqliteSessionStore(Bounded):
         with self._lock:
             row = self._connection().execute(_GET, (key.to_bytes(16, "big"),)).fetchone()
         return None if row is None else int.from_bytes(row[0], "big")
+
+    def secret(self, name: str, ttl: float) -> bytes:
+        """Return the secret kept under ``name`` in the file, made at the first call."""
+        now = self._clock()
+        with self._writing() as conn:
+            conn.execute("DELETE FROM secrets WHERE until <= ?", (now,))
+            conn.execute(
+                "INSERT OR IGNORE INTO secrets VALUES (?, ?, ?)", (name, os.urandom(32), now + ttl)
+            )
+            ((value,),) = conn.execute("SELECT value FROM secrets WHERE name = ?", (name,))
+        return bytes(value)
+
+    def mark(self, key: int, ttl: float) -> bool:
+        """Record ``key`` in the file; return whether it was new."""
+        now = self._clock()
+        with self._writing() as conn:
+            # A few expired marks go with each new one: the table never holds much dead weight.
+            conn.execute(
+                "DELETE FROM marks WHERE key IN "
+                "(SELECT key FROM marks WHERE until <= ? ORDER BY until LIMIT 16)",
+                (now,),
+            )
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO marks VALUES (?, ?)", (key.to_bytes(16, "big"), now + ttl)
+            )
+            return cursor.rowcount == 1
 
     def __len__(self) -> int:
         with self._lock:

@@ -1,0 +1,79 @@
+"""Who a viewer is, as much as the settings allow to keep: clear, pseudonymous, or not at all.
+
+``--user-labels pseudonymous`` puts a keyed hash of the viewer's login in ``user_login`` and
+``user_name``. The key is random, one per UTC day (the receiver's clock), kept in the session
+store so that every worker and host of a deployment uses the same one, and deleted 48 hours
+after it was made. Within a day a viewer always maps to the same label; once the key is gone
+nobody, the receiver included, can tell whose label it was, and the next day's label differs.
+
+The same daily key marks which viewers have been seen on which dashboard that day, for
+``grafana_analytics_dashboard_viewers_total``: a marker is a hash of the day, the dashboard
+and the viewer under that key, kept in the session store (``SessionStore.mark``) and deleted
+48 hours later, like the key; even before that, it points to nobody without the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Callable
+from typing import Final, Literal
+
+from otel_panel_receiver.model import PanelEvent
+from otel_panel_receiver.stores import SessionStore
+
+__all__ = ["KEY_LIFETIME", "Pseudonyms", "UserLabels"]
+
+UserLabels = Literal["clear", "pseudonymous", "none"]
+
+#: How long a day's key lives: the day, and one more for sessions that cross midnight.
+KEY_LIFETIME: Final = 48 * 3600.0
+_DAY: Final = 86_400
+_LABEL_BYTES: Final = 8  # 16 hex digits: distinct for any realistic number of daily viewers
+
+
+def viewer_id(event: PanelEvent) -> str:
+    """Return what identifies the viewer in a payload: the user id, else the login."""
+    user = event.user
+    return f"id:{user.id}" if user.id else f"login:{user.login}"
+
+
+class Pseudonyms:
+    """The daily keys of a deployment, and the labels and markers made with them."""
+
+    def __init__(self, store: SessionStore, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._day = -1
+        self._key = b""
+
+    def day(self) -> int:
+        """Return the current UTC day (days since 1970-01-01, by the receiver's clock)."""
+        return int(self._clock()) // _DAY
+
+    def _today(self) -> tuple[int, bytes]:
+        day = self.day()
+        with self._lock:
+            if day != self._day:  # once a day per process: the store is asked, not each payload
+                self._key = self._store.secret(f"pseudonym-key:{day}", KEY_LIFETIME)
+                self._day = day
+            return self._day, self._key
+
+    def label(self, event: PanelEvent) -> str:
+        """Return today's pseudonym of the event's viewer (``""`` for an anonymous one)."""
+        if not event.user.id and not event.user.login:
+            return ""
+        _, key = self._today()
+        digest = hmac.new(key, viewer_id(event).encode(), hashlib.sha256).digest()
+        return "u" + digest[:_LABEL_BYTES].hex()
+
+    def marker(self, event: PanelEvent) -> int:
+        """Return the store key that marks this viewer on this dashboard today."""
+        day, key = self._today()
+        host, dash = event.host.address, event.dashboard.uid
+        text = "\x1f".join(("viewer", str(day), host, dash, viewer_id(event)))
+        digest = hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        return int.from_bytes(digest[:16], "big")
