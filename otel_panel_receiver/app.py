@@ -25,6 +25,7 @@ from otel_panel_receiver.outcomes import Outcomes
 from otel_panel_receiver.privacy import Pseudonyms
 from otel_panel_receiver.receiver import Receiver
 from otel_panel_receiver.recorder import Recorder
+from otel_panel_receiver.self_metrics import observe_store
 from otel_panel_receiver.sessions import SessionRules
 from otel_panel_receiver.stores import SessionStore, open_store
 from otel_panel_receiver.traces import SessionTracer
@@ -184,6 +185,7 @@ def _assemble(
         max_label_length=settings.max_label_length,
         tracer=tracer,
     )
+    observe_store(telemetry.meter_provider, store)
     outcomes = Outcomes(telemetry.meter_provider)
     receiver = Receiver(
         store,

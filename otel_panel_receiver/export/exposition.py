@@ -21,6 +21,11 @@ With ``created``, the OpenMetrics exposition also carries ``_created`` for each 
 themselves (Prometheus 3 with ``--enable-feature=created-timestamp-zero-ingestion``). It is off
 by default: every Prometheus without that flag stores ``_created`` as one more series per
 counter series (seen with 2.42 and 3.5.3).
+
+With ``process``, a scrape also carries the standard ``process_*`` metrics of the process that
+answers it (prometheus_client's collector: CPU seconds, memory, open files, start time). The
+service asks for them only when it runs one worker: with several, each scrape would show a
+different worker, so they are left out, as prometheus_client's multiprocess mode does.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from opentelemetry.sdk.metrics.export import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric as PrometheusFamily
+from prometheus_client.process_collector import ProcessCollector
 
 __all__ = [
     "Exposition",
@@ -169,7 +175,7 @@ class Exposition:
 
     ``delay`` 0 exposes every value at once (for scrapers that count a series' first sample,
     such as VictoriaMetrics, or for tests). With ``created``, OpenMetrics scrapes get each
-    counter series' ``_created``.
+    counter series' ``_created``; with ``process``, the ``process_*`` metrics of this process.
     """
 
     def __init__(
@@ -178,12 +184,15 @@ class Exposition:
         *,
         delay: float,
         created: bool = False,
+        process: bool = False,
         exposures: Exposures | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._source = source
         self.delay = delay
         self.created = created
+        # registry=None: the collector is read here only, never through the global registry.
+        self._process = ProcessCollector(registry=None) if process else None
         self._exposures = exposures if exposures is not None else MemoryExposures()
         self._clock = clock
 
@@ -213,7 +222,8 @@ class Exposition:
         """Return ``/metrics``' body and content type: OpenMetrics if ``accept`` asks for it."""
         encoder, content_type = choose_encoder(accept)
         created = self.created and content_type.startswith("application/openmetrics-text")
-        return encoder(_Collected(self.families(), created=created)), content_type
+        collected = _Collected(self.families(), created=created, process=self._process)
+        return encoder(collected), content_type
 
 
 def hold_new_series(
@@ -271,13 +281,18 @@ def _hold(metric: Metric, delay: float, exposures: Exposures, now: float, new: l
 class _Collected:
     """What prometheus_client's encoders read: an object whose ``collect()`` gives families."""
 
-    def __init__(self, families: list[Family], *, created: bool) -> None:
+    def __init__(
+        self, families: list[Family], *, created: bool, process: ProcessCollector | None
+    ) -> None:
         self._families = families
         self._created = created
+        self._process = process
 
     def collect(self) -> Iterator[PrometheusFamily]:
         for family in self._families:
             yield _prometheus_family(family, created=self._created)
+        if self._process is not None:
+            yield from self._process.collect()
 
 
 def _prometheus_family(family: Family, *, created: bool) -> PrometheusFamily:

@@ -194,6 +194,7 @@ class ExportHealth:
         self.endpoint = endpoint
         self.failing = False
         self.failures = 0
+        self.failures_total = 0  # never reset: grafana_analytics_otlp_export_failures_total
         self.turned_away = 0
         self.busy_since: float | None = None
         self._clock = clock
@@ -244,6 +245,7 @@ class ExportHealth:
             self.failures = self.turned_away = 0
         elif not ok:
             self.failures += 1
+            self.failures_total += 1
             if not self.failing:
                 self.failing = True
                 self._next_probe = self._clock() + PROBE_INTERVAL

@@ -22,11 +22,12 @@ import os
 import random
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Final
 
 from opentelemetry._logs import LoggerProvider as ApiLoggerProvider
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -49,7 +50,7 @@ from otel_panel_receiver.export.logproviders import (
     StdoutLoggerProvider,
     TeeLoggerProvider,
 )
-from otel_panel_receiver.export.otlp import exporter_setting, otlp_exporter
+from otel_panel_receiver.export.otlp import ExportHealth, exporter_setting, otlp_exporter
 from otel_panel_receiver.export.series import (
     SERIES_FILE,
     MemorySeries,
@@ -59,7 +60,7 @@ from otel_panel_receiver.export.series import (
 )
 from otel_panel_receiver.recorder import DURATION, SESSIONS
 from otel_panel_receiver.traces import SESSION_IDS
-from otel_panel_receiver.version import __version__
+from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
 
 __all__ = [
     "SessionIdGenerator",
@@ -184,11 +185,14 @@ def build_telemetry(
         series.families,
         delay=settings.new_series_delay,
         created=settings.openmetrics_created,
+        process=not settings.prometheus_multiproc_dir,  # one worker: see Exposition
         exposures=series.table,
     )
+    healths: list[ExportHealth] = []
     otlp_metrics = otlp_exporter("metrics", settings, environ)
     if otlp_metrics is not None:
         readers.append(PeriodicExportingMetricReader(otlp_metrics[0]))
+        healths.append(otlp_metrics[1])
     meter_provider = MeterProvider(
         resource=resource,
         shutdown_on_exit=False,  # the app's close() (gunicorn's worker_exit, atexit) shuts down
@@ -198,11 +202,28 @@ def build_telemetry(
             cardinality_limit=settings.metric_cardinality_limit,
         ),
     )
-    return Telemetry(
+    telemetry = Telemetry(
         meter_provider,
-        _logger_provider(settings, environ, resource, stream),
+        _logger_provider(settings, environ, resource, stream, healths),
         exposition,
-        _tracer_provider(settings, environ, resource, stream),
+        _tracer_provider(settings, environ, resource, stream, healths),
+    )
+    if healths:
+        _observe_exports(meter_provider, healths)
+    return telemetry
+
+
+def _observe_exports(meter_provider: MeterProvider, healths: list[ExportHealth]) -> None:
+    """Count failed OTLP exports per signal in ``grafana_analytics_otlp_export_failures``."""
+
+    def failures(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(h.failures_total, {"signal": h.signal}) for h in healths]
+
+    meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__).create_observable_counter(
+        "grafana_analytics_otlp_export_failures",
+        callbacks=[failures],
+        unit="{export}",
+        description="OTLP exports that failed (their data dropped), by signal.",
     )
 
 
@@ -232,7 +253,11 @@ def build_resource() -> Resource:
 
 
 def _logger_provider(
-    settings: Settings, environ: Mapping[str, str], resource: Resource, stream: IO[str] | None
+    settings: Settings,
+    environ: Mapping[str, str],
+    resource: Resource,
+    stream: IO[str] | None,
+    healths: list[ExportHealth],
 ) -> ApiLoggerProvider | None:
     if settings.disable_session_log:
         return None
@@ -242,6 +267,7 @@ def _logger_provider(
     if otlp is None:
         return stdout
     exporter, health = otlp
+    healths.append(health)
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     batch = _batch_size(environ, "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE")
     provider.add_log_record_processor(
@@ -251,7 +277,11 @@ def _logger_provider(
 
 
 def _tracer_provider(
-    settings: Settings, environ: Mapping[str, str], resource: Resource, stream: IO[str] | None
+    settings: Settings,
+    environ: Mapping[str, str],
+    resource: Resource,
+    stream: IO[str] | None,
+    healths: list[ExportHealth],
 ) -> TracerProvider | None:
     otlp = otlp_exporter("traces", settings, environ)
     console = "console" in exporter_setting("traces", environ)
@@ -261,6 +291,7 @@ def _tracer_provider(
         resource=resource, id_generator=SessionIdGenerator(), shutdown_on_exit=False
     )
     if otlp is not None:
+        healths.append(otlp[1])
         batch = _batch_size(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
         provider.add_span_processor(BatchSpanProcessor(otlp[0], max_export_batch_size=batch))
     if console:
