@@ -44,8 +44,10 @@ SDK_PATH_COMMIT: Final = "3ae6d59"
 class _NoRecorder:
     """Stand in for the recorder, so that a timing covers the session update alone."""
 
-    def record(self, event: PanelEvent, update: SessionUpdate, *rest: object) -> None:
-        """Record nothing (whatever else the receiver passes, such as the session key)."""
+    def record(
+        self, event: PanelEvent, update: SessionUpdate, key: int, *, first_visit: bool = False
+    ) -> None:
+        """Record nothing (the signature is ``Recorder.record``'s)."""
 
 
 class _SdkLineExporter(LogRecordExporter):
