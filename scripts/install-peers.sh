@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real programs the tests and benchmarks talk to, if missing:
-#   * Debian bookworm packages: prometheus, wrk, redis-server, chromium(-driver), influxdb(-client);
+#   * Debian bookworm packages: prometheus, wrk, redis-server, chromium(-driver), influxdb(-client),
+#     nginx;
 #   * newer peers from later Debian releases, each unpacked into $OTEL_PANEL_RECEIVER_PEERS_DIR
 #     (default /opt/otel-panel-receiver-peers) without touching /etc or the system's apt state,
 #     where the tests find them (tests/support/peers.py):
@@ -21,6 +22,7 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v influxd >/dev/null || need+=(influxdb)
 command -v influx >/dev/null || need+=(influxdb-client)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

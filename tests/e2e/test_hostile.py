@@ -1,4 +1,5 @@
-"""End to end: hostile clients against the real command (granian, one worker and two).
+"""End to end: hostile clients against the real command (granian, one worker and two), and
+against the documented gunicorn deployment (gunicorn behind the example nginx configuration).
 
 Stalled and trickling clients must not delay anybody else, a body that never arrives is
 answered 408 once ``--client-timeout`` is over, broken transfer encodings get a 4xx, and no
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import socket
 import time
 import urllib.request
@@ -19,7 +21,7 @@ import pytest
 
 from otel_panel_receiver.testing import sample_payload
 from tests.support.metrics import scrape
-from tests.support.procs import free_port, require_binary, running
+from tests.support.procs import REPO, free_port, require_binary, running
 
 pytestmark = pytest.mark.peers
 
@@ -28,6 +30,7 @@ STALLED = 50
 PATIENCE = 3.0
 CLIENT_TIMEOUT = 2
 CHUNKED = b"POST /write HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+NGINX_SITE = REPO / "examples" / "nginx" / "otel-panel-receiver.conf"
 
 
 @contextlib.contextmanager
@@ -40,6 +43,39 @@ def receiver(tmp_path: Path, *args: str) -> Iterator[int]:
             "--new-series-delay", "0", *args]  # fmt: skip
     with running(argv, ready_url=f"http://127.0.0.1:{port}/healthz", log=tmp_path / "log"):
         yield port
+
+
+@contextlib.contextmanager
+def gunicorn_behind_nginx(tmp_path: Path) -> Iterator[int]:
+    """Run the command with gunicorn behind nginx and the example site; yield nginx's port."""
+    binary = require_binary("otel-panel-receiver", "pip install -e '.[test]'")
+    nginx = require_binary("nginx", "apt-get install nginx (scripts/install-peers.sh)")
+    backend, front = free_port(), free_port()
+    site = NGINX_SITE.read_text()
+    assert "server 127.0.0.1:8080;" in site and "listen 8081;" in site
+    site = site.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{backend};")
+    site = site.replace("listen 8081;", f"listen 127.0.0.1:{front};")
+    run = tmp_path / "nginx"
+    run.mkdir()
+    (run / "site.conf").write_text(site)
+    temp = " ".join(f"{kind}_temp_path {run / kind};" for kind in (
+        "client_body", "proxy", "fastcgi", "uwsgi", "scgi"))  # fmt: skip
+    (run / "nginx.conf").write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")  # else nginx's workers run as nobody
+        + f"daemon off; worker_processes 1; pid {run / 'nginx.pid'};\n"
+        + "events { worker_connections 1024; }\n"
+        + f"http {{ access_log off; {temp} include {run / 'site.conf'}; }}\n"
+    )
+    argv = [binary, "--server", "gunicorn", "--http-address", f"127.0.0.1:{backend}",
+            "--data-dir", str(tmp_path / "data"), "--disable-session-log",
+            "--trusted-proxies", "127.0.0.1", "--new-series-delay", "0"]  # fmt: skip
+    front_argv = [nginx, "-p", str(run), "-e", str(run / "error.log"),
+                  "-c", str(run / "nginx.conf")]  # fmt: skip
+    with (
+        running(argv, ready_url=f"http://127.0.0.1:{backend}/healthz", log=tmp_path / "log"),
+        running(front_argv, ready_url=f"http://127.0.0.1:{front}/healthz", log=run / "out"),
+    ):
+        yield front
 
 
 def stalled_connections(port: int, n: int) -> list[socket.socket]:
@@ -96,6 +132,26 @@ def test_stalled_and_trickling_clients_delay_nobody(tmp_path: Path, workers: str
                 sock.close()
 
 
+def test_gunicorn_behind_the_example_nginx_is_delayed_by_nobody_and_never_answers_5xx(
+    tmp_path: Path,
+) -> None:
+    # gunicorn alone gives a thread to each stalled client and fails this (docs/deployment.md).
+    with gunicorn_behind_nginx(tmp_path) as port:
+        socks = stalled_connections(port, STALLED)
+        try:
+            started = time.monotonic()
+            assert [post(port, sample_payload("v2-start.json")) for _ in range(5)] == [201] * 5
+            assert time.monotonic() - started < PATIENCE
+            for request_bytes in BROKEN.values():
+                status = raw(port, request_bytes)
+                assert status == 0 or 400 <= status < 500, (request_bytes, status)
+            assert post(port, b"x" * 70_000) == 413  # nginx's client_max_body_size
+            assert post(port, sample_payload("v2-end.json")) == 201
+        finally:
+            for sock in socks:
+                sock.close()
+
+
 def test_a_body_that_never_arrives_is_answered_408_and_counted(tmp_path: Path) -> None:
     with receiver(tmp_path) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -106,18 +162,19 @@ def test_a_body_that_never_arrives_is_answered_408_and_counted(tmp_path: Path) -
         assert outcomes(port)["timed_out"] == 1
 
 
-@pytest.mark.parametrize(
-    "request_bytes",
-    [
-        CHUNKED + b"zz\r\nabc\r\n0\r\n\r\n",
-        CHUNKED + b"3\r\nabcX\r\n0\r\n\r\n",
-        b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
-        b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
-        b"POST /write HTTP/1.1\r\n\x00bad header\r\n\r\n",
-        b"GARBAGE\r\n\r\n",
-    ],
-    ids=["bad-chunk-size", "missing-chunk-crlf", "bad-length", "two-lengths", "bad-header", "junk"],
-)
+BROKEN = {
+    "bad-chunk-size": CHUNKED + b"zz\r\nabc\r\n0\r\n\r\n",
+    "missing-chunk-crlf": CHUNKED + b"3\r\nabcX\r\n0\r\n\r\n",
+    "bad-length": b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+    "two-lengths": (
+        b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+    ),
+    "bad-header": b"POST /write HTTP/1.1\r\n\x00bad header\r\n\r\n",
+    "junk": b"GARBAGE\r\n\r\n",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("request_bytes", BROKEN.values(), ids=BROKEN.keys())
 def test_a_broken_request_gets_a_4xx_or_is_closed_never_a_5xx(
     tmp_path: Path, request_bytes: bytes
 ) -> None:
