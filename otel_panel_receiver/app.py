@@ -184,6 +184,7 @@ def _assemble(
         raw_log=settings.log_raw,
         max_label_length=settings.max_label_length,
         tracer=tracer,
+        recorded=telemetry.recorded,
     )
     observe_store(telemetry.meter_provider, store)
     outcomes = Outcomes(telemetry.meter_provider)

@@ -47,7 +47,8 @@ class Recorder:
     install a View that drops them, for instruments an embedder records into directly).
     ``session_log``, ``variable_log`` and ``raw_log`` mirror the upstream flags;
     ``max_label_length`` cuts longer label values (0: no limit). With a ``tracer``, each event
-    also goes to its session's span.
+    also goes to its session's span. ``recorded`` is called after each event (the telemetry's
+    hook, which bounds what the SDK holds between two collections).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class Recorder:
         pseudonym: Callable[[PanelEvent], str] | None = None,
         redact: frozenset[str] = frozenset(),
         tracer: SessionTracer | None = None,
+        recorded: Callable[[], None] | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
@@ -109,6 +111,7 @@ class Recorder:
         self._variables = variable_log
         self._raw = raw_log
         self.tracer = tracer
+        self._recorded = recorded
         self._clock_ns = clock_ns
 
     def record(
@@ -133,6 +136,8 @@ class Recorder:
             self._log(event)
         if self.tracer is not None:
             self.tracer.observe(key, event, update)
+        if self._recorded is not None:
+            self._recorded()
 
     def _log(self, event: PanelEvent) -> None:
         assert self._logger is not None

@@ -202,3 +202,38 @@ def test_workers_writing_one_table_share_one_bound(tmp_path: Path) -> None:
     assert len(series_of(a, "c")) == 3 and series_of(a, "c") == series_of(b, "c")
     a.close()
     b.close()
+
+
+def flood_body(i: int) -> bytes:
+    """A session start of its own, on a dashboard of its own."""
+    return (
+        b'{"uuid":"%08x-0000-4000-8000-000000000000","type":"start","time":1700000000,'
+        b'"host":{"hostname":"g.example.com"},"dashboard":{"name":"junk-%d","uid":"u%d"}}'
+        % (i, i, i)
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_burst_of_new_label_sets_between_two_collections_never_overflows_the_sdk(
+    make_app: AppFactory, tmp_path: Path, workers: int
+) -> None:
+    # No timed collection happens during the test (interval 1 h): 30 new label sets arrive
+    # where the SDK keeps 10 between collections, then a real dashboard. Without the early
+    # collections, the real one would fold into otel_metric_overflow and vanish.
+    settings = Settings(
+        metric_cardinality_limit=10, multiproc_export_interval=3600, new_series_delay=0,
+        disable_session_log=True,
+        prometheus_multiproc_dir=str(tmp_path) if workers > 1 else "",
+    )  # fmt: skip
+    app = make_app(settings)
+    for i in range(30):
+        app.receiver.handle(flood_body(i))
+    app.receiver.handle(sample_payload("v2-start.json"))
+    text = app.telemetry.scrape()[0].decode()
+    assert "otel_metric_overflow" not in text
+    sessions = [
+        labels for (name, labels), _ in samples(text).items()
+        if name == "grafana_analytics_sessions_total"
+    ]  # fmt: skip
+    assert len(sessions) == 10
+    assert any(("dashboard_uid", "ZQZXRMXMk") in labels for labels in sessions)

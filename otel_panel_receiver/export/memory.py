@@ -22,7 +22,7 @@ from otel_panel_receiver.export.providers import (
     series_table,
     session_views,
 )
-from otel_panel_receiver.export.series import SeriesReader
+from otel_panel_receiver.export.series import SeriesReader, reader_limits
 
 __all__ = ["MemoryTelemetry", "in_memory_telemetry"]
 
@@ -70,17 +70,16 @@ def in_memory_telemetry(settings: Settings | None = None) -> MemoryTelemetry:
     the session log is off, and session spans always.
     """
     settings = settings if settings is not None else Settings()
-    metric_reader = InMemoryMetricReader()
+    metric_reader = InMemoryMetricReader(
+        cardinality_limits=reader_limits(settings.metric_cardinality_limit)
+    )
     pull = SeriesReader(series_table(settings), settings.multiproc_export_interval)
     resource = build_resource()
     meter_provider = MeterProvider(
         resource=resource,
         shutdown_on_exit=False,
         metric_readers=[metric_reader, pull],
-        views=session_views(
-            users=settings.user_label_mode != "none",
-            cardinality_limit=settings.metric_cardinality_limit,
-        ),
+        views=session_views(users=settings.user_label_mode != "none", cardinality_limit=None),
     )
     log_exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]  # untyped in the SDK
     logger_provider = None
@@ -102,6 +101,7 @@ def in_memory_telemetry(settings: Settings | None = None) -> MemoryTelemetry:
             exposures=pull.table,
         ),
         tracer_provider=tracer_provider,
+        recorded=pull.recorded,
         metric_reader=metric_reader,
         log_exporter=log_exporter,
         span_exporter=span_exporter,

@@ -22,7 +22,7 @@ import os
 import random
 import sys
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Final
 
@@ -57,6 +57,7 @@ from otel_panel_receiver.export.series import (
     SeriesReader,
     SeriesTable,
     SqliteSeries,
+    reader_limits,
 )
 from otel_panel_receiver.recorder import DURATION, SESSIONS
 from otel_panel_receiver.traces import SESSION_IDS
@@ -73,11 +74,12 @@ __all__ = [
 _SERVICE_NAME: Final = "otel-panel-receiver"
 
 
-def session_views(*, users: bool = True, cardinality_limit: int = 10_000) -> list[View]:
+def session_views(*, users: bool = True, cardinality_limit: int | None = 10_000) -> list[View]:
     """Return the Views of the two session counters: label set L, user labels optional.
 
     Give them to a MeterProvider of your own to keep the receiver's privacy choice (``users``
-    False drops ``user_login`` and ``user_name``) and its bound on label sets per metric.
+    False drops ``user_login`` and ``user_name``) and its bound on label sets per metric
+    (``None``: the bound of each reader, as the service sets it).
     """
     # Keeping every key is the SDK's default (None); naming them would only cost a filter.
     keys = None if users else set(METRIC_LABELS) - set(USER_LABELS)
@@ -121,6 +123,8 @@ class Telemetry:
     logger_provider: ApiLoggerProvider | None = None
     exposition: Exposition | None = None
     tracer_provider: TracerProvider | None = None
+    #: Called by the recorder after each payload (``SeriesReader.recorded``), or ``None``.
+    recorded: Callable[[], None] | None = None
     _closed: bool = field(default=False, init=False, repr=False)
 
     def shutdown(self) -> None:
@@ -191,22 +195,22 @@ def build_telemetry(
     healths: list[ExportHealth] = []
     otlp_metrics = otlp_exporter("metrics", settings, environ)
     if otlp_metrics is not None:
-        readers.append(PeriodicExportingMetricReader(otlp_metrics[0]))
+        limits = reader_limits(settings.metric_cardinality_limit)
+        readers.append(PeriodicExportingMetricReader(otlp_metrics[0], cardinality_limits=limits))
         healths.append(otlp_metrics[1])
     meter_provider = MeterProvider(
         resource=resource,
         shutdown_on_exit=False,  # the app's close() (gunicorn's worker_exit, atexit) shuts down
         metric_readers=readers,
-        views=session_views(
-            users=settings.user_label_mode != "none",
-            cardinality_limit=settings.metric_cardinality_limit,
-        ),
+        # The bound is each reader's: the series reader's SDK storage holds one interval.
+        views=session_views(users=settings.user_label_mode != "none", cardinality_limit=None),
     )
     telemetry = Telemetry(
         meter_provider,
         _logger_provider(settings, environ, resource, stream, healths),
         exposition,
         _tracer_provider(settings, environ, resource, stream, healths),
+        recorded=series.recorded,
     )
     if healths:
         _observe_exports(meter_provider, healths)

@@ -2,9 +2,15 @@
 
 The SDK hands the :class:`SeriesReader` **deltas** once a second (and at every scrape); with
 delta temporality its own storage empties at each collection, so it never holds more than one
-interval's label sets. The reader adds the deltas into a table of cumulative series: in memory
-for one process (:class:`MemorySeries`), in an SQLite file shared by the worker processes of a
-host (:class:`SqliteSeries`), so any worker answers a scrape with everybody's counts.
+interval's label sets. A flood can bring more new label sets in one interval than the SDK keeps
+(``limit`` per metric, past which it folds them into one ``otel_metric_overflow`` point), so the
+reader also collects at once, in the recording thread, after every ``limit // 2`` recorded
+payloads (:meth:`SeriesReader.recorded`): a payload adds at most one label set to each metric,
+so the SDK's storage never reaches its limit and no real label set is folded away.
+
+The reader adds the deltas into a table of cumulative series: in memory for one process
+(:class:`MemorySeries`), in an SQLite file shared by the worker processes of a host
+(:class:`SqliteSeries`), so any worker answers a scrape with everybody's counts.
 
 Each metric keeps at most ``limit`` label sets. A new label set past the limit **retires** the
 least recently updated one: its series leaves ``/metrics`` (a line is logged, at most one per
@@ -37,6 +43,7 @@ from opentelemetry.sdk.metrics import (
     ObservableGauge,
     ObservableUpDownCounter,
     UpDownCounter,
+    _Gauge,  # the SDK's synchronous Gauge, exported under this name
 )
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
 
@@ -50,6 +57,7 @@ __all__ = [
     "SeriesTable",
     "SqliteSeries",
     "clear_directory",
+    "reader_limits",
 ]
 
 log = logging.getLogger(__name__)
@@ -319,9 +327,18 @@ def _row(family: Family, series: Series, tick: int) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def reader_limits(limit: int) -> dict[type, int]:
+    """Return a MetricReader's ``cardinality_limits``: ``limit`` label sets per metric."""
+    kinds = (Counter, UpDownCounter, Histogram, _Gauge, ObservableCounter,
+             ObservableUpDownCounter, ObservableGauge)  # fmt: skip
+    return dict.fromkeys(kinds, limit)
+
+
 class SeriesReader(MetricReader):
     """Collect the SDK's deltas every ``interval`` seconds (and on demand) into ``table``.
 
+    The SDK keeps at most ``table.limit`` label sets per metric between two collections, and
+    :meth:`recorded` collects early enough that they never fill (see the module's docstring).
     The collecting thread starts with the reader: build it in the process that records (after
     a fork). ``shutdown`` makes a last collection, so nothing recorded is left behind.
     """
@@ -336,10 +353,13 @@ class SeriesReader(MetricReader):
                 UpDownCounter: cumulative,
                 ObservableUpDownCounter: cumulative,
                 ObservableGauge: cumulative,
-            }
+            },
+            cardinality_limits=reader_limits(table.limit),
         )
         self.table = table
         self._interval = interval
+        self._burst = max(1, table.limit // 2)
+        self._pending = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="otel-panel-receiver-series", daemon=True
@@ -353,11 +373,27 @@ class SeriesReader(MetricReader):
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self.collect()
+            self._gather()
+
+    def _gather(self) -> None:
+        """Move what was recorded since the last collection into the table."""
+        self._pending = 0
+        self.collect()
+
+    def recorded(self) -> None:
+        """Count one recorded payload; collect at once after ``limit // 2`` since the last.
+
+        Called by the recorder after each payload, so that a flood of new label sets cannot
+        fill the SDK's storage between two timed collections. Without a lock: a count lost to
+        a race delays the collection by one payload, within the other half of the limit.
+        """
+        self._pending += 1
+        if self._pending >= self._burst:
+            self._gather()
 
     def families(self) -> list[Family]:
         """Collect what this process recorded since the last collection; return the table."""
-        self.collect()
+        self._gather()
         return self.table.families()
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
@@ -365,5 +401,5 @@ class SeriesReader(MetricReader):
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout_millis / 1000)
-        self.collect()
+        self._gather()
         self.table.close()
