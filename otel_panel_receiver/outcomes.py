@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from opentelemetry.metrics import MeterProvider
 
@@ -37,17 +37,7 @@ Outcome = Literal[
     "unavailable",
 ]
 #: Every outcome, accepted first: the values of the ``outcome`` label.
-OUTCOMES: Final[tuple[Outcome, ...]] = (
-    "accepted",
-    "malformed",
-    "too_large",
-    "unreadable",
-    "timed_out",
-    "unauthorized",
-    "forbidden_origin",
-    "rate_limited",
-    "unavailable",
-)
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
 _EXCERPT: Final = 64
 
 log = logging.getLogger(__name__)
