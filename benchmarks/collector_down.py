@@ -4,9 +4,9 @@ The receiver is served three times by the same server: OTLP off; pushing to a ro
 that drops what it receives (the cost of OTLP itself); and with ``OTEL_EXPORTER_OTLP_ENDPOINT``
 on a loopback port nothing listens on, so every export is refused. Metrics are exported every
 second so exports happen throughout each run. Reported: requests/s and their ratios, p99, CPU per
-request, and how long the graceful stop takes (its final flushes must stay under the 30 s
-``graceful_timeout`` that ``serving.GRACEFUL_TIMEOUT`` gives gunicorn). When the package has no
-OTLP settings, the row is n/a.
+request, and how long the graceful stop takes (its final flushes must stay under the 20 s of
+the receiver's ``--graceful-timeout``; the plain gunicorn run here has gunicorn's own 30 s).
+When the package has no OTLP settings, the row is n/a.
 """
 
 from __future__ import annotations
@@ -131,6 +131,7 @@ def run(plan: Plan) -> list[Table]:
         "spans through the receiver's batch processors, pushed over http/protobuf to a rotel "
         "collector that drops them, or refused by a closed loopback port (a black-holing "
         "collector, which times out instead, is not measured). Graceful stop: seconds from "
-        "SIGTERM until the server exited (gunicorn's graceful_timeout is 30 s)."
+        "SIGTERM until the server exited (plain gunicorn's graceful_timeout is 30 s, the "
+        "receiver's --graceful-timeout 20 s)."
     )
     return [table]

@@ -295,7 +295,7 @@ class Access:
                 viewer = self._sessions.viewer(facts.cookie)
             except GrafanaUnavailable as exc:
                 return Refused(
-                    "unavailable", 503, f"cannot check the Grafana session now: {exc}",
+                    "grafana_unavailable", 503, f"cannot check the Grafana session now: {exc}",
                     (("Retry-After", "5"),),
                 )  # fmt: skip
             self._verdicts.put(key, viewer)

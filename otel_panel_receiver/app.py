@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import IO
+from typing import IO, Any
 
 import falcon
 
 from otel_panel_receiver import web
 from otel_panel_receiver.access import Access, TokenFile, parse_networks
 from otel_panel_receiver.config import Settings
-from otel_panel_receiver.errors import ConfigError
+from otel_panel_receiver.errors import ConfigError, StoreUnavailable
 from otel_panel_receiver.export import Telemetry, build_telemetry
 from otel_panel_receiver.grafana import GrafanaUsers
 from otel_panel_receiver.outcomes import Outcomes
@@ -27,10 +27,10 @@ from otel_panel_receiver.receiver import Receiver
 from otel_panel_receiver.recorder import Recorder
 from otel_panel_receiver.self_metrics import observe_store
 from otel_panel_receiver.sessions import SessionRules
-from otel_panel_receiver.stores import SessionStore, open_store
+from otel_panel_receiver.stores import GuardedStore, MemorySessionStore, SessionStore, open_store
 from otel_panel_receiver.traces import SessionTracer
 
-__all__ = ["ReceiverApp", "build_access", "create_app"]
+__all__ = ["ReceiverApp", "build_access", "create_app", "readiness"]
 
 
 class ReceiverApp(falcon.App[falcon.Request, falcon.Response]):
@@ -169,8 +169,11 @@ def _assemble(
             max_size=settings.max_cache_size,
             idle_ttl=settings.session_ttl,
             on_evict=tracer.dropped if tracer is not None else None,
+            timeout=settings.store_timeout,
         )
         closers.append(store.close)
+    if not isinstance(store, MemorySessionStore):  # the one store that cannot fail
+        store = GuardedStore(store)
     pseudonyms = Pseudonyms(store, clock)
     mode = settings.user_label_mode
     recorder = Recorder(
@@ -184,7 +187,7 @@ def _assemble(
         raw_log=settings.log_raw,
         max_label_length=settings.max_label_length,
         tracer=tracer,
-        recorded=telemetry.recorded,
+        tally=telemetry.tally,
     )
     observe_store(telemetry.meter_provider, store)
     outcomes = Outcomes(telemetry.meter_provider)
@@ -195,6 +198,7 @@ def _assemble(
         clock=clock,
         outcomes=outcomes,
         viewers=pseudonyms,
+        recorded=telemetry.recorded,
     )
     access = build_access(settings, closers)
     gate = web.AccessGate(
@@ -209,7 +213,23 @@ def _assemble(
         app,
         receiver,
         scrape=telemetry.scrape if telemetry.exposition is not None else None,
+        readiness=lambda: readiness(store, telemetry),
         prefix=settings.path_prefix,
         max_body_size=settings.max_body_size,
     )
     return app
+
+
+def readiness(store: SessionStore, telemetry: Telemetry) -> tuple[bool, dict[str, Any]]:
+    """Return whether payloads can be recorded now, with the store's and exporters' state.
+
+    The store is pinged (within ``--store-timeout``; at once while it is known to be down);
+    the exporters are reported but do not decide: an OTLP outage costs ``/write`` nothing.
+    """
+    try:
+        store.ping()
+        state = "ok"
+    except StoreUnavailable as exc:
+        state = f"unavailable: {exc}"
+    exports = {health.signal: "failing" if health.failing else "ok" for health in telemetry.exports}
+    return state == "ok", {"store": state, "exporters": exports}

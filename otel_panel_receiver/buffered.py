@@ -5,7 +5,9 @@ sends its body slowly, or not at all, holds that thread: with a few such clients
 served. Here granian's event loop reads each body (at most ``max_body`` + 1 bytes, within
 ``timeout`` seconds) without any thread, and only then runs the WSGI app, in the loop itself
 (``threads`` 0: for an app that never waits, such as the receiver with its memory store) or in
-a pool of ``threads`` threads (for one whose store waits on a disk or a network). The app sees a
+a pool of ``threads`` threads (for one whose store waits on a disk or a network), except for the
+``inline`` paths (the liveness probe), which run in the loop at once even while every thread
+waits on a frozen store. The app sees a
 plain in-memory ``wsgi.input``. A body that does not arrive in time, or cannot be read, reaches
 the app as a ``wsgi.input`` that raises, so the app answers it (with a 4xx) and counts it like
 any other refusal. granian itself bounds how long a client may take to send its headers.
@@ -70,8 +72,10 @@ class BufferedRSGI:
         timeout: float,
         threads: int = 0,
         close: Callable[[], None] | None = None,
+        inline: frozenset[str] = frozenset(),
     ) -> None:
         self._app = app
+        self._inline = inline
         self._max_body = max_body
         self._timeout = timeout
         self._pool = ThreadPoolExecutor(threads, "otel-panel-receiver") if threads else None
@@ -93,7 +97,7 @@ class BufferedRSGI:
             if type(exc).__name__ == "RSGIProtocolClosed":
                 return  # the client went away: nobody to answer
             environ["wsgi.input"] = UnreadableBody(exc)
-        if self._pool is None:
+        if self._pool is None or scope.path in self._inline:
             status, headers, body = _run(self._app, environ)
         else:
             loop = asyncio.get_running_loop()

@@ -89,14 +89,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             }
         },
     )
+    parent = os.getpid()
     try:
         if settings.server == "granian":
             serve_granian(settings)
         else:
             serve(settings, environ)
     finally:
-        if settings.prometheus_multiproc_dir != given.prometheus_multiproc_dir:
-            shutil.rmtree(settings.prometheus_multiproc_dir, ignore_errors=True)  # ours: temporary
+        # A gunicorn worker leaves through this frame too (it was forked inside serve): only
+        # the process that made the temporary directory removes it, at the very end. A
+        # worker replaced on SIGHUP used to remove it under the master and the new workers.
+        made = settings.prometheus_multiproc_dir != given.prometheus_multiproc_dir
+        if made and os.getpid() == parent:
+            shutil.rmtree(settings.prometheus_multiproc_dir, ignore_errors=True)
     return 0
 
 

@@ -54,6 +54,17 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def _positive_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError(f'expected a duration above 0 such as "2s" or "500ms", got {text!r}')
+    return value
+
+
+#: The parsers of settings that are durations (written ``30s``, shown as durations).
+_DURATIONS: Final = (parse_duration, _positive_duration)
+
+
 def _bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -144,7 +155,7 @@ class Settings:
     """Every setting of the receiver, with its default."""
 
     http_address: str = _option(
-        ":8080", _address, "Listen address for /write, /metrics and /healthz.",
+        ":8080", _address, "Listen address for /write, /metrics, /healthz and /readyz.",
         metavar="HOST:PORT", upstream=True,
     )  # fmt: skip
     session_timeout: float = _option(
@@ -258,6 +269,13 @@ class Settings:
         "--http-address (sessions-8080.db for :8080).",
         metavar="URL",
     )  # fmt: skip
+    store_timeout: float = _option(
+        2.0, _positive_duration,
+        "Longest a payload waits on the session store (a Redis reply or connection, another "
+        "process's SQLite lock) before it is answered 503 with Retry-After; after a failure "
+        "the store is not tried again for a second.",
+        metavar="DURATION",
+    )  # fmt: skip
     data_dir: str = _option(
         # A fixed path in a shared directory: serving.prepare_workers makes it 0700 and refuses
         # one that another user owns or could write to.
@@ -274,8 +292,9 @@ class Settings:
     )  # fmt: skip
     multiproc_export_interval: float = _option(
         1.0, parse_duration,
-        "How often the counts recorded are added to the table /metrics serves (shared by the "
-        "workers when there are several: /metrics lags by up to this).",
+        "How often the counts recorded are added to the table /metrics serves, and the "
+        "gauges updated; with several workers each payload's counts are also added before "
+        "it is answered.",
         metavar="DURATION",
     )  # fmt: skip
     auth: Literal["none", "token", "grafana"] = _option(
@@ -350,6 +369,13 @@ class Settings:
         10.0, parse_duration,
         "How long a client may take to send a request's headers, and then its body; past it "
         "the request is answered 408 (granian; gunicorn bounds neither).",
+        metavar="DURATION",
+    )  # fmt: skip
+    graceful_timeout: float = _option(
+        20.0, _positive_duration,
+        "On SIGTERM, how long the workers have to answer the requests in flight and flush "
+        "their telemetry before they are killed (well under Kubernetes' 30 s grace period); "
+        "stalled clients are dropped.",
         metavar="DURATION",
     )  # fmt: skip
 
@@ -465,7 +491,7 @@ def to_environ(settings: Settings) -> dict[str, str]:
         value = getattr(settings, field.name)
         if isinstance(value, bool):
             text = "true" if value else "false"
-        elif field.metadata["parse"] is parse_duration:
+        elif field.metadata["parse"] in _DURATIONS:
             text = f"{value!r}s" if value else "0"
         else:
             text = str(value)
@@ -475,7 +501,7 @@ def to_environ(settings: Settings) -> dict[str, str]:
 
 def _shown(field: dataclasses.Field[Any]) -> str:
     default = field.default
-    if field.metadata["parse"] is parse_duration:
+    if field.metadata["parse"] in _DURATIONS:
         return _duration_text(cast(float, default))
     if isinstance(default, bool):
         return "false" if not default else "true"

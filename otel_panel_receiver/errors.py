@@ -1,8 +1,8 @@
-"""The receiver's exceptions: one small hierarchy built on ``ValueError``."""
+"""The receiver's exceptions: bad values (``ReceiverError``) and an unavailable store."""
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "PayloadError", "ReceiverError"]
+__all__ = ["ConfigError", "PayloadError", "ReceiverError", "StoreUnavailable"]
 
 
 class ReceiverError(ValueError):
@@ -27,3 +27,11 @@ class PayloadError(ReceiverError):
 
 class ConfigError(ReceiverError):
     """A setting whose value cannot be used; the message quotes it and says what is allowed."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The session store cannot serve now; nothing was recorded, the request may be retried.
+
+    A file that cannot be written, a full disk, a Redis that is gone or slower than
+    ``--store-timeout``: ``/write`` answers 503 with ``Retry-After``.
+    """

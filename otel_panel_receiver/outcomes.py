@@ -11,13 +11,13 @@ requests cannot flood the log. Only the OpenTelemetry API is used here.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Final, Literal, get_args
 
 from opentelemetry.metrics import MeterProvider
 
+from otel_panel_receiver.throttle import Throttle
 from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
 
 __all__ = ["OUTCOMES", "PAYLOADS", "Outcome", "Outcomes", "excerpt"]
@@ -34,7 +34,9 @@ Outcome = Literal[
     "unauthorized",
     "forbidden_origin",
     "rate_limited",
-    "unavailable",
+    "grafana_unavailable",
+    "store_unavailable",
+    "internal_error",
 ]
 #: Every outcome, accepted first: the values of the ``outcome`` label.
 OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
@@ -66,15 +68,15 @@ class Outcomes:
             description="Payloads received, by outcome: accepted, or why they were refused.",
         )
         self._attributes = {outcome: {"outcome": outcome} for outcome in OUTCOMES}
-        self._interval = interval
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._next_line: dict[Outcome, float] = {}
-        self._unlogged: dict[Outcome, int] = {}
+        self._throttle = Throttle(interval, clock)
 
     def accepted(self) -> None:
         """Count one accepted payload."""
         self._payloads.add(1, self._attributes["accepted"])
+
+    def count(self, outcome: Outcome) -> None:
+        """Count one payload with ``outcome``, logging nothing (its caller logs)."""
+        self._payloads.add(1, self._attributes[outcome])
 
     def rejected(self, outcome: Outcome, *, status: int, client: str, detail: str) -> None:
         """Count one refused payload; log it unless a line for ``outcome`` went out lately.
@@ -82,13 +84,9 @@ class Outcomes:
         ``detail`` says what was wrong (with the first bytes of the body where they help).
         """
         self._payloads.add(1, self._attributes[outcome])
-        now = self._clock()
-        with self._lock:
-            if now < self._next_line.get(outcome, 0.0):
-                self._unlogged[outcome] = self._unlogged.get(outcome, 0) + 1
-                return
-            self._next_line[outcome] = now + self._interval
-            unlogged = self._unlogged.pop(outcome, 0)
+        unlogged = self._throttle.admit(outcome)
+        if unlogged is None:
+            return
         fields: dict[str, object] = {
             "outcome": outcome,
             "status": status,

@@ -62,6 +62,14 @@ class Pseudonyms:
                 self._day = day
             return self._day, self._key
 
+    def prepare(self) -> None:
+        """Have today's key at hand; raise ``StoreUnavailable`` if the store cannot give it.
+
+        The receiver calls it before a payload's update, so that labelling the payload after
+        the update cannot fail for want of the key.
+        """
+        self._today()
+
     def label(self, event: PanelEvent) -> str:
         """Return today's pseudonym of the event's viewer (``""`` for an anonymous one)."""
         if not event.user.id and not event.user.login:

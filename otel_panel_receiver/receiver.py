@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
 import msgspec
 
-from otel_panel_receiver.errors import PayloadError
-from otel_panel_receiver.model import PanelEvent, SessionUpdate, Viewer
+from otel_panel_receiver.errors import PayloadError, StoreUnavailable
+from otel_panel_receiver.model import EventKind, PanelEvent, SessionUpdate, Viewer
 from otel_panel_receiver.outcomes import Outcomes, excerpt
 from otel_panel_receiver.payload import decode
 from otel_panel_receiver.privacy import KEY_LIFETIME, Pseudonyms
@@ -23,8 +24,21 @@ class Receiver:
     """Handle panel payloads: what the web app, a non-HTTP embedder or a test calls.
 
     ``clock`` gives unix seconds; it stands in for the payload's ``time`` when that is missing.
-    With ``outcomes``, every payload is counted as accepted or malformed (and a malformed one
-    logged, rate limited).
+    With ``outcomes``, every payload is counted as accepted or refused (and a refusal logged,
+    rate limited). ``recorded`` is called after each payload is recorded, before it is
+    answered: the telemetry's hand-off (``SeriesReader.recorded``), which puts its counts
+    where a scrape reads them when several workers share them.
+
+    One outcome per payload: recorded in full (store, counters, log) and returned, or not
+    recorded at all and raised (:class:`PayloadError`, or :class:`StoreUnavailable` when the
+    store cannot take the update now).
+
+    A session the store does not know is counted as a new one, except when its event is not a
+    start and the store was found emptied or replaced (``store.reset_at``: an SQLite file
+    deleted or replaced, a Redis that lost its data) within the event's longest gap (the
+    session timeout, or 1.25 heartbeat intervals): the session is one the store held before,
+    counted then. It is adopted: tracked from this event on, not counted again, the gap
+    before this event lost.
     """
 
     def __init__(
@@ -36,6 +50,7 @@ class Receiver:
         clock: Callable[[], float] = time.time,
         outcomes: Outcomes | None = None,
         viewers: Pseudonyms | None = None,
+        recorded: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.recorder = recorder
@@ -43,14 +58,16 @@ class Receiver:
         self.outcomes = outcomes
         self._viewers = viewers
         self._clock = clock
+        self._recorded = recorded
 
     def handle(
         self, body: bytes, *, client: str = "", identity: Viewer | None = None
     ) -> SessionUpdate:
         """Decode one body, update its session and record the result.
 
-        Raises ``PayloadError`` for a body that is not a panel payload; nothing is recorded
-        then but the rejection (``client``, the sender's address, goes into its log line).
+        Raises ``PayloadError`` for a body that is not a panel payload, ``StoreUnavailable``
+        when the store cannot take it now; nothing is recorded then but the refusal
+        (``client``, the sender's address, goes into its log line).
         With an ``identity`` (the viewer Grafana vouched for), the payload's own claims about
         who it is are ignored; its theme, time zone and locale are kept.
         """
@@ -72,16 +89,37 @@ class Receiver:
                     locale=claimed.locale,
                 ),
             )
-        return self.handle_event(event)
+        try:
+            return self.handle_event(event)
+        except StoreUnavailable as exc:
+            if self.outcomes is not None:
+                self.outcomes.rejected("store_unavailable", status=503, client=client,
+                                       detail=str(exc))  # fmt: skip
+            raise
 
     def handle_event(self, event: PanelEvent) -> SessionUpdate:
-        """Update the session of an already decoded event and record the result."""
+        """Update the session of an already decoded event and record the result.
+
+        Raises ``StoreUnavailable``, with nothing recorded, when the store cannot take it.
+        """
         key = session_key(event)
-        update = self.store.apply(key, self.rules.updater(event))
+        if self._viewers is not None:
+            self._viewers.prepare()  # the one store call of the recording: before the update
+        adopt = None
+        if event.kind is not EventKind.START:
+            store, cap = self.store, self.rules.cap(event)
+            # Read in the store's transaction: a store that finds its file replaced reopens it
+            # before the update runs.
+            adopt = lambda: self._clock() - getattr(store, "reset_at", 0.0) <= cap  # noqa: E731
+        update = self.store.apply(key, self.rules.updater(event, adopt=adopt))
         first_visit = False
         if update.started and self._viewers is not None and (event.user.id or event.user.login):
-            first_visit = self.store.mark(self._viewers.marker(event), KEY_LIFETIME)
+            # The session is recorded even if the mark fails: only this visit goes uncounted.
+            with contextlib.suppress(StoreUnavailable):
+                first_visit = self.store.mark(self._viewers.marker(event), KEY_LIFETIME)
         self.recorder.record(event, update, key, first_visit=first_visit)
         if self.outcomes is not None:
             self.outcomes.accepted()
+        if self._recorded is not None:
+            self._recorded()
         return update

@@ -21,13 +21,16 @@ from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
 
 __all__ = [
     "BUILD_INFO",
+    "COUNTERS",
     "DURATION",
     "INVALID_TYPE_MESSAGE",
     "LOG_MESSAGE",
     "SESSIONS",
     "UP",
     "VIEWERS",
+    "Count",
     "Recorder",
+    "Tally",
 ]
 
 #: Instrument names; the Prometheus exporter appends the unit and ``_total``.
@@ -37,6 +40,21 @@ DURATION: Final = "grafana_analytics_sessions_duration"
 BUILD_INFO: Final = "grafana_analytics_build_info"
 UP: Final = "grafana_analytics_up"
 LOG_MESSAGE: Final = "Received session data"
+
+#: The payload counters: instrument name -> (unit, description).
+COUNTERS: Final = {
+    SESSIONS: ("{session}", "Number of sessions."),
+    DURATION: ("s", "Duration of sessions."),
+    VIEWERS: (
+        "{viewer}",
+        "Distinct signed-in viewers of a dashboard per UTC day: counted when a viewer's first "
+        "session of the day on it starts.",
+    ),
+}
+#: One increment of a payload counter: instrument name, attributes, value.
+Count = tuple[str, dict[str, str], float]
+#: Receives a payload's increments before it is answered (``SeriesReader.tally``).
+Tally = Callable[[list[Count]], None]
 INVALID_TYPE_MESSAGE: Final = "Session has invalid type, defaulted to heartbeat"
 
 
@@ -47,8 +65,9 @@ class Recorder:
     install a View that drops them, for instruments an embedder records into directly).
     ``session_log``, ``variable_log`` and ``raw_log`` mirror the upstream flags;
     ``max_label_length`` cuts longer label values (0: no limit). With a ``tracer``, each event
-    also goes to its session's span. ``recorded`` is called after each event (the telemetry's
-    hook, which bounds what the SDK holds between two collections).
+    also goes to its session's span. ``tally``, when given, also receives each payload's
+    increments of the payload counters (:data:`COUNTERS`) before ``record`` returns: how
+    several workers put them in their shared table before the payload is answered.
     """
 
     def __init__(
@@ -64,15 +83,13 @@ class Recorder:
         pseudonym: Callable[[PanelEvent], str] | None = None,
         redact: frozenset[str] = frozenset(),
         tracer: SessionTracer | None = None,
-        recorded: Callable[[], None] | None = None,
+        tally: Tally | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
-        self._sessions = meter.create_counter(
-            SESSIONS, unit="{session}", description="Number of sessions."
-        )
-        self._duration = meter.create_counter(
-            DURATION, unit="s", description="Duration of sessions."
+        self._sessions, self._duration, self._viewers = (
+            meter.create_counter(name, unit=unit, description=description)
+            for name, (unit, description) in COUNTERS.items()
         )
         meter.create_gauge(
             BUILD_INFO,
@@ -100,18 +117,10 @@ class Recorder:
         self._max_label_length = max_label_length
         self._pseudonym = pseudonym
         self._redact = redact
-        self._viewers = meter.create_counter(
-            VIEWERS,
-            unit="{viewer}",
-            description=(
-                "Distinct signed-in viewers of a dashboard per UTC day: counted when a viewer's "
-                "first session of the day on it starts."
-            ),
-        )
         self._variables = variable_log
         self._raw = raw_log
         self.tracer = tracer
-        self._recorded = recorded
+        self._tally = tally
         self._clock_ns = clock_ns
 
     def record(
@@ -125,19 +134,23 @@ class Recorder:
         pseudonym = self._pseudonym(event) if self._pseudonym is not None and self._users else None
         limit = self._max_label_length
         attrs = metric_attributes(event, users=self._users, max_length=limit, pseudonym=pseudonym)
+        counts: list[Count] = []
         if first_visit:
-            self._viewers.add(1, _dashboard_attributes(attrs))
+            self._viewers.add(1, viewer := _dashboard_attributes(attrs))
+            counts.append((VIEWERS, viewer, 1))
         if update.started:
             self._sessions.add(1, attrs)
+            counts.append((SESSIONS, attrs, 1))
         if event.kind is not EventKind.START:
             # Heartbeats and ends make the duration series exist even at 0, as upstream.
             self._duration.add(update.duration, attrs)
+            counts.append((DURATION, attrs, update.duration))
+        if self._tally is not None:
+            self._tally(counts)
         if self._logger is not None:
             self._log(event)
         if self.tracer is not None:
             self.tracer.observe(key, event, update)
-        if self._recorded is not None:
-            self._recorded()
 
     def _log(self, event: PanelEvent) -> None:
         assert self._logger is not None

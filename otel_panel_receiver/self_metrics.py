@@ -1,4 +1,4 @@
-"""The receiver's own state as metrics: how many sessions it tracks, and how many it dropped.
+"""The receiver's own state as metrics: the sessions it tracks, drops, resumes; store resets.
 
 Only the OpenTelemetry API is used: observable instruments read the store when metrics are
 collected. With a shared store, ``grafana_analytics_tracked_sessions`` counts every worker's
@@ -54,4 +54,19 @@ def observe_store(meter_provider: MeterProvider, store: SessionStore) -> None:
         callbacks=[dropped("expired")],
         unit="{session}",
         description="Sessions forgotten after --session-ttl without an event.",
+    )
+    meter.create_observable_counter(
+        "grafana_analytics_resumed_sessions",
+        callbacks=[dropped("resumed")],
+        unit="{session}",
+        description="Evicted sessions that came back and continued from their tombstone.",
+    )
+    meter.create_observable_counter(
+        "grafana_analytics_session_store_resets",
+        callbacks=[dropped("resets")],
+        unit="{reset}",
+        description=(
+            "Times the shared session store was found emptied or replaced under the receiver "
+            "(an SQLite file deleted or replaced, a Redis that lost its data)."
+        ),
     )

@@ -9,6 +9,7 @@ is one line and exit status 2 before any worker exists, never a traceback per wo
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 from collections.abc import Mapping, MutableMapping
@@ -30,9 +31,9 @@ __all__ = [
     "server_options",
 ]
 
-#: Seconds a worker has to finish its requests and flush its telemetry when told to stop. The
-#: OTLP exporters time out after 5 s each, so a last flush fits well inside.
-GRACEFUL_TIMEOUT: Final = 30
+#: Seconds a gunicorn worker may go without a heartbeat to its master before it is killed (a
+#: worker frozen with the SQLite store's lock is killed, which releases the lock).
+WORKER_TIMEOUT: Final = 30
 #: Seconds a kept-alive connection may sit idle (browsers reuse them for heartbeats).
 KEEPALIVE: Final = 5
 #: Longest request line accepted, in bytes (a ``--path-prefix`` plus a query string).
@@ -47,7 +48,9 @@ class ServerOptions:
     port: int
     workers: int
     threads: int
-    graceful_timeout: int = GRACEFUL_TIMEOUT
+    #: Seconds a worker has to finish its requests and flush its telemetry when told to stop
+    #: (``--graceful-timeout``). The OTLP exporters time out after 5 s each.
+    graceful_timeout: int = 20
     keepalive: int = KEEPALIVE
     request_line_limit: int = REQUEST_LINE_LIMIT
 
@@ -65,6 +68,7 @@ def server_options(settings: Settings) -> ServerOptions:
         port=int(port),
         workers=settings.workers,
         threads=settings.thread_count,
+        graceful_timeout=max(1, math.ceil(settings.graceful_timeout)),
     )
 
 
@@ -78,7 +82,7 @@ def gunicorn_settings(settings: Settings) -> dict[str, Any]:
         # gthread even with one thread: it keeps the browsers' keep-alive connections open.
         "worker_class": "gthread",
         "graceful_timeout": options.graceful_timeout,
-        "timeout": options.graceful_timeout,
+        "timeout": WORKER_TIMEOUT,
         "keepalive": options.keepalive,
         "limit_request_line": options.request_line_limit,
         "accesslog": None,
@@ -108,6 +112,9 @@ def granian_settings(settings: Settings) -> dict[str, Any]:
         "websockets": False,
         "http1_settings": HTTP1Settings(header_read_timeout=int(settings.client_timeout * 1000)),
         "workers_kill_timeout": options.graceful_timeout,
+        # A worker that dies (kill -9, out of memory) is replaced, as gunicorn does.
+        "respawn_failed_workers": True,
+        "respawn_interval": 1.0,
         "log_access": False,
         "log_level": LogLevels.warning,
     }
@@ -124,6 +131,8 @@ def granian_options(settings: Settings) -> list[str]:
         "--no-ws",
         "--http1-header-read-timeout", str(int(settings.client_timeout * 1000)),
         "--workers-kill-timeout", str(options.graceful_timeout),
+        "--respawn-failed-workers",
+        "--respawn-interval", "1.0",
         "--no-access-log",
         "--log-level", "warning",
     ]  # fmt: skip

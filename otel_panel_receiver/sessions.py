@@ -97,14 +97,18 @@ class SessionRules:
         return self.timeout if self.timeout > 0 else 1.25 * event.options.heartbeat_interval
 
     def apply(
-        self, state: SessionState | None, event: PanelEvent
+        self, state: SessionState | None, event: PanelEvent, *, adopt: bool = False
     ) -> tuple[SessionState, SessionUpdate]:
-        """Return the session's new state and what this event added."""
+        """Return the session's new state and what this event added.
+
+        ``adopt``: a session the store does not know (``state`` None) was counted before the
+        store lost it; it is tracked from this event on but not started again.
+        """
         kind, t = event.kind, event.time
         if state is None:
             ended = kind is EventKind.END
             new = SessionState(t, (t,), kind is EventKind.HEARTBEAT, ended)
-            return new, SessionUpdate(started=True, duration=0.0, ended=ended, start_time=t)
+            return new, SessionUpdate(started=not adopt, duration=0.0, ended=ended, start_time=t)
         if kind is EventKind.START:  # a repeated or late start changes nothing (upstream drops it)
             return state, SessionUpdate(False, 0.0, False, state.first)
         heartbeats = state.heartbeats or kind is EventKind.HEARTBEAT
@@ -117,15 +121,21 @@ class SessionRules:
         )
         return new, SessionUpdate(False, added, kind is EventKind.END, new.first)
 
-    def updater(self, event: PanelEvent) -> Callable[[int | None], tuple[int, SessionUpdate]]:
+    def updater(
+        self, event: PanelEvent, *, adopt: Callable[[], bool] | None = None
+    ) -> Callable[[int | None], tuple[int, SessionUpdate]]:
         """Return the store update for ``event``: packed state in, packed state and update out.
 
         What a session store's atomic ``apply`` runs; it has no side effects, so a shared store
-        may run it again after a conflicting write.
+        may run it again after a conflicting write. ``adopt`` is asked, inside the update,
+        whether a session the store does not know is to be adopted rather than started.
         """
 
         def update(packed: int | None) -> tuple[int, SessionUpdate]:
-            state, result = self.apply(None if packed is None else unpack(packed), event)
+            if packed is None:
+                state, result = self.apply(None, event, adopt=adopt is not None and adopt())
+            else:
+                state, result = self.apply(unpack(packed), event)
             return pack(state), result
 
         return update

@@ -1,13 +1,18 @@
-"""HTTP for the receiver: ``POST /write``, ``GET /metrics``, ``GET /healthz``; no rules here.
+"""HTTP for the receiver: ``POST /write``, ``GET /metrics``, ``/healthz``, ``/readyz``.
 
 Resources translate HTTP to and from the :class:`Receiver`: the body limit, the error mapping
-to a clear 4xx (``{"error": ..., "path": ...}``), and the metrics exposition given as a
-function. :func:`add_routes` puts them on any Falcon app; what the app is built from is decided
-by ``app.py``.
+to a clear 4xx (``{"error": ..., "path": ...}``), 503 with ``Retry-After`` while the session
+store is unavailable, a 500 for a fault of the receiver itself (its traceback logged, at most
+once per place in the code every 10 s), and the metrics exposition and readiness check given as
+functions. :func:`add_routes` puts them on any Falcon app; what the app is built from is
+decided by ``app.py``.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import traceback
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -15,14 +20,23 @@ import falcon
 import msgspec
 
 from otel_panel_receiver.access import Access, Allowed, Refused, RequestFacts, client_address
-from otel_panel_receiver.errors import PayloadError
+from otel_panel_receiver.errors import PayloadError, StoreUnavailable
 from otel_panel_receiver.outcomes import Outcome
 from otel_panel_receiver.receiver import Receiver
+from otel_panel_receiver.stores import RETRY_AFTER
+from otel_panel_receiver.throttle import Throttle
 
-__all__ = ["Scrape", "add_routes"]
+__all__ = ["HEALTH", "READY", "Readiness", "Scrape", "add_routes"]
+
+log = logging.getLogger(__name__)
 
 #: ``scrape(accept)`` returns ``/metrics``' body and content type for an ``Accept`` header.
 Scrape = Callable[[str], tuple[bytes, str]]
+#: ``readiness()`` returns whether the receiver can record payloads now, and its report.
+Readiness = Callable[[], tuple[bool, dict[str, Any]]]
+#: The paths of the liveness and readiness probes, under the prefix.
+HEALTH: Final = "/healthz"
+READY: Final = "/readyz"
 
 _CHUNK: Final = 65_536
 
@@ -113,12 +127,34 @@ class MetricsResource:
 
 
 class HealthResource:
-    """``GET /healthz``: liveness; answers while the process can serve requests."""
+    """``GET /healthz``: liveness; answers while the process can serve requests.
+
+    It touches nothing (no store, no exporter): a store or collector outage must not make a
+    probe restart a healthy process.
+    """
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Answer ``ok``."""
         resp.content_type = falcon.MEDIA_TEXT
         resp.text = "ok\n"
+
+
+class ReadyResource:
+    """``GET /readyz``: readiness; 200 when payloads can be recorded now, else 503.
+
+    The body reports the session store and each exporter. Only the store decides: exports
+    that fail cost ``/write`` nothing, so they never take the receiver out of service.
+    """
+
+    def __init__(self, readiness: Readiness) -> None:
+        self._readiness = readiness
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Check and report."""
+        ready, report = self._readiness()
+        resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = msgspec.json.encode({"ready": ready, **report})
 
 
 def _error(resp: falcon.Response, status: str, message: str, path: str = "") -> None:
@@ -130,6 +166,39 @@ def _error(resp: falcon.Response, status: str, message: str, path: str = "") -> 
 def _payload_error(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
     assert isinstance(ex, PayloadError)
     _error(resp, falcon.HTTP_400, ex.message, ex.path)
+
+
+def _store_unavailable(
+    req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any
+) -> None:
+    # Counted and logged by the receiver; nothing of the payload was recorded.
+    _error(resp, falcon.HTTP_503, f"{ex}; nothing was recorded, send it again later")
+    resp.set_header("Retry-After", str(math.ceil(RETRY_AFTER)))
+
+
+def _internal_error(
+    receiver: Receiver,
+) -> Callable[[falcon.Request, falcon.Response, Exception, Any], None]:
+    """Answer a fault of the receiver with a 500; log its traceback once per place per 10 s."""
+    throttle = Throttle()
+
+    def handle(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
+        frames = traceback.extract_tb(ex.__traceback__)
+        place = (type(ex).__name__, *((frames[-1].filename, frames[-1].lineno) if frames else ()))
+        unlogged = throttle.admit(place)
+        if unlogged is not None:
+            log.error(
+                "Internal error answering %s %s",
+                req.method,
+                req.path,
+                exc_info=ex,
+                extra={"fields": {"not_logged_since_last": unlogged}},
+            )
+        if req.method == "POST" and req.path.endswith("/write") and receiver.outcomes is not None:
+            receiver.outcomes.count("internal_error")
+        _error(resp, falcon.HTTP_500, f"internal error ({type(ex).__name__}); it is logged")
+
+    return handle
 
 
 def _refused(
@@ -253,19 +322,40 @@ def add_routes(
     receiver: Receiver,
     *,
     scrape: Scrape | None,
+    readiness: Readiness | None = None,
     prefix: str = "",
     max_body_size: int = 65_536,
 ) -> None:
     """Serve the receiver on ``app`` under ``prefix``; ``/metrics`` only with a ``scrape``.
 
-    Also makes every error of ``app`` answer in the receiver's JSON shape. Access rules, if
-    any, come as an :class:`AccessGate` middleware given to the app when it is made.
+    Also makes every error of ``app`` answer in the receiver's JSON shape, an unexpected
+    exception included (a 500, its traceback logged, rate limited). ``/readyz`` reports
+    ``readiness`` (without it, the receiver's store is pinged). Access rules, if any, come as
+    an :class:`AccessGate` middleware given to the app when it is made.
     """
     app.req_options.strip_url_path_trailing_slash = False
+    app.add_error_handler(Exception, _internal_error(receiver))
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(PayloadError, _payload_error)
+    app.add_error_handler(StoreUnavailable, _store_unavailable)
     app.add_error_handler(_Refused, _refused(receiver))
     app.add_route(f"{prefix}/write", WriteResource(receiver, max_body_size))
     if scrape is not None:
         app.add_route(f"{prefix}/metrics", MetricsResource(scrape))
-    app.add_route(f"{prefix}/healthz", HealthResource())
+    app.add_route(prefix + HEALTH, HealthResource())
+    app.add_route(prefix + READY, ReadyResource(readiness or _store_readiness(receiver)))
+
+
+def _store_readiness(receiver: Receiver) -> Readiness:
+    """Return the readiness of the receiver's store alone."""
+
+    def check() -> tuple[bool, dict[str, Any]]:
+        ping = getattr(receiver.store, "ping", None)
+        try:
+            if ping is not None:
+                ping()
+        except StoreUnavailable as exc:
+            return False, {"store": f"unavailable: {exc}"}
+        return True, {"store": "ok"}
+
+    return check

@@ -40,7 +40,7 @@ def readings(reader: InMemoryMetricReader) -> dict[str, float]:
     }
 
 
-def test_tracked_evicted_and_expired_follow_the_store(clock: FakeClock) -> None:
+def test_tracked_evicted_expired_and_resumed_follow_the_store(clock: FakeClock) -> None:
     reader = InMemoryMetricReader()
     store = MemorySessionStore(max_size=100, idle_ttl=60, clock=clock)
     observe_store(MeterProvider(metric_readers=[reader]), store)
@@ -50,15 +50,20 @@ def test_tracked_evicted_and_expired_follow_the_store(clock: FakeClock) -> None:
         "grafana_analytics_tracked_sessions": 100,
         "grafana_analytics_evicted_sessions": 0,
         "grafana_analytics_expired_sessions": 0,
+        "grafana_analytics_resumed_sessions": 0,
+        "grafana_analytics_session_store_resets": 0,
     }
-    put(store, 100)  # over the cap: the least recently active 1% goes
+    put(store, 100)  # over the cap: the least recently active 1% goes (key 0)
+    put(store, 0)  # back from its tombstone, which evicts key 1
     clock.advance(61)
     put(store, 101)
     store.sweep()  # the 100 older sessions are idle past the TTL
     assert readings(reader) == {
         "grafana_analytics_tracked_sessions": 1,
-        "grafana_analytics_evicted_sessions": 1,
+        "grafana_analytics_evicted_sessions": 2,
         "grafana_analytics_expired_sessions": 100,
+        "grafana_analytics_resumed_sessions": 1,
+        "grafana_analytics_session_store_resets": 0,
     }
 
 

@@ -40,7 +40,9 @@ def test_threads_default_to_four_with_a_store_that_waits_on_io() -> None:
 
 
 def test_granian_gets_the_same_address_workers_and_grace_as_gunicorn() -> None:
-    settings = Settings(http_address="127.0.0.1:9000", workers=3, client_timeout=7.5)
+    settings = Settings(
+        http_address="127.0.0.1:9000", workers=3, client_timeout=7.5, graceful_timeout=6.5
+    )
     argv = granian_options(settings)
     kwargs = granian_settings(settings)
     gunicorn = gunicorn_settings(settings)
@@ -52,7 +54,8 @@ def test_granian_gets_the_same_address_workers_and_grace_as_gunicorn() -> None:
     assert gunicorn["bind"] == [f"{kwargs['address']}:{kwargs['port']}"]
     assert int(value("--workers")) == kwargs["workers"] == gunicorn["workers"] == 3
     assert int(value("--workers-kill-timeout")) == kwargs["workers_kill_timeout"]
-    assert kwargs["workers_kill_timeout"] == gunicorn["graceful_timeout"]
+    assert kwargs["workers_kill_timeout"] == gunicorn["graceful_timeout"] == 7  # 6.5 s, up
+    assert "--respawn-failed-workers" in argv and kwargs["respawn_failed_workers"]
     assert value("--interface") == kwargs["interface"] == "rsgi"
     assert int(value("--http1-header-read-timeout")) == 7500
     assert kwargs["http1_settings"].header_read_timeout == 7500

@@ -18,12 +18,14 @@ from typing import Any, Protocol
 
 import pytest
 
-from otel_panel_receiver.errors import ConfigError
+from otel_panel_receiver.errors import ConfigError, StoreUnavailable
 from otel_panel_receiver.stores import EvictionCallback, MemorySessionStore, SessionStore
+from otel_panel_receiver.stores import sqlite as sqlite_module
 from otel_panel_receiver.stores.factory import open_store
 from otel_panel_receiver.stores.redis import RedisSessionStore
 from otel_panel_receiver.stores.sqlite import SqliteSessionStore
 from otel_panel_receiver.testing import FakeClock
+from tests.support.mounts import fill, remount, tmpfs
 from tests.support.peers import RedisServer, redis_server
 
 STATE_210_BITS = (1 << 209) | 0x5A5A_1234_FFFF
@@ -32,6 +34,7 @@ STATE_210_BITS = (1 << 209) | 0x5A5A_1234_FFFF
 class Store(SessionStore, Protocol):
     evicted: int
     expired: int
+    resumed: int
 
     def get(self, key: int) -> int | None: ...
 
@@ -231,6 +234,121 @@ def test_eviction_callbacks_run_outside_the_store(opener: Opener, clock: FakeClo
     for key in range(3):
         put(store, key)
     assert seen == [(0, None, 2)]
+
+
+def test_an_evicted_session_that_comes_back_continues_from_its_tombstone(
+    opener: Opener, clock: FakeClock
+) -> None:
+    """Eviction must not turn a live session's next event into a new session (issue: flood)."""
+    store = opener(max_size=100, clock=clock)
+    for key in range(100):
+        put(store, key, key + 10_000)
+    put(store, 1000)  # one over the cap: key 0 is evicted
+    assert store.get(0) is None and store.evicted == 1
+    assert put(store, 0, 7) == 10_000  # back with the state it had, not as a new session
+    assert store.resumed == 1 and store.get(0) == 7
+    assert put(store, 0, 8) == 7  # and it is a session like any other again
+    assert store.resumed == 1
+
+
+def test_tombstones_are_bounded_the_oldest_go_first(opener: Opener, clock: FakeClock) -> None:
+    store = opener(max_size=100, clock=clock)
+    kept = getattr(store, "tombstones", 0)
+    assert kept == 64  # max(64, a tenth of max_size)
+    for key in range(100):
+        put(store, key, key + 10_000)
+    for key in range(1000, 1100):  # evicts keys 0..99, one at a time
+        put(store, key)
+    assert store.evicted == 100
+    # Each put below is a session back in the store, which evicts one more: the oldest kept
+    # tombstone is probed first.
+    assert put(store, 36, 1) == 10_036  # the last 64 are kept: 36..99
+    assert put(store, 35) is None and put(store, 0) is None  # older ones are gone
+    assert put(store, 99, 1) == 10_099
+
+
+def test_an_idle_tombstone_goes_with_the_sweep(opener: Opener, clock: FakeClock) -> None:
+    store = opener(max_size=100, idle_ttl=600, clock=clock)
+    for key in range(101):
+        put(store, key, key + 10_000)  # key 0 evicted
+    clock.advance(601)
+    store.sweep()
+    assert put(store, 0) is None  # idle past the TTL: a new session, as an expired one is
+
+
+def test_an_sqlite_file_deleted_or_replaced_under_the_store_is_found_and_replaced(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_IDENTITY_EVERY", 0.0)  # check at every call
+    path = tmp_path / "sessions.db"
+    store = SqliteSessionStore(path, max_size=0, idle_ttl=0, clock=clock)
+    other = SqliteSessionStore(path, max_size=0, idle_ttl=0, clock=clock)
+    put(store, 1, 11)
+    assert store.resets == 0 and store.reset_at == 0.0
+    clock.advance(5)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    assert put(store, 2, 22) is None
+    assert store.resets == 1 and store.reset_at == clock()
+    assert store.get(1) is None and store.get(2) == 22 and path.exists()  # a new file
+    assert other.get(2) == 22 and other.resets == 1  # every process finds it
+    assert "Session store file deleted" in caplog.text
+    replacement = tmp_path / "replacement.db"
+    SqliteSessionStore(replacement, max_size=0, idle_ttl=0).close()
+    replacement.replace(path)
+    assert put(store, 3, 33) is None and store.resets == 2
+    assert "Session store file replaced" in caplog.text
+    store.close()
+    other.close()
+
+
+def test_a_redis_that_lost_its_data_is_found(redis_url: str, clock: FakeClock) -> None:
+    import redis
+
+    store = RedisSessionStore(redis_url, max_size=0, idle_ttl=0, clock=clock)
+    put(store, 1, 11)
+    put(store, 1, 12)
+    assert store.resets == 0
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushall()
+    clock.advance(3)
+    assert put(store, 2) is None
+    assert store.resets == 1 and store.reset_at == clock()
+    store.close()
+
+
+def test_a_read_only_sqlite_file_is_unavailable_until_it_is_writable_again(
+    tmp_path: Path,
+) -> None:
+    """A connection opened on a read-only file stays read-only: the store opens it again."""
+    with tmpfs(tmp_path / "mnt", "4m") as mount:
+        store = SqliteSessionStore(mount / "sessions.db", max_size=0, idle_ttl=0)
+        put(store, 1, 11)
+        store.close()  # the worker stops; a file open for writing keeps a mount writable
+        remount(mount, "ro")
+        # The worker that starts now: built all the same, but unavailable.
+        restarted = SqliteSessionStore(mount / "sessions.db", max_size=0, idle_ttl=0)
+        with pytest.raises(StoreUnavailable, match=r"readonly|read-only|unable to open"):
+            put(restarted, 1, 12)
+        with pytest.raises(StoreUnavailable):
+            restarted.ping()
+        remount(mount, "rw")
+        assert put(restarted, 1, 13) == 11  # nothing had changed
+        restarted.close()
+
+
+def test_a_full_disk_under_sqlite_is_unavailable_and_changes_nothing(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "mnt", "1m") as mount:
+        store = SqliteSessionStore(mount / "sessions.db", max_size=0, idle_ttl=0)
+        put(store, 1, 11)
+        filler = fill(mount)
+        with pytest.raises(StoreUnavailable, match="full"):
+            for key in range(2, 5_000):  # pages run out within a few hundred sessions
+                put(store, key, 1 << 1000)
+        assert store.get(1) == 11
+        filler.unlink()
+        assert put(store, 1, 12) == 11
+        store.close()
 
 
 def test_concurrent_updates_of_one_key_from_threads_are_not_lost(opener: Opener) -> None:
@@ -471,13 +589,22 @@ def test_a_bad_store_url_is_a_config_error_quoting_it_and_the_accepted_forms(url
     assert repr(url) in message and "sqlite:///absolute/path.db" in message
 
 
-def test_an_sqlite_file_that_cannot_be_opened_is_a_config_error(tmp_path: Path) -> None:
-    url = f"sqlite://{tmp_path}/missing/dir/sessions.db"
-    with pytest.raises(ConfigError, match=r"the directory '.*/missing/dir' does not exist"):
-        open_store(url, max_size=10, idle_ttl=60)
+def test_an_sqlite_file_that_cannot_be_opened_is_unavailable_until_it_can(
+    tmp_path: Path,
+) -> None:
+    """A broken file never stops the store from being built: its calls fail, then work."""
+    directory = tmp_path / "missing" / "dir"
+    store = open_store(f"sqlite://{directory}/sessions.db", max_size=10, idle_ttl=60)
+    with pytest.raises(StoreUnavailable, match="unable to open database file"):
+        store.apply(1, lambda old: (1, old))
+    directory.mkdir(parents=True)
+    assert store.apply(1, lambda old: (1, old)) is None
+    store.close()
     (tmp_path / "not-a-db").write_bytes(b"this is no SQLite database" * 100)
-    with pytest.raises(ConfigError, match="not a database"):
-        open_store(f"sqlite://{tmp_path}/not-a-db", max_size=10, idle_ttl=60)
+    store = open_store(f"sqlite://{tmp_path}/not-a-db", max_size=10, idle_ttl=60)
+    with pytest.raises(StoreUnavailable, match="not a database"):
+        store.ping()
+    store.close()
 
 
 def test_a_redis_url_without_the_redis_package_says_how_to_install_it(

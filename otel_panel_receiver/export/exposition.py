@@ -31,9 +31,10 @@ different worker, so they are left out, as prometheus_client's multiprocess mode
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
@@ -128,13 +129,28 @@ def _family(metric: Metric) -> Family | None:
     name, unit = prometheus_name(metric)
     family = Family(name, "counter" if counter else "gauge", metric.description or "", unit)
     for point in data.data_points:
-        labels = tuple(
-            (sanitize_attribute(key), _label_value(value))
-            for key, value in (point.attributes or {}).items()
-        )
         created = point.start_time_unix_nano / 1e9 if counter else 0.0
-        family.series.append(Series(labels, float(point.value), created))  # type: ignore[union-attr]
+        family.series.append(
+            Series(labels_of(point.attributes), float(point.value), created)  # type: ignore[union-attr]
+        )
     return family
+
+
+def labels_of(attributes: Mapping[str, Any] | None) -> Labels:
+    """Return OTel attributes as Prometheus labels, keys sanitised as the OTel exporter does."""
+    return tuple(
+        (_label_key(key), _label_value(value)) for key, value in (attributes or {}).items()
+    )
+
+
+@functools.lru_cache(maxsize=1024)  # attribute keys are few: the receiver's, an embedder's
+def _label_key(key: str) -> str:
+    return sanitize_attribute(key)
+
+
+def counter_family(name: str, unit: str, description: str, series: list[Series]) -> Family:
+    """Return the family the OTel Prometheus exporter would make of a counter and its series."""
+    return Family(sanitize_full_name(name), "counter", description, map_unit(unit), series)
 
 
 def _label_value(value: Any) -> str:

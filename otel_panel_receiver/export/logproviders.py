@@ -1,8 +1,10 @@
 """Log providers of the OTel logs **API** for the per-payload records.
 
-* :class:`StdoutLoggerProvider` writes each record's line straight to stdout. Going through the
-  SDK's record pipeline (attribute validation and copying, processors) only to print a line
-  costs about 20 µs per payload, close to half of the whole per-payload budget.
+* :class:`StdoutLoggerProvider` renders each record's line and queues it for stdout, which a
+  thread of its own writes (``sink.py``: a stuck log reader never stalls ``/write``; what
+  cannot be written is dropped and counted). Going through the SDK's record pipeline
+  (attribute validation and copying, processors) only to print a line costs about 20 µs per
+  payload, close to half of the whole per-payload budget.
 * :class:`TeeLoggerProvider` sends each record to stdout and, when OTLP export is on, to the
   SDK's LoggerProvider, but only while the collector takes them: while exports fail it lets one
   record a second through (the probe that notices the collector is back) and drops the rest
@@ -13,8 +15,6 @@ The recorder speaks the API and does not know which provider it was given.
 
 from __future__ import annotations
 
-import sys
-import threading
 from collections.abc import Callable
 from typing import IO, Protocol, runtime_checkable
 
@@ -23,6 +23,7 @@ from opentelemetry.context import Context
 from opentelemetry.util.types import AnyValue, Attributes
 
 from otel_panel_receiver.export.logformat import LineRenderer, LogFormat
+from otel_panel_receiver.export.sink import sink_for
 
 __all__ = ["Flushable", "StdoutLoggerProvider", "TeeLoggerProvider"]
 
@@ -98,22 +99,17 @@ class _RecordLogger(Logger):
 
 
 class _LineWriter:
-    """Render records as lines and write each to a text stream with one write and a flush."""
+    """Render records as lines and hand them to the stream's sink (``sink.py``)."""
 
     def __init__(self, fmt: LogFormat, stream: IO[str] | None) -> None:
         self._renderer = LineRenderer(fmt)
-        self._stream = stream if stream is not None else sys.stdout
-        self._lock = threading.Lock()
+        self.sink = sink_for(stream)
 
     def write(self, level: str | None, body: AnyValue | None, attributes: Attributes) -> None:
-        line = self._renderer.render(level or "info", str(body), attributes or {})
-        with self._lock:
-            self._stream.write(line)
-            self._stream.flush()
+        self.sink.write(self._renderer.render(level or "info", str(body), attributes or {}))
 
-    def flush(self) -> None:
-        with self._lock:
-            self._stream.flush()
+    def flush(self, timeout: float = 5.0) -> None:
+        self.sink.flush(timeout)
 
 
 class _StdoutLogger(_RecordLogger):
@@ -140,13 +136,18 @@ class StdoutLoggerProvider(LoggerProvider):
         """Return a logger writing to this provider's stream."""
         return _StdoutLogger(name, version, self._writer)
 
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Lines the stream's sink dropped, by reason (``backlog``, ``error``)."""
+        return self._writer.sink.dropped
+
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Flush the stream."""
-        self._writer.flush()
+        """Write what is queued, within the timeout."""
+        self._writer.flush(timeout_millis / 1000)
         return True
 
     def shutdown(self) -> None:
-        """Flush the stream; it belongs to the caller."""
+        """Write what is queued (5 s at most); the stream belongs to the caller."""
         self._writer.flush()
 
 

@@ -10,6 +10,7 @@ import sys
 from typing import IO, Any, Final
 
 from otel_panel_receiver.export.logformat import LineRenderer, LogFormat
+from otel_panel_receiver.export.sink import sink_for
 
 __all__ = ["LOGGER_NAME", "LineHandler", "configure_logging"]
 
@@ -44,9 +45,8 @@ class LineHandler(logging.Handler):
             if record.exc_info and record.exc_info[1] is not None:
                 fields["err"] = repr(record.exc_info[1])
                 fields["traceback"] = logging.Formatter().formatException(record.exc_info)
-            stream = self._stream if self._stream is not None else sys.stdout
-            stream.write(self._renderer.render(level, record.getMessage(), fields))
-            stream.flush()
+            line = self._renderer.render(level, record.getMessage(), fields)
+            sink_for(self._stream if self._stream is not None else sys.stdout).write(line)
         except Exception:  # logging must not take the process down
             self.handleError(record)
 

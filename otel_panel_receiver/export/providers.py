@@ -59,7 +59,8 @@ from otel_panel_receiver.export.series import (
     SqliteSeries,
     reader_limits,
 )
-from otel_panel_receiver.recorder import DURATION, SESSIONS
+from otel_panel_receiver.export.sink import LineSink, sink_for
+from otel_panel_receiver.recorder import COUNTERS, DURATION, SESSIONS, Tally
 from otel_panel_receiver.traces import SESSION_IDS
 from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
 
@@ -123,8 +124,14 @@ class Telemetry:
     logger_provider: ApiLoggerProvider | None = None
     exposition: Exposition | None = None
     tracer_provider: TracerProvider | None = None
-    #: Called by the recorder after each payload (``SeriesReader.recorded``), or ``None``.
+    #: Called after each payload, before its answer (``SeriesReader.recorded``), or ``None``.
     recorded: Callable[[], None] | None = None
+    #: Receives each payload's counter increments before its answer (several workers), or None.
+    tally: Tally | None = None
+    #: The health of each OTLP export, reported by ``/readyz``.
+    exports: list[ExportHealth] = field(default_factory=list)
+    #: Where stdout's lines queue (the payload log's and the receiver's own), flushed last.
+    log_sink: LineSink | None = None
     _closed: bool = field(default=False, init=False, repr=False)
 
     def shutdown(self) -> None:
@@ -139,6 +146,8 @@ class Telemetry:
         if isinstance(logs, Flushable):
             logs.shutdown()
         self.meter_provider.shutdown()
+        if self.log_sink is not None:
+            self.log_sink.flush()
 
     def scrape(self, accept: str = "") -> tuple[bytes, str]:
         """Return ``/metrics``' body and content type: OpenMetrics if ``accept`` asks for it.
@@ -183,7 +192,11 @@ def build_telemetry(
     """
     environ = os.environ if environ is None else environ
     resource = build_resource()
-    series = SeriesReader(series_table(settings), settings.multiproc_export_interval)
+    table = series_table(settings)
+    # Several workers: the payload counters reach their shared table before each answer.
+    series = SeriesReader(
+        table, settings.multiproc_export_interval, tallied=COUNTERS if table.shared else None
+    )
     readers: list[MetricReader] = [series]
     exposition = Exposition(
         series.families,
@@ -211,10 +224,31 @@ def build_telemetry(
         exposition,
         _tracer_provider(settings, environ, resource, stream, healths),
         recorded=series.recorded,
+        tally=series.tally if table.shared else None,
+        exports=healths,
+        log_sink=(sink := sink_for(stream)),
     )
     if healths:
         _observe_exports(meter_provider, healths)
+    _observe_log_drops(meter_provider, sink)
     return telemetry
+
+
+def _observe_log_drops(meter_provider: MeterProvider, sink: LineSink) -> None:
+    """Count the log lines stdout's sink dropped, by reason (``backlog``, ``error``)."""
+
+    def dropped(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {"reason": reason}) for reason, n in sink.dropped.items()]
+
+    meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__).create_observable_counter(
+        "grafana_analytics_log_lines_dropped",
+        callbacks=[dropped],
+        unit="{line}",
+        description=(
+            "Log lines not written to stdout: backlog (the reader did not keep up), error "
+            "(writing failed, a full disk). The payloads were recorded all the same."
+        ),
+    )
 
 
 def _observe_exports(meter_provider: MeterProvider, healths: list[ExportHealth]) -> None:

@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -47,7 +47,15 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
 
-from otel_panel_receiver.export.exposition import Family, Labels, Series, families_from_otel
+from otel_panel_receiver.export.exposition import (
+    Family,
+    Labels,
+    Series,
+    counter_family,
+    families_from_otel,
+    labels_of,
+)
+from otel_panel_receiver.throttle import Throttle
 
 __all__ = [
     "RETIRED",
@@ -75,29 +83,30 @@ _Meta = tuple[str, str, str, str]  # name, kind, help, unit
 
 
 class SeriesTable:
-    """What both tables share: the retirement report and its rate-limited log."""
+    """What both tables share: the retirement report and its rate-limited log.
+
+    ``shared``: the table is shared by worker processes, which must hand their counts over
+    before they answer (:meth:`SeriesReader.recorded`).
+    """
+
+    shared = False
 
     def __init__(self, limit: int, clock: Callable[[], float]) -> None:
         self.limit = limit
         self._clock = clock
-        self._log_lock = threading.Lock()
-        self._next_line: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
+        self._throttle = Throttle(_LOG_EVERY)
 
     def _report(self, metric: str, retired: int) -> None:
         if not retired:
             return
-        now = time.monotonic()
-        with self._log_lock:
-            unlogged = self._unlogged.get(metric, 0) + retired
-            if now < self._next_line.get(metric, 0.0):
-                self._unlogged[metric] = unlogged
-                return
-            self._next_line[metric] = now + _LOG_EVERY
-            self._unlogged.pop(metric, None)
+        unlogged = self._throttle.admit(metric, retired)
+        if unlogged is None:
+            return
         log.warning(
             "Label set limit reached; the least recently updated series were retired",
-            extra={"fields": {"metric": metric, "limit": self.limit, "retired": unlogged}},
+            extra={
+                "fields": {"metric": metric, "limit": self.limit, "retired": unlogged + retired}
+            },
         )
 
     def _retired_family(self, retired: dict[str, int]) -> Family:
@@ -109,6 +118,10 @@ class SeriesTable:
     def absorb(self, families: Sequence[Family]) -> None:
         """Add counter deltas into their series; set gauges to their latest values."""
         raise NotImplementedError
+
+    def tally(self, families: Sequence[Family]) -> None:
+        """Add one payload's counter deltas into their series, now (a shared table's path)."""
+        self.absorb(families)
 
     def families(self) -> list[Family]:
         """Return every series now, and the count of retired ones."""
@@ -215,11 +228,14 @@ _LABELS: Final = msgspec.json.Decoder(Labels)
 class SqliteSeries(SeriesTable):
     """The series of every worker process of a host, in one SQLite file (``path``).
 
-    Each worker adds its deltas in one transaction a second; retirement happens in the same
-    transaction, over every worker's series, so the bound is the same however many workers
-    write. ``touched`` is a counter kept in the file (the recency order across processes).
-    A connection must not cross a ``fork``: it is opened on first use in each process.
+    Each worker adds its deltas before it answers a payload (and every second), each time in
+    one transaction; retirement happens in the same transaction, over every worker's series,
+    so the bound is the same however many workers write. ``touched`` is a counter kept in the
+    file (the recency order across processes). A connection must not cross a ``fork``: it is
+    opened on first use in each process.
     """
+
+    shared = True
 
     def __init__(self, path: str, limit: int, clock: Callable[[], float] = time.time) -> None:
         super().__init__(limit, clock)
@@ -244,8 +260,23 @@ class SqliteSeries(SeriesTable):
 
     def absorb(self, families: Sequence[Family]) -> None:
         """Add counter deltas into their series; set gauges; retire past the limit."""
-        if not any(family.series for family in families):
-            return
+        if any(family.series for family in families):
+            self._write(families, self._absorb)
+
+    def tally(self, families: Sequence[Family]) -> None:
+        """Add one payload's counter deltas in one short transaction.
+
+        A series' count of label sets is checked against the limit only when it may have
+        grown: when an added series now holds just its delta (new, or 0 before).
+        """
+        self._write(families, self._add)
+
+    def _write(
+        self,
+        families: Sequence[Family],
+        step: Callable[[sqlite3.Connection, Family, int], int],
+    ) -> None:
+        """Write each family with ``step`` in one transaction; count what was retired."""
         retired: dict[str, int] = {}
         with self._lock:
             conn = self._connection()
@@ -255,7 +286,7 @@ class SqliteSeries(SeriesTable):
                     "UPDATE clock SET tick = tick + 1 RETURNING tick"
                 ).fetchall()
                 for family in families:
-                    gone = self._absorb(conn, family, tick)
+                    gone = step(conn, family, tick)
                     if gone > 0:
                         retired[family.name] = gone
                 if retired:
@@ -267,6 +298,19 @@ class SqliteSeries(SeriesTable):
         """Write one family's points (in the open transaction); return how many were retired."""
         sql = _ADD_COUNTER if family.kind == "counter" else _SET_GAUGE
         conn.executemany(sql, [_row(family, s, tick) for s in family.series])
+        return self._retire(conn, family)
+
+    def _add(self, conn: sqlite3.Connection, family: Family, tick: int) -> int:
+        """Add one counter family's deltas; retire only if a series may be new."""
+        grew = False
+        for series in family.series:
+            ((value,),) = conn.execute(
+                _ADD_COUNTER + " RETURNING value", _row(family, series, tick)
+            ).fetchall()
+            grew = grew or value == series.value
+        return self._retire(conn, family) if grew else 0
+
+    def _retire(self, conn: sqlite3.Connection, family: Family) -> int:
         return max(0, conn.execute(_RETIRE, (family.name, family.name, self.limit)).rowcount)
 
     def families(self) -> list[Family]:
@@ -339,11 +383,21 @@ class SeriesReader(MetricReader):
 
     The SDK keeps at most ``table.limit`` label sets per metric between two collections, and
     :meth:`recorded` collects early enough that they never fill (see the module's docstring).
-    The collecting thread starts with the reader: build it in the process that records (after
-    a fork). ``shutdown`` makes a last collection, so nothing recorded is left behind.
+    With a table the workers share, the payload counters named in ``tallied`` (name -> unit,
+    description) reach it by :meth:`tally`, one short transaction per payload before the
+    payload is answered, so a worker killed after it answered loses none of them; the SDK's
+    points of those counters are then left out of the collections (they would count twice).
+    Deltas the table cannot take now (a full disk) are kept, merged, and given again at the
+    next collection. The collecting thread starts with the reader: build it in the process
+    that records (after a fork). ``shutdown`` makes a last collection.
     """
 
-    def __init__(self, table: SeriesTable, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        table: SeriesTable,
+        interval: float = 1.0,
+        tallied: Mapping[str, tuple[str, str]] | None = None,
+    ) -> None:
         delta, cumulative = AggregationTemporality.DELTA, AggregationTemporality.CUMULATIVE
         super().__init__(
             preferred_temporality={
@@ -357,9 +411,16 @@ class SeriesReader(MetricReader):
             cardinality_limits=reader_limits(table.limit),
         )
         self.table = table
+        self.tallied = dict(tallied or {})
+        self._skip = {counter_family(name, *meta, []).name for name, meta in self.tallied.items()}
         self._interval = interval
         self._burst = max(1, table.limit // 2)
         self._pending = 0
+        self._clock = time.time
+        self._collecting = threading.RLock()  # SDK flushes collect too, outside _gather
+        self._held: list[Family] = []
+        self._received = False  # deltas the table could not take yet
+        self._throttle = Throttle(_LOG_EVERY)
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="otel-panel-receiver-series", daemon=True
@@ -369,23 +430,77 @@ class SeriesReader(MetricReader):
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> None:
-        self.table.absorb(families_from_otel(metrics_data))
+        families = families_from_otel(metrics_data)
+        if self._skip:
+            families = [family for family in families if family.name not in self._skip]
+        with self._collecting:
+            self._absorb(families)
+
+    def _absorb(self, families: list[Family]) -> None:
+        """Give the table ``families`` and what it could not take before (under the lock)."""
+        self._received = True
+        if self._held:
+            families = _merge([*self._held, *families])
+        try:
+            self.table.absorb(families)
+        except (sqlite3.Error, OSError) as exc:
+            self._held = families  # one point per series: bounded by the limit per metric
+            self._failed(exc)
+            return
+        self._held = []
+
+    def _failed(self, exc: Exception) -> None:
+        if (unlogged := self._throttle.admit("absorb")) is not None:
+            log.error(
+                "Cannot add the counts to the table of series now; they are kept and added "
+                "at the next collection",
+                extra={"fields": {"reason": str(exc), "not_logged_since_last": unlogged}},
+            )
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self._gather()
+            try:
+                self._gather()
+            except Exception:  # the thread must outlive any one collection
+                if self._throttle.admit("collect") is not None:
+                    log.exception("Collecting the metrics failed; trying again in a second")
 
     def _gather(self) -> None:
         """Move what was recorded since the last collection into the table."""
-        self._pending = 0
-        self.collect()
+        with self._collecting:
+            self._pending = 0
+            self._received = False
+            self.collect()
+            if self._held and not self._received:  # the SDK had nothing new to give
+                self._absorb([])
+
+    def tally(self, counts: list[tuple[str, dict[str, str], float]]) -> None:
+        """Put one payload's increments of the ``tallied`` counters in the table now.
+
+        If the table cannot take them (a full disk), they are kept with the deltas held for
+        the next collection: the payload stays recorded, only its durability is delayed.
+        """
+        if not counts:
+            return
+        now = self._clock()
+        families = [
+            counter_family(name, *self.tallied[name], [Series(labels_of(attrs), value, now)])
+            for name, attrs, value in counts
+        ]
+        try:
+            self.table.tally(families)
+        except (sqlite3.Error, OSError) as exc:
+            with self._collecting:
+                self._held = _merge([*self._held, *families])
+            self._failed(exc)
 
     def recorded(self) -> None:
         """Count one recorded payload; collect at once after ``limit // 2`` since the last.
 
-        Called by the recorder after each payload, so that a flood of new label sets cannot
-        fill the SDK's storage between two timed collections. Without a lock: a count lost to
-        a race delays the collection by one payload, within the other half of the limit.
+        Called after each payload, so that a flood of new label sets cannot fill the SDK's
+        storage between two timed collections (a payload adds at most one label set to each
+        metric). Without a lock: a count lost to a race delays the collection by one payload,
+        within the other half of the limit.
         """
         self._pending += 1
         if self._pending >= self._burst:
@@ -403,3 +518,22 @@ class SeriesReader(MetricReader):
             self._thread.join(timeout_millis / 1000)
         self._gather()
         self.table.close()
+
+
+def _merge(families: Sequence[Family]) -> list[Family]:
+    """Return the families with one point per series: deltas of a counter added, else the last."""
+    out: dict[_Meta, dict[Labels, Series]] = {}
+    for family in families:
+        points = out.setdefault(_meta(family), {})
+        for point in family.series:
+            before = points.get(point.labels)
+            if before is not None and family.kind == "counter":
+                points[point.labels] = Series(
+                    point.labels, before.value + point.value, before.created
+                )
+            else:
+                points[point.labels] = point
+    return [
+        Family(name, kind, help_text, unit, list(points.values()))  # type: ignore[arg-type]
+        for (name, kind, help_text, unit), points in out.items()
+    ]

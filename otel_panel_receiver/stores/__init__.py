@@ -8,6 +8,7 @@ keeps them across restarts; Redis shares them between hosts.
 
 from __future__ import annotations
 
+from otel_panel_receiver.stores._guard import RETRY_AFTER, GuardedStore
 from otel_panel_receiver.stores._protocol import EvictionCallback, SessionStore, Update
 from otel_panel_receiver.stores.factory import FORMS, check_store_url, open_store
 from otel_panel_receiver.stores.memory import MemorySessionStore
@@ -16,7 +17,9 @@ from otel_panel_receiver.stores.sqlite import SqliteSessionStore
 
 __all__ = [
     "FORMS",
+    "RETRY_AFTER",
     "EvictionCallback",
+    "GuardedStore",
     "MemorySessionStore",
     "RedisSessionStore",
     "SessionStore",

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from typing import Final
 
 from otel_panel_receiver.errors import ConfigError
 from otel_panel_receiver.stores._protocol import EvictionCallback
 
 __all__ = ["Bounded"]
+
+_MIN_TOMBSTONES: Final = 64
 
 
 class Bounded:
@@ -19,6 +22,13 @@ class Bounded:
     sweeps idle sessions by itself, from ``apply``, at most every ``idle_ttl / 10`` seconds.
     ``evicted`` and ``expired`` count the sessions dropped for size and for idleness;
     ``on_evict`` hears of each one, in the process that dropped it.
+
+    An evicted session leaves a tombstone, its state, among at most :attr:`tombstones` (a
+    tenth of ``max_size``, the most recent kept): if it comes back before its tombstone goes,
+    it continues where it was (``resumed`` counts them) instead of starting over as a new
+    session with its gap lost. An idle session leaves none: it comes back as a new session.
+    ``resets`` counts the times a shared store was found emptied or replaced under the
+    receiver, ``reset_at`` is when it last was (unix seconds, 0 for never).
     """
 
     def __init__(
@@ -31,8 +41,12 @@ class Bounded:
         self.max_size = max_size
         self.idle_ttl = idle_ttl
         self.batch = max(1, max_size // 100)
+        self.tombstones = max(_MIN_TOMBSTONES, max_size // 10) if max_size else 0
         self.evicted = 0
         self.expired = 0
+        self.resumed = 0
+        self.resets = 0
+        self.reset_at = 0.0
         self._on_evict = on_evict
         self._sweep_every = idle_ttl / 10
         self._next_sweep = now + self._sweep_every

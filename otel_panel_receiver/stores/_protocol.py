@@ -17,7 +17,12 @@ EvictionCallback = Callable[[int, int], None]
 
 
 class SessionStore(Protocol):
-    """Packed session states (one ``int`` each) under 128-bit keys, updated atomically per key."""
+    """Packed session states (one ``int`` each) under 128-bit keys, updated atomically per key.
+
+    A call the backend cannot serve now (a file that cannot be written, a full disk, a server
+    gone or slower than the store's timeout) raises ``errors.StoreUnavailable``, with nothing
+    changed; the store serves again as soon as its backend does.
+    """
 
     def apply(self, key: int, fn: Update[R]) -> R:
         """Run ``fn`` on the session's state and store what it returns, atomically per key.
@@ -44,6 +49,10 @@ class SessionStore(Protocol):
 
         Marks live beside the sessions, not among them (they are not counted by ``len``).
         """
+        ...
+
+    def ping(self) -> None:
+        """Check that the store can take an update now; raise ``StoreUnavailable`` if not."""
         ...
 
     def __len__(self) -> int:

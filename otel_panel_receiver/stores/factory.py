@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -32,11 +31,15 @@ def open_store(
     idle_ttl: float,
     on_evict: EvictionCallback | None = None,
     clock: Callable[[], float] | None = None,
+    timeout: float = 2.0,
 ) -> SessionStore:
     """Return a new store for ``url`` (see :data:`FORMS`); ``clock`` defaults to the store's own.
 
-    Raises :class:`ConfigError` for a URL of no accepted form. Nothing connects yet for Redis;
-    an SQLite file is created (with its tables) if missing.
+    Raises :class:`ConfigError` for a URL of no accepted form, or Redis without its client
+    library. Nothing connects yet for Redis; an SQLite file is created (with its tables) if
+    it can be: one that cannot is reported and tried again at each call (its calls raise
+    ``StoreUnavailable`` meanwhile), so a broken file never stops a worker from starting.
+    ``timeout`` bounds how long a call waits on Redis or on another process's SQLite lock.
     """
     scheme, sep, rest = url.partition(":")
     scheme = scheme.lower()
@@ -48,18 +51,14 @@ def open_store(
             clock=time.monotonic if clock is None else clock,
         )
     if sep and scheme == "sqlite":
-        path = _sqlite_path(url, rest)
-        _check_directory(url, path)
-        try:
-            return SqliteSessionStore(
-                path,
-                max_size=max_size,
-                idle_ttl=idle_ttl,
-                on_evict=on_evict,
-                clock=time.time if clock is None else clock,
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the session store {url!r}: {exc}") from exc
+        return SqliteSessionStore(
+            _sqlite_path(url, rest),
+            max_size=max_size,
+            idle_ttl=idle_ttl,
+            on_evict=on_evict,
+            clock=time.time if clock is None else clock,
+            timeout=timeout,
+        )
     if sep and scheme in _REDIS_SCHEMES:
         _check_redis_url(url)
         return RedisSessionStore(
@@ -68,6 +67,7 @@ def open_store(
             idle_ttl=idle_ttl,
             on_evict=on_evict,
             clock=time.time if clock is None else clock,
+            timeout=timeout,
         )
     raise ConfigError(f"unknown session store {url!r}; expected one of: {FORMS}")
 

@@ -29,7 +29,8 @@ class MemorySessionStore(Bounded):
     size bound; ``idle_ttl`` 0 means no idle expiry.
 
     Each entry is one ``int``: the packed state shifted left by 32 bits, or'ed with the time of
-    last activity in whole seconds since the store was made.
+    last activity in whole seconds since the store was made. Evicted entries wait in a second
+    dict, at most :attr:`tombstones` of them, for their session to come back.
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class MemorySessionStore(Bounded):
         self._clock = clock
         self._epoch = clock()
         self._sessions: dict[int, int] = {}
+        self._evicted: dict[int, int] = {}  # tombstones, in order of eviction
         self._secrets: dict[str, tuple[bytes, float]] = {}
         self._marks: dict[int, float] = {}  # in order of expiry: one ttl for every mark
         self._lock = threading.Lock()
@@ -58,6 +60,8 @@ class MemorySessionStore(Bounded):
             self.sweep()
         with self._lock:
             entry = self._sessions.pop(key, None)
+            if entry is None and self._evicted:
+                entry = self._unearth(key, now)
             try:
                 state, result = fn(None if entry is None else entry >> _TOUCH_BITS)
             except BaseException:
@@ -67,9 +71,28 @@ class MemorySessionStore(Bounded):
             self._sessions[key] = (state << _TOUCH_BITS) | now
             dropped: list[tuple[int, int]] = []
             if self.max_size and len(self._sessions) > self.max_size:
-                dropped = self._take(itertools.islice(self._sessions, self.batch))
+                victims = list(itertools.islice(self._sessions, self.batch))
+                self._bury(victims)
+                dropped = self._take(iter(victims))
         self._dropped(dropped, idle=False)
         return result
+
+    def _unearth(self, key: int, now: int) -> int | None:
+        """Return an evicted session's entry, unless it has been idle too long (under the lock)."""
+        entry = self._evicted.pop(key, None)
+        if entry is None or (self.idle_ttl and now - (entry & _TOUCH_MASK) >= self.idle_ttl):
+            return None
+        with self._counting:
+            self.resumed += 1
+        return entry
+
+    def _bury(self, keys: list[int]) -> None:
+        """Keep the entries of evicted sessions, the most recent :attr:`tombstones` (locked)."""
+        tombs = self._evicted
+        for key in keys:
+            tombs[key] = self._sessions[key]
+        for old in list(itertools.islice(tombs, max(0, len(tombs) - self.tombstones))):
+            del tombs[old]
 
     def sweep(self) -> int:
         """Drop every session idle for ``idle_ttl`` seconds or more; return how many."""
@@ -82,6 +105,9 @@ class MemorySessionStore(Bounded):
                 self._sessions,
             )
             dropped = self._take(idle)
+            tombs = self._evicted
+            for key in [k for k, e in tombs.items() if now - (e & _TOUCH_MASK) >= self.idle_ttl]:
+                del tombs[key]
         return self._dropped(dropped, idle=True)
 
     def _take(self, keys: Iterator[int]) -> list[tuple[int, int]]:
@@ -118,6 +144,9 @@ class MemorySessionStore(Bounded):
             marks[key] = now + ttl
             return True
 
+    def ping(self) -> None:
+        """Nothing to check: the store is this process's memory."""
+
     def __len__(self) -> int:
         return len(self._sessions)
 
@@ -125,5 +154,6 @@ class MemorySessionStore(Bounded):
         """Forget every session (nothing is held open)."""
         with self._lock:
             self._sessions.clear()
+            self._evicted.clear()
             self._secrets.clear()
             self._marks.clear()

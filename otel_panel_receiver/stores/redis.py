@@ -22,33 +22,61 @@ even between hosts whose clocks tick alike or drift a little. The set drives LRU
 a Redis TTL of twice ``idle_ttl``, a safety net for when no receiver runs to sweep, long enough
 that a sweep normally comes first.
 
+Evicted sessions leave a tombstone: their value goes into the hash ``evicted`` and their
+member into the sorted set ``evicted-order`` (by last activity), the most recent
+:attr:`tombstones` kept. ``apply`` looks there only for a session it does not find, and the
+script that stores the session again removes its tombstone.
+
+Faults: every call waits at most ``timeout`` seconds (connect and read); what Redis cannot do
+then (gone, frozen, out of memory, a read-only replica) raises :class:`StoreUnavailable`, and
+the next call connects again. The key ``born`` holds when the data began; the script makes it
+when it is missing, so after Redis lost its data (a restart without persistence, a flush) it
+changes: the change is reported (logged, counted in :attr:`resets`, its time in
+:attr:`reset_at`), and the receiver adopts the sessions the emptied Redis does not know
+instead of counting them again.
+
 Needs Redis or Valkey 6.2 or later. The scripts build session key names from ``prefix``; on
 Redis Cluster a prefix with a hash tag (``{opr}:``) puts every key in one slot.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final, cast
 
+from otel_panel_receiver.errors import StoreUnavailable
 from otel_panel_receiver.stores._bounds import Bounded
 from otel_panel_receiver.stores._protocol import EvictionCallback, R, Update
 
 __all__ = ["RedisSessionStore"]
 
+log = logging.getLogger(__name__)
+
 _CHUNK: Final = 1_000  # most sessions one script drops, so Redis never stalls long
 _TTL_FACTOR: Final = 2
 
-# KEYS: session, active set, clock. ARGV: expected value ("" for none), new value, now (µs),
-# member, ttl (ms, 0 for none), max_size (0 for none), batch, session key prefix, chunk.
-# Returns the value found ("" for none) when it is not the one read, else the evicted members
-# and values. A value equal to the new one is this very write, sent again after a lost reply.
+# KEYS: session, active set, clock, tombstone hash, tombstone order, birth. ARGV: expected
+# value ("" for none), new value, now (µs), member, ttl (ms, 0 for none), max_size (0 for
+# none), batch, session key prefix, chunk, tombstones kept, the birth last seen ("" for
+# none). Returns the value found ("" for none) when it is not the one read; "!" and the birth
+# when it is not the one last seen (Redis lost its data: nothing is written); else the birth
+# followed by the evicted members and values. A value equal to the new one is this very
+# write, sent again after a lost reply.
 _CAS: Final = """
 local cur = redis.call('GET', KEYS[1]) or ''
 if cur ~= ARGV[1] and cur ~= ARGV[2] then return cur end
+local born = redis.call('GET', KEYS[6])
+if not born then born = ARGV[3]; redis.call('SET', KEYS[6], born) end
+if ARGV[11] ~= '' and born ~= ARGV[11] then return {'!', born} end
+if cur == '' then
+  redis.call('HDEL', KEYS[4], ARGV[4])
+  redis.call('ZREM', KEYS[5], ARGV[4])
+end
 local now = tonumber(ARGV[3])
 local last = tonumber(redis.call('GET', KEYS[3]) or '0')
 if now <= last then now = last + 1 end
@@ -65,22 +93,41 @@ else
   redis.call('ZADD', KEYS[2], score, ARGV[4])
 end
 local max = tonumber(ARGV[6])
-if max == 0 then return {} end
+if max == 0 then return {born} end
 local size = redis.call('ZCARD', KEYS[2])
-if size <= max then return {} end
+if size <= max then return {born} end
 local n = math.min(math.max(size - max, tonumber(ARGV[7])), tonumber(ARGV[9]), size - 1)
 local popped = redis.call('ZPOPMIN', KEYS[2], n)
-local out = {}
+local out = {born}
 for i = 1, #popped, 2 do
   local value = redis.call('GETDEL', ARGV[8] .. popped[i])
-  if value then out[#out + 1] = popped[i]; out[#out + 1] = value end
+  if value then
+    out[#out + 1] = popped[i]; out[#out + 1] = value
+    redis.call('HSET', KEYS[4], popped[i], value)
+    redis.call('ZADD', KEYS[5], popped[i + 1], popped[i])
+  end
+end
+local excess = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[10])
+if excess > 0 then
+  local gone = redis.call('ZPOPMIN', KEYS[5], excess)
+  for i = 1, #gone, 2 do redis.call('HDEL', KEYS[4], gone[i]) end
+end
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[4], ttl)
+  redis.call('PEXPIRE', KEYS[5], ttl)
 end
 return out
 """
 
-# KEYS: active set. ARGV: cutoff score, limit, session key prefix.
-# Returns how many members were dropped, then the members and values of those still stored.
+# KEYS: active set, tombstone hash, tombstone order. ARGV: cutoff score, limit, session key
+# prefix. Returns how many members were dropped, then the members and values of those still
+# stored. Tombstones as idle as the cutoff go too.
 _SWEEP: Final = """
+local old = redis.call('ZRANGE', KEYS[3], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
+if #old > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, #old - 1)
+  redis.call('HDEL', KEYS[2], unpack(old))
+end
 local idle = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
 if #idle == 0 then return {0} end
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #idle - 1)
@@ -109,6 +156,7 @@ class RedisSessionStore(Bounded):
     and ``idle_ttl`` work as in the memory store over all sessions under ``prefix``; ``clock``
     must be wall-clock time. ``fn`` may run more than once per ``apply`` (once per conflict),
     so it must not have side effects. ``on_evict`` runs in the process that dropped the session.
+    ``timeout`` bounds each connect and each reply, in seconds.
     """
 
     def __init__(
@@ -120,27 +168,43 @@ class RedisSessionStore(Bounded):
         clock: Callable[[], float] = time.time,
         on_evict: EvictionCallback | None = None,
         prefix: str = "opr:",
+        timeout: float = 2.0,
     ) -> None:
         import redis
 
         super().__init__(max_size=max_size, idle_ttl=idle_ttl, now=clock(), on_evict=on_evict)
         self.prefix = prefix
+        self.timeout = timeout
         self._clock = clock
+        self._failure: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         # Settings in the URL's query string win over these (redis-py's from_url merges them).
-        self._client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
         self._cas = self._client.register_script(_CAS)
         self._sweep = self._client.register_script(_SWEEP)
         self._session_prefix = f"{prefix}s:"
         self._active = f"{prefix}active"
-        self._clock_key = f"{prefix}clock"
+        self._tombs = (f"{prefix}evicted", f"{prefix}evicted-order")
+        self._shared = (self._active, f"{prefix}clock", *self._tombs, f"{prefix}born")
         self._limits = (
             math.ceil(idle_ttl * 1000 * _TTL_FACTOR),
             max_size,
             self.batch,
             self._session_prefix,
             _CHUNK,
+            self.tombstones,
         )
+        self._born: bytes | None = None
         self.conflicts = 0
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """Turn what Redis cannot do now into :class:`StoreUnavailable`."""
+        try:
+            yield
+        except self._failure as exc:
+            raise StoreUnavailable(f"session store Redis: {type(exc).__name__}: {exc}") from exc
 
     def apply(self, key: int, fn: Update[R]) -> R:
         """Run ``fn`` on the session's packed state and store the result if no one came between."""
@@ -149,20 +213,56 @@ class RedisSessionStore(Bounded):
             self.sweep()
         member = f"{key:032x}"
         name = self._session_prefix + member
-        keys = (name, self._active, self._clock_key)
-        old = cast("bytes | None", self._client.get(name)) or b""  # no decode_responses
-        while True:
-            state, result = fn(_state(old) if old else None)
-            new = f"{state:x}.{os.urandom(6).hex()}"
-            args = (old, new, int(now * 1_000_000), member, *self._limits)
-            reply: bytes | list[bytes] = self._cas(keys, args)
-            if not isinstance(reply, bytes):
-                break
+        keys = (name, *self._shared)
+        resumed = False
+        with self._failures():
+            old = cast("bytes | None", self._client.get(name)) or b""  # no decode_responses
+            found = old
+            if not old and self.tombstones:
+                # A tombstone as idle as the TTL is gone with the sweep that expires sessions.
+                found = cast("bytes | None", self._client.hget(self._tombs[0], member)) or b""
+                resumed = bool(found)
+            while True:
+                state, result = fn(_state(found) if found else None)
+                new = f"{state:x}.{os.urandom(6).hex()}"
+                args = (old, new, int(now * 1_000_000), member, *self._limits, self._born or b"")
+                reply: bytes | list[bytes] = self._cas(keys, args)
+                if isinstance(reply, list) and reply[:1] == [b"!"]:
+                    # Redis lost its data since the last call: note it, then run the update
+                    # again, so that a session it forgot is adopted rather than started.
+                    self._check_birth(reply[1])
+                    old = found = b""
+                    resumed = False
+                    continue
+                if not isinstance(reply, bytes):
+                    break
+                with self._counting:
+                    self.conflicts += 1
+                old = found = reply
+                resumed = False
+                now = self._clock()
+        self._check_birth(reply[0])
+        if resumed:
             with self._counting:
-                self.conflicts += 1
-            old, now = reply, self._clock()
-        self._dropped(_pairs(reply), idle=False)
+                self.resumed += 1
+        self._dropped(_pairs(reply[1:]), idle=False)
         return result
+
+    def _check_birth(self, born: bytes) -> None:
+        """Note the data's birth time; a new one means Redis lost its data under us."""
+        if born == self._born:
+            return
+        if self._born is not None:
+            with self._counting:
+                self.resets += 1
+            log.error(
+                "Session store Redis lost its data (restarted without persistence, or "
+                "flushed): its sessions are lost; for one heartbeat interval, sessions it does "
+                "not know are adopted, not counted again",
+                extra={"fields": {"prefix": self.prefix}},
+            )
+            self.reset_at = self._clock()
+        self._born = born
 
     def sweep(self) -> int:
         """Drop every session idle for ``idle_ttl`` seconds or more; return how many."""
@@ -171,21 +271,26 @@ class RedisSessionStore(Bounded):
         cutoff = int((self._clock() - self.idle_ttl) * 1_000_000)
         total = 0
         while True:
-            reply: list[Any] = self._sweep((self._active,), (cutoff, _CHUNK, self._session_prefix))
+            with self._failures():
+                reply: list[Any] = self._sweep(
+                    (self._active, *self._tombs), (cutoff, _CHUNK, self._session_prefix)
+                )
             total += self._dropped(_pairs(reply[1:]), idle=True)
             if int(reply[0]) < _CHUNK:
                 return total
 
     def get(self, key: int) -> int | None:
         """Return the session's packed state, or ``None``; a read that is not activity."""
-        value = cast("bytes | None", self._client.get(f"{self._session_prefix}{key:032x}"))
+        with self._failures():
+            value = cast("bytes | None", self._client.get(f"{self._session_prefix}{key:032x}"))
         return None if value is None else _state(value)
 
     def secret(self, name: str, ttl: float) -> bytes:
         """Return the secret kept under ``name`` in Redis (its own TTL), made at the first call."""
         key = f"{self.prefix}secret:{name}"
-        self._client.set(key, os.urandom(32), nx=True, px=max(1, math.ceil(ttl * 1000)))
-        value = cast("bytes | None", self._client.get(key))
+        with self._failures():
+            self._client.set(key, os.urandom(32), nx=True, px=max(1, math.ceil(ttl * 1000)))
+            value = cast("bytes | None", self._client.get(key))
         if value is None:  # expired between the two calls: make the next one
             return self.secret(name, ttl)
         return value
@@ -193,10 +298,17 @@ class RedisSessionStore(Bounded):
     def mark(self, key: int, ttl: float) -> bool:
         """Record ``key`` in Redis (its own TTL); return whether it was new."""
         name = f"{self.prefix}m:{key:032x}"
-        return bool(self._client.set(name, b"1", nx=True, px=max(1, math.ceil(ttl * 1000))))
+        with self._failures():
+            return bool(self._client.set(name, b"1", nx=True, px=max(1, math.ceil(ttl * 1000))))
+
+    def ping(self) -> None:
+        """Ask Redis for a PONG: raise :class:`StoreUnavailable` if none comes in time."""
+        with self._failures():
+            self._client.ping()
 
     def __len__(self) -> int:
-        return int(self._client.zcard(self._active))
+        with self._failures():
+            return int(self._client.zcard(self._active))
 
     def close(self) -> None:
         """Close the connections; the sessions stay in Redis."""

@@ -14,12 +14,25 @@ nothing, a power cut may lose the last transactions but never corrupts the file.
 
 A connection must not cross a ``fork`` (gunicorn ``--preload``): the store closes it before
 every fork, with no transaction in flight, and each side opens its own on next use.
+
+Faults: what SQLite or the file system refuses (a read-only or deleted file, a full disk, a
+lock held past ``timeout``) raises :class:`StoreUnavailable`, and the connection is opened
+again at the next call, so the store serves again as soon as the file does; nothing is opened
+in the constructor, so a broken file never stops a worker from starting. At most once a second
+the file's identity (device and inode) is compared with the one opened: a file deleted or
+replaced under the receiver is reported (logged, counted in :attr:`resets`, its time in
+:attr:`reset_at`) and the new one opened: the receiver then adopts the sessions the new file
+does not know instead of counting them again (``receiver.py``).
+
+Evicted sessions leave a tombstone (their state) in a table of at most :attr:`tombstones`
+rows: one that comes back continues where it was, as if it had never left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -28,13 +41,16 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Final
 
+from otel_panel_receiver.errors import StoreUnavailable
 from otel_panel_receiver.stores._bounds import Bounded
 from otel_panel_receiver.stores._protocol import EvictionCallback, R, Update
 
 __all__ = ["SqliteSessionStore"]
 
-_BUSY_TIMEOUT: Final = 10.0  # seconds another process may hold the write lock before we fail
+log = logging.getLogger(__name__)
+
 _CHUNK: Final = 10_000  # most rows one transaction drops, so no writer waits long
+_IDENTITY_EVERY: Final = 1.0  # seconds between two checks that the file is still the one opened
 
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -48,6 +64,12 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB, until REAL)",
     "CREATE TABLE IF NOT EXISTS marks (key BLOB PRIMARY KEY, until REAL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS marks_by_until ON marks (until)",
+    """CREATE TABLE IF NOT EXISTS evicted (
+        seq INTEGER PRIMARY KEY,
+        key BLOB NOT NULL UNIQUE,
+        state BLOB NOT NULL,
+        touched REAL NOT NULL
+    )""",
 )
 _TAKE: Final = "DELETE FROM sessions WHERE key = ? RETURNING state"
 _PUT: Final = "INSERT INTO sessions (key, state, touched) VALUES (?, ?, ?)"
@@ -56,8 +78,12 @@ _COUNT: Final = "SELECT count FROM meta"
 _ADD: Final = "UPDATE meta SET count = count + ? RETURNING count"
 _EVICT: Final = """
 DELETE FROM sessions WHERE seq IN (SELECT seq FROM sessions ORDER BY seq LIMIT ?)
-RETURNING seq, key, state
+RETURNING seq, key, state, touched
 """
+_BURY: Final = "INSERT OR REPLACE INTO evicted (key, state, touched) VALUES (?, ?, ?)"
+_TRIM: Final = "DELETE FROM evicted WHERE seq <= (SELECT max(seq) FROM evicted) - ?"
+_UNEARTH: Final = "DELETE FROM evicted WHERE key = ? RETURNING state, touched"
+_FORGET: Final = "DELETE FROM evicted WHERE touched <= ?"
 # Idle sessions are the ones in front of the first active one (as in the memory store): a walk
 # from the front that stops there, with no index on ``touched`` to update at every apply.
 _EXPIRE: Final = """
@@ -66,7 +92,7 @@ DELETE FROM sessions WHERE seq IN (
     WHERE seq < ifnull((SELECT seq FROM sessions WHERE touched > ? ORDER BY seq LIMIT 1), 1 << 62)
     ORDER BY seq LIMIT ?
 )
-RETURNING seq, key, state
+RETURNING seq, key, state, touched
 """
 
 
@@ -80,7 +106,8 @@ class SqliteSessionStore(Bounded):
     ``max_size`` and ``idle_ttl`` work as in the memory store (0 turns either bound off), over
     the sessions of every process that opens the file. Touch times come from ``clock``, which
     must be wall-clock time: processes and restarts compare them. ``on_evict`` runs in the
-    process that dropped the session, after the transaction.
+    process that dropped the session, after the transaction. ``timeout`` bounds how long a call
+    waits for a lock SQLite holds (another process's write) before it fails.
     """
 
     def __init__(
@@ -91,26 +118,31 @@ class SqliteSessionStore(Bounded):
         idle_ttl: float,
         clock: Callable[[], float] = time.time,
         on_evict: EvictionCallback | None = None,
+        timeout: float = 2.0,
     ) -> None:
         super().__init__(max_size=max_size, idle_ttl=idle_ttl, now=clock(), on_evict=on_evict)
         self.path = os.fspath(path)
+        self.timeout = timeout
         self._clock = clock
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] = (0, 0)
+        self._next_check = 0.0
         self._lockfile: int | None = None
         self._closed = False
-        try:
-            with self._writing() as conn:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-        except BaseException:
-            self.close()
-            raise
+        try:  # open now when possible; a file that cannot be used is reported at each call
+            with self._lock, self._failures():
+                self._connection()
+        except StoreUnavailable as exc:
+            log.error(
+                "Session store cannot be opened; it is tried again at each payload",
+                extra={"fields": {"path": self.path, "reason": str(exc)}},
+            )
         _close_before_fork(self)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         try:
             (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
@@ -122,18 +154,72 @@ class SqliteSessionStore(Bounded):
                     f"put the session store on a local file system"
                 )
             conn.execute("PRAGMA synchronous=NORMAL")
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            info = os.stat(self.path)
         except BaseException:
             conn.close()
             raise
+        self._identity = (info.st_dev, info.st_ino)
+        self._next_check = time.monotonic() + _IDENTITY_EVERY
         return conn
 
     def _connection(self) -> sqlite3.Connection:
-        """Return this process's connection, opening it on first use (call under the lock)."""
+        """Return this process's connection, opening it when needed (call under the lock).
+
+        At most once a second, check first that the file is still the one opened: if it was
+        deleted or replaced, report it and open the file now at the path.
+        """
+        if self._conn is not None and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + _IDENTITY_EVERY
+            try:
+                info = os.stat(self.path)
+                found = "replaced" if (info.st_dev, info.st_ino) != self._identity else ""
+            except FileNotFoundError:
+                found = "deleted"
+            if found:
+                self._replaced(found)
         if self._conn is None:
             if self._closed:
                 raise sqlite3.ProgrammingError(f"the session store {self.path!r} is closed")
             self._conn = self._connect()
         return self._conn
+
+    def _replaced(self, how: str) -> None:
+        with self._counting:
+            self.resets += 1
+        self.reset_at = self._clock()
+        log.error(
+            "Session store file %s under the receiver: its sessions are lost and a new file "
+            "is used; for one heartbeat interval, sessions it does not know are adopted, not "
+            "counted again",
+            how,
+            extra={"fields": {"path": self.path}},
+        )
+        self._release()  # the lock file may have gone with it: both are opened again
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """Turn what SQLite or the file system refuses into :class:`StoreUnavailable`.
+
+        The connection is dropped, so that the next call opens the file again: a connection
+        opened on a read-only file stays read-only after the file is writable again.
+        """
+        try:
+            yield
+        except sqlite3.ProgrammingError:
+            raise  # a closed store, or a bug: not the file's fault
+        except (sqlite3.Error, OSError) as exc:
+            with contextlib.suppress(sqlite3.Error, OSError):
+                self._drop_connection()  # under the lock: the callers enter it first
+            raise StoreUnavailable(f"session store {self.path!r}: {exc}") from exc
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
@@ -141,17 +227,16 @@ class SqliteSessionStore(Bounded):
 
         The file lock (``flock`` on a side file) is what queues the processes: a waiter wakes
         as soon as it is free, where SQLite's busy handler polls with sleeps of up to 100 ms
-        and lets an unlucky process starve. BEGIN IMMEDIATE and the busy timeout still guard
-        against writers that do not take the file lock (the sqlite3 shell, say).
+        and lets an unlucky process starve. It is held for one short transaction, and a killed
+        holder releases it. BEGIN IMMEDIATE and the busy timeout still guard against writers
+        that do not take the file lock (the sqlite3 shell, say).
         """
-        with self._lock:
+        with self._lock, self._failures():
+            conn = self._connection()  # first: a replaced file releases the lock file too
             if self._lockfile is None:
-                if self._closed:
-                    raise sqlite3.ProgrammingError(f"the session store {self.path!r} is closed")
                 self._lockfile = os.open(self.path + "-lock", os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(self._lockfile, fcntl.LOCK_EX)
             try:
-                conn = self._connection()
                 with conn:  # commits, or rolls back when the caller or SQLite raises
                     conn.execute("BEGIN IMMEDIATE")
                     yield conn
@@ -165,17 +250,32 @@ class SqliteSessionStore(Bounded):
             self.sweep()
         k = key.to_bytes(16, "big")
         dropped: list[tuple[int, int]] = []
+        resumed = False
         with self._writing() as conn:
             # fetchall, not fetchone: it steps a RETURNING statement to its end and resets it.
             taken = conn.execute(_TAKE, (k,)).fetchall()
+            if not taken and self.tombstones:
+                taken = [
+                    (state,)
+                    for state, touched in conn.execute(_UNEARTH, (k,)).fetchall()
+                    if not self.idle_ttl or now - touched < self.idle_ttl
+                ]
+                resumed = bool(taken)
             state, result = fn(int.from_bytes(taken[0][0], "big") if taken else None)
             conn.execute(_PUT, (k, _blob(state), now))
-            if not taken:
+            if not taken or resumed:
                 ((count,),) = conn.execute(_ADD, (1,)).fetchall()
                 if self.max_size and count > self.max_size:
                     # Never the row just written: count - 1 rows stand before it.
                     n = min(max(self.batch, count - self.max_size), _CHUNK)
-                    dropped = self._take(conn, _EVICT, (n,))
+                    rows = conn.execute(_EVICT, (n,)).fetchall()
+                    conn.execute(_ADD, (-len(rows),)).fetchall()
+                    conn.executemany(_BURY, [(key, state, t) for _, key, state, t in rows])
+                    conn.execute(_TRIM, (self.tombstones,))
+                    dropped = _pairs(rows)
+        if resumed:
+            with self._counting:
+                self.resumed += 1
         self._dropped(dropped, idle=False)
         return result
 
@@ -187,26 +287,17 @@ class SqliteSessionStore(Bounded):
         total = 0
         while True:
             with self._writing() as conn:
-                dropped = self._take(conn, _EXPIRE, (cutoff, _CHUNK))
-            total += self._dropped(dropped, idle=True)
-            if len(dropped) < _CHUNK:
+                rows = conn.execute(_EXPIRE, (cutoff, _CHUNK)).fetchall()
+                if rows:
+                    conn.execute(_ADD, (-len(rows),)).fetchall()
+                conn.execute(_FORGET, (cutoff,))
+            total += self._dropped(_pairs(rows), idle=True)
+            if len(rows) < _CHUNK:
                 return total
-
-    @staticmethod
-    def _take(
-        conn: sqlite3.Connection, sql: str, params: tuple[float, ...]
-    ) -> list[tuple[int, int]]:
-        rows: list[tuple[int, bytes, bytes]] = conn.execute(sql, params).fetchall()
-        if rows:
-            conn.execute(_ADD, (-len(rows),)).fetchall()
-        rows.sort()  # RETURNING gives no order; callbacks see the least recent first
-        return [
-            (int.from_bytes(key, "big"), int.from_bytes(state, "big")) for _, key, state in rows
-        ]
 
     def get(self, key: int) -> int | None:
         """Return the session's packed state, or ``None``; a read that is not activity."""
-        with self._lock:
+        with self._lock, self._failures():
             row = self._connection().execute(_GET, (key.to_bytes(16, "big"),)).fetchone()
         return None if row is None else int.from_bytes(row[0], "big")
 
@@ -236,8 +327,13 @@ class SqliteSessionStore(Bounded):
             )
             return cursor.rowcount == 1
 
+    def ping(self) -> None:
+        """Take the write lock and let it go: raise :class:`StoreUnavailable` if it cannot."""
+        with self._writing():
+            pass
+
     def __len__(self) -> int:
-        with self._lock:
+        with self._lock, self._failures():
             (count,) = self._connection().execute(_COUNT).fetchone()
         return int(count)
 
@@ -248,9 +344,7 @@ class SqliteSessionStore(Bounded):
             self._release()
 
     def _release(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._drop_connection()
         if self._lockfile is not None:
             os.close(self._lockfile)
             self._lockfile = None
@@ -261,6 +355,12 @@ class SqliteSessionStore(Bounded):
 
     def _after_fork(self) -> None:
         self._lock.release()
+
+
+def _pairs(rows: list[tuple[int, bytes, bytes, float]]) -> list[tuple[int, int]]:
+    """Return ``(key, packed state)`` of dropped rows, the least recently active first."""
+    rows.sort()  # RETURNING gives no order
+    return [(int.from_bytes(key, "big"), int.from_bytes(state, "big")) for _, key, state, _ in rows]
 
 
 def _close_before_fork(store: SqliteSessionStore) -> None:
