@@ -9,6 +9,8 @@ may mount one.
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import IO, Any
@@ -17,18 +19,22 @@ import falcon
 
 from otel_panel_receiver import web
 from otel_panel_receiver.access import Access, TokenFile, parse_networks
+from otel_panel_receiver.attributes import cut
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.errors import ConfigError, StoreUnavailable
 from otel_panel_receiver.export import Telemetry, build_telemetry
 from otel_panel_receiver.grafana import GrafanaUsers
+from otel_panel_receiver.inventory import Inventory
 from otel_panel_receiver.outcomes import Outcomes
 from otel_panel_receiver.privacy import Pseudonyms
 from otel_panel_receiver.receiver import Receiver
 from otel_panel_receiver.recorder import Recorder
-from otel_panel_receiver.self_metrics import observe_store
+from otel_panel_receiver.self_metrics import observe_dashboards, observe_store
 from otel_panel_receiver.sessions import SessionRules
 from otel_panel_receiver.stores import GuardedStore, MemorySessionStore, SessionStore, open_store
+from otel_panel_receiver.stores.usage import open_usage
 from otel_panel_receiver.traces import SessionTracer
+from otel_panel_receiver.usage import Usage, row_document
 
 __all__ = ["ReceiverApp", "build_access", "create_app", "readiness"]
 
@@ -37,8 +43,11 @@ class ReceiverApp(falcon.App[falcon.Request, falcon.Response]):
     """A Falcon app serving the receiver, holding what it serves; :meth:`close` releases it.
 
     ``receiver`` handles payloads (call it directly to bypass HTTP); ``telemetry`` holds the
-    providers the receiver records into.
+    providers the receiver records into; ``inventory`` polls Grafana's dashboards (``None``
+    without ``--grafana-url`` and a token).
     """
+
+    inventory: Inventory | None = None
 
     def __init__(
         self,
@@ -190,6 +199,9 @@ def _assemble(
         tally=telemetry.tally,
     )
     observe_store(telemetry.meter_provider, store)
+    usage, inventory = _answers(
+        settings, store, telemetry, environ=environ, clock=clock, closers=closers
+    )
     outcomes = Outcomes(telemetry.meter_provider)
     receiver = Receiver(
         store,
@@ -199,6 +211,7 @@ def _assemble(
         outcomes=outcomes,
         viewers=pseudonyms,
         recorded=telemetry.recorded,
+        usage=usage,
     )
     access = build_access(settings, closers)
     gate = web.AccessGate(
@@ -209,11 +222,13 @@ def _assemble(
         trusted_proxies=parse_networks(settings.trusted_proxies),
     )
     app = ReceiverApp(receiver, telemetry, closers, gate)
+    app.inventory = inventory
     web.add_routes(
         app,
         receiver,
         scrape=telemetry.scrape if telemetry.exposition is not None else None,
         readiness=lambda: readiness(store, telemetry),
+        usage_report=functools.partial(usage_report, usage, inventory, clock),
         prefix=settings.path_prefix,
         max_body_size=settings.max_body_size,
     )
@@ -233,3 +248,92 @@ def readiness(store: SessionStore, telemetry: Telemetry) -> tuple[bool, dict[str
         state = f"unavailable: {exc}"
     exports = {health.signal: "failing" if health.failing else "ok" for health in telemetry.exports}
     return state == "ok", {"store": state, "exporters": exports}
+
+
+def _answers(
+    settings: Settings,
+    store: SessionStore,
+    telemetry: Telemetry,
+    *,
+    environ: Mapping[str, str] | None,
+    clock: Callable[[], float],
+    closers: list[Callable[[], None]],
+) -> tuple[Usage, Inventory | None]:
+    """Build the usage ledger beside the store, and the inventory poller when Grafana is named."""
+    ledger = open_usage(
+        store,
+        max_dashboards=settings.metric_cardinality_limit,
+        retention=settings.usage_retention,
+    )
+    closers.append(ledger.close)
+    usage = Usage(
+        ledger,
+        store,
+        viewers=settings.user_label_mode != "none",
+        retention=settings.usage_retention,
+        clock=clock,
+    )
+    environ = os.environ if environ is None else environ
+    inventory = None
+    if settings.grafana_url and (settings.grafana_token_file or environ.get("GRAFANA_TOKEN")):
+        token_file, token = settings.grafana_token_file, environ.get("GRAFANA_TOKEN", "")
+        inventory = Inventory(
+            ledger,
+            store,
+            settings.grafana_url,
+            token=(lambda: _read_token(token_file)) if token_file else (lambda: token),
+            interval=settings.inventory_interval,
+            clock=clock,
+        )
+        inventory.start()
+        closers.insert(0, inventory.close)
+    limit = settings.max_label_length
+
+    def last_views() -> list[tuple[dict[str, str], float]]:
+        since = clock() - settings.usage_retention
+        return [
+            ({"grafana_host": cut(u.host, limit), "dashboard_uid": cut(u.uid, limit),
+              "dashboard_name": cut(u.name, limit)}, u.last_view)
+            for u in ledger.report(since)
+        ]  # fmt: skip
+
+    def dashboards() -> tuple[bool, list[dict[str, str]]]:
+        assert inventory is not None
+        state = inventory.state()
+        return state.ok, [
+            {"grafana_host": state.host, "dashboard_uid": d.uid, "dashboard_name": d.name,
+             "folder": d.folder, "url": d.url}
+            for d in state.dashboards
+        ]  # fmt: skip
+
+    observe_dashboards(
+        telemetry.meter_provider, last_views, dashboards if inventory is not None else None
+    )
+    return usage, inventory
+
+
+def usage_report(
+    usage: Usage,
+    inventory: Inventory | None,
+    clock: Callable[[], float],
+    window: float,
+    unused: float | None,
+) -> dict[str, Any]:
+    """Return the usage report's document (``GET /api/dashboards/usage``)."""
+    state = inventory.state() if inventory is not None else None
+    rows = usage.report(state.dashboards if state else (), window=window, unused=unused)
+    return {
+        "generated": clock(),
+        "window_seconds": window,
+        "unused_seconds": unused,
+        "inventory": None if state is None else {
+            "ok": state.ok, "polled": state.at, "error": state.error, "grafana_host": state.host,
+            "dashboards": len(state.dashboards),
+        },
+        "dashboards": [row_document(row) for row in rows],
+    }  # fmt: skip
+
+
+def _read_token(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip()

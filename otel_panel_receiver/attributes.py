@@ -20,6 +20,7 @@ __all__ = [
     "REDACTED",
     "USER_LABELS",
     "UniqueKeys",
+    "cut",
     "log_attributes",
     "metric_attributes",
     "raw_payload",
@@ -108,8 +109,15 @@ def metric_attributes(
     if max_length:
         for key, value in attrs.items():
             if len(value) > max_length:
-                attrs[key] = value[: max_length - 1] + CUT_MARK
+                attrs[key] = cut(value, max_length)
     return attrs
+
+
+def cut(value: str, max_length: int) -> str:
+    """Return ``value`` cut to ``max_length`` characters, its last one ``…`` (0: no limit)."""
+    if not max_length or len(value) <= max_length:
+        return value
+    return value[: max_length - 1] + CUT_MARK
 
 
 #: What a redacted log field says instead of its value.

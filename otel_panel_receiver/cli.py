@@ -13,6 +13,7 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 
+from otel_panel_receiver.admin import TOOLS, run_tool
 from otel_panel_receiver.config import PROGRAM, Settings, load_settings, to_environ
 from otel_panel_receiver.errors import ConfigError
 from otel_panel_receiver.export import LOGGER_NAME, configure_logging
@@ -68,8 +69,11 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> None:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the command line; return the exit status (2 for a bad setting)."""
     environ = os.environ if environ is None else environ
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOLS:  # the admins' tools: the usage report, the panel
+        return run_tool(argv)
     try:
-        given = load_settings(sys.argv[1:] if argv is None else argv, environ)
+        given = load_settings(argv, environ)
         settings = prepare_workers(given, given.workers)
         preflight(settings, environ)
     except ConfigError as exc:

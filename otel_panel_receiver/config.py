@@ -34,12 +34,18 @@ DESCRIPTION: Final = (
     "An OpenTelemetry-native receiver for the macropower-analytics-panel Grafana plugin."
 )
 
-_UNITS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNITS: Final = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+    "d": 86_400.0,
+}  # fmt: skip
+_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
 
 
 def parse_duration(text: str) -> float:
-    """Parse a Go duration (``0``, ``30s``, ``1h30m``, ``1.5h``, ``250ms``) into seconds."""
+    """Parse a Go duration (``0``, ``30s``, ``1h30m``, ``1.5h``, ``250ms``) into seconds.
+
+    Days are accepted too (``30d``), which Go's durations lack.
+    """
     value = text.strip()
     if value in ("0", "0s"):
         return 0.0
@@ -319,8 +325,29 @@ class Settings:
     )  # fmt: skip
     grafana_url: str = _option(
         "", _url,
-        "Grafana's root URL as the receiver reaches it, for --auth grafana.",
+        "Grafana's root URL as the receiver reaches it, for --auth grafana and the dashboard "
+        "inventory.",
         metavar="URL",
+    )  # fmt: skip
+    grafana_token_file: str = _option(
+        "", str.strip,
+        "A file holding a Grafana service-account token (Viewer is enough) with which the "
+        "receiver lists Grafana's dashboards every --inventory-interval, for the usage report "
+        "and grafana_analytics_dashboard_info; reread at each poll. The GRAFANA_TOKEN variable "
+        "may hold the token itself instead. Needs --grafana-url.",
+        metavar="FILE",
+    )  # fmt: skip
+    inventory_interval: float = _option(
+        600.0, _positive_duration,
+        "How often Grafana's dashboards are listed (one process of the deployment polls).",
+        metavar="DURATION",
+    )  # fmt: skip
+    usage_retention: float = _option(
+        93 * 86_400.0, _positive_duration,
+        "How long the usage ledger keeps sessions per day and viewers per dashboard (the longest "
+        "window the usage report can answer for); a dashboard's last view is kept as long as "
+        "the dashboard is among the --metric-cardinality-limit most recently viewed.",
+        metavar="DURATION",
     )  # fmt: skip
     grafana_cookie: str = _option(
         "grafana_session", str.strip,
@@ -511,6 +538,8 @@ def _shown(field: dataclasses.Field[Any]) -> str:
 def _duration_text(seconds: float) -> str:
     if seconds == 0:
         return "0"
+    if seconds % 86_400 == 0 and seconds > 86_400:
+        return f"{int(seconds // 86_400)}d"
     for unit, size in (("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

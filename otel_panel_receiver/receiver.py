@@ -16,6 +16,7 @@ from otel_panel_receiver.privacy import KEY_LIFETIME, Pseudonyms
 from otel_panel_receiver.recorder import Recorder
 from otel_panel_receiver.sessions import SessionRules, session_key
 from otel_panel_receiver.stores import SessionStore
+from otel_panel_receiver.usage import Usage
 
 __all__ = ["Receiver"]
 
@@ -25,7 +26,8 @@ class Receiver:
 
     ``clock`` gives unix seconds; it stands in for the payload's ``time`` when that is missing.
     With ``outcomes``, every payload is counted as accepted or refused (and a refusal logged,
-    rate limited). ``recorded`` is called after each payload is recorded, before it is
+    rate limited). With ``usage``, each payload's dashboard goes to the usage ledger (the
+    answers of ``usage.py``). ``recorded`` is called after each payload is recorded, before it is
     answered: the telemetry's hand-off (``SeriesReader.recorded``), which puts its counts
     where a scrape reads them when several workers share them.
 
@@ -51,6 +53,7 @@ class Receiver:
         outcomes: Outcomes | None = None,
         viewers: Pseudonyms | None = None,
         recorded: Callable[[], None] | None = None,
+        usage: Usage | None = None,
     ) -> None:
         self.store = store
         self.recorder = recorder
@@ -59,6 +62,7 @@ class Receiver:
         self._viewers = viewers
         self._clock = clock
         self._recorded = recorded
+        self.usage = usage
 
     def handle(
         self, body: bytes, *, client: str = "", identity: Viewer | None = None
@@ -118,6 +122,11 @@ class Receiver:
             with contextlib.suppress(StoreUnavailable):
                 first_visit = self.store.mark(self._viewers.marker(event), KEY_LIFETIME)
         self.recorder.record(event, update, key, first_visit=first_visit)
+        if self.usage is not None:
+            # After the update, so it must not fail the payload: a view the ledger cannot take
+            # now is lost (the store's outage is logged by its guard).
+            with contextlib.suppress(StoreUnavailable):
+                self.usage.seen(event, update)
         if self.outcomes is not None:
             self.outcomes.accepted()
         if self._recorded is not None:

@@ -1,4 +1,5 @@
-"""The receiver's own state as metrics: the sessions it tracks, drops, resumes; store resets.
+"""The receiver's own state as metrics: sessions tracked, dropped, resumed; store resets; and
+the answers about dashboards: each one's last view, and Grafana's inventory.
 
 Only the OpenTelemetry API is used: observable instruments read the store when metrics are
 collected. With a shared store, ``grafana_analytics_tracked_sessions`` counts every worker's
@@ -9,14 +10,19 @@ sums them over the workers.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from otel_panel_receiver.stores import SessionStore
 from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
 
-__all__ = ["observe_store"]
+__all__ = ["observe_dashboards", "observe_store"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +76,65 @@ def observe_store(meter_provider: MeterProvider, store: SessionStore) -> None:
             "(an SQLite file deleted or replaced, a Redis that lost its data)."
         ),
     )
+
+
+def observe_dashboards(
+    meter_provider: MeterProvider,
+    last_views: Callable[[], Iterable[tuple[dict[str, str], float]]],
+    inventory: Callable[[], tuple[bool, Iterable[dict[str, str]]]] | None = None,
+    *,
+    every: float = 30.0,
+) -> None:
+    """Report each dashboard's last view, and the inventory when there is one.
+
+    The readers collect every second; the ledger and the inventory are read at most every
+    ``every`` seconds, and not at all while they cannot answer (no figure then, rather than a
+    wrong one).
+    """
+    meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
+    views: _Every[list[tuple[dict[str, str], float]]] = _Every(last_views, every, [])
+    meter.create_observable_gauge(
+        "grafana_analytics_dashboard_last_view_timestamp",
+        callbacks=[lambda options: [Observation(at, labels) for labels, at in views()]],
+        unit="s",
+        description=(
+            "When each dashboard was last viewed (unix seconds, the receiver's clock), from "
+            "the usage ledger the workers and hosts share: 'not opened for 90 days' without a "
+            "90-day range query."
+        ),
+    )
+    if inventory is None:
+        return
+    polled: _Every[tuple[bool, list[dict[str, str]]]] = _Every(inventory, every, (False, []))
+    meter.create_observable_gauge(
+        "grafana_analytics_dashboard_info",
+        callbacks=[lambda options: [Observation(1, labels) for labels in polled()[1]]],
+        description="Each dashboard of Grafana's inventory (1), with its folder and url.",
+    )
+    meter.create_observable_gauge(
+        "grafana_analytics_inventory_up",
+        callbacks=[lambda options: [Observation(1 if polled()[0] else 0)]],
+        description="Whether the last poll of Grafana's dashboards worked (0: see the log).",
+    )
+
+
+class _Every(Generic[T]):
+    """Call ``fn`` at most every ``every`` seconds; keep the last answer when it fails."""
+
+    def __init__(self, fn: Callable[[], Any], every: float, initial: T) -> None:
+        self._fn = fn
+        self._every = every
+        self._value: T = initial
+        self._at = -every
+        self._lock = threading.Lock()
+
+    def __call__(self) -> T:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._at >= self._every:
+                self._at = now
+                try:
+                    self._value = self._fn()
+                except Exception:  # a store that cannot answer now: the last figures stay
+                    log.debug("dashboard metrics not refreshed", exc_info=True)
+        return self._value

@@ -20,13 +20,15 @@ import falcon
 import msgspec
 
 from otel_panel_receiver.access import Access, Allowed, Refused, RequestFacts, client_address
+from otel_panel_receiver.config import parse_duration
 from otel_panel_receiver.errors import PayloadError, StoreUnavailable
 from otel_panel_receiver.outcomes import Outcome
 from otel_panel_receiver.receiver import Receiver
 from otel_panel_receiver.stores import RETRY_AFTER
 from otel_panel_receiver.throttle import Throttle
+from otel_panel_receiver.usage import csv_text
 
-__all__ = ["HEALTH", "READY", "Readiness", "Scrape", "add_routes"]
+__all__ = ["HEALTH", "READY", "USAGE", "Readiness", "Scrape", "UsageReport", "add_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,15 @@ log = logging.getLogger(__name__)
 Scrape = Callable[[str], tuple[bytes, str]]
 #: ``readiness()`` returns whether the receiver can record payloads now, and its report.
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
-#: The paths of the liveness and readiness probes, under the prefix.
+#: ``usage_report(window, unused)`` returns the usage report's document (seconds; unused:
+#: only the dashboards not viewed for that long, or None for every one).
+UsageReport = Callable[[float, float | None], dict[str, Any]]
+#: The paths of the liveness and readiness probes, and of the usage report, under the prefix.
 HEALTH: Final = "/healthz"
 READY: Final = "/readyz"
+USAGE: Final = "/api/dashboards/usage"
+_WINDOW: Final = 30 * 86_400.0
+_LONGEST: Final = 100 * 365 * 86_400.0
 
 _CHUNK: Final = 65_536
 
@@ -157,6 +165,42 @@ class ReadyResource:
         resp.data = msgspec.json.encode({"ready": ready, **report})
 
 
+class UsageResource:
+    """``GET /api/dashboards/usage``: which dashboards are used, and which never are.
+
+    ``?window=30d`` (the sessions and viewers counted; default 30 days), ``?unused=30d`` (only
+    the dashboards not viewed for that long, the never-opened ones first). JSON, or CSV when
+    the ``Accept`` header asks for ``text/csv``. Protected like ``/metrics``.
+    """
+
+    def __init__(self, report: UsageReport) -> None:
+        self._report = report
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Build the report."""
+        window = _duration_param(req, "window") or _WINDOW
+        document = self._report(window, _duration_param(req, "unused"))
+        if "text/csv" in (req.get_header("Accept") or ""):
+            resp.content_type = "text/csv; charset=utf-8"
+            resp.text = csv_text(document["dashboards"])
+        else:
+            resp.content_type = falcon.MEDIA_JSON
+            resp.data = msgspec.json.encode(document)
+
+
+def _duration_param(req: falcon.Request, name: str) -> float | None:
+    text = req.get_param(name)
+    if text is None:
+        return None
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise falcon.HTTPBadRequest(description=f"{name}: {exc}") from None
+    if not value > 0:
+        raise falcon.HTTPBadRequest(description=f"{name}: expected a duration above 0")
+    return min(value, _LONGEST)  # longer than anything kept: everything
+
+
 def _error(resp: falcon.Response, status: str, message: str, path: str = "") -> None:
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
@@ -254,6 +298,7 @@ class AccessGate:
         self._receiver = receiver
         self._write = f"{prefix}/write"
         self._metrics = f"{prefix}/metrics"
+        self._usage = prefix + USAGE
         self._cookie = cookie_name
         self._trusted = trusted_proxies
 
@@ -277,7 +322,7 @@ class AccessGate:
         )
         if req.path == self._write and req.method == "POST":
             decision = self._access.write(facts)
-        elif req.path == self._metrics and req.method == "GET":
+        elif req.path in (self._metrics, self._usage) and req.method == "GET":
             decision = self._access.metrics(facts)
         else:
             return
@@ -323,6 +368,7 @@ def add_routes(
     *,
     scrape: Scrape | None,
     readiness: Readiness | None = None,
+    usage_report: UsageReport | None = None,
     prefix: str = "",
     max_body_size: int = 65_536,
 ) -> None:
@@ -344,6 +390,8 @@ def add_routes(
         app.add_route(f"{prefix}/metrics", MetricsResource(scrape))
     app.add_route(prefix + HEALTH, HealthResource())
     app.add_route(prefix + READY, ReadyResource(readiness or _store_readiness(receiver)))
+    if usage_report is not None:
+        app.add_route(prefix + USAGE, UsageResource(usage_report))
 
 
 def _store_readiness(receiver: Receiver) -> Readiness:

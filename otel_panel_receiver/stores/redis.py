@@ -198,6 +198,11 @@ class RedisSessionStore(Bounded):
         self._born: bytes | None = None
         self.conflicts = 0
 
+    @property
+    def client(self) -> Any:
+        """The redis-py client (the usage ledger shares it)."""
+        return self._client
+
     @contextlib.contextmanager
     def _failures(self) -> Iterator[None]:
         """Turn what Redis cannot do now into :class:`StoreUnavailable`."""

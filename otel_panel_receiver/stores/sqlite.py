@@ -243,6 +243,15 @@ class SqliteSessionStore(Bounded):
             finally:
                 fcntl.flock(self._lockfile, fcntl.LOCK_UN)
 
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """Return a write transaction on this process's connection, as the store's own are.
+
+        For what lives beside the sessions in the file (the usage ledger): one connection per
+        file and process, since SQLite may hand a new connection the file descriptor a failed
+        one opened read-only, and the store's reconnection and identity checks apply.
+        """
+        return self._writing()
+
     def apply(self, key: int, fn: Update[R]) -> R:
         """Run ``fn`` on the session's packed state and store the result, in one transaction."""
         now = self._clock()

@@ -1,0 +1,421 @@
+"""The usage ledger: per dashboard, its last view, its sessions per day and who viewed it when.
+
+What the answers are made of (``GET /api/dashboards/usage``, the ``dashboards`` command, the
+``grafana_analytics_dashboard_last_view_timestamp_seconds`` gauge). It lives where the sessions
+live, so workers and hosts share it and it survives restarts: beside them in the SQLite file,
+under the same prefix in Redis, or in the process with the memory store.
+
+Per dashboard (``grafana_host`` and ``dashboard_uid``): its latest name, the time of its last
+view (the receiver's clock: browser clocks lie), the sessions started on it per UTC day, and
+for each viewer (a keyed hash, never a name) the last day they opened it. Bounded: at most
+``max_dashboards`` dashboards (the least recently viewed go first, with all they hold), days
+older than ``retention`` are dropped, and at most ``max_viewers`` viewers per dashboard (the
+least recent go first). The inventory of Grafana's dashboards is kept here too, as one blob.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from otel_panel_receiver.errors import StoreUnavailable
+from otel_panel_receiver.stores._protocol import SessionStore
+from otel_panel_receiver.stores.redis import RedisSessionStore
+from otel_panel_receiver.stores.sqlite import SqliteSessionStore
+
+__all__ = [
+    "DAY",
+    "DashboardUsage",
+    "MemoryUsage",
+    "RedisUsage",
+    "SqliteUsage",
+    "UsageLedger",
+    "open_usage",
+]
+
+DAY: Final = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardUsage:
+    """One dashboard seen in traffic: its last view and what the window held."""
+
+    host: str
+    uid: str
+    name: str
+    last_view: float
+    sessions: int
+    viewers: int
+
+
+class UsageLedger(Protocol):
+    """Where the usage of dashboards is kept (see the module's docstring)."""
+
+    def record(
+        self, host: str, uid: str, name: str, at: float, *, started: bool, viewer: bytes
+    ) -> None:
+        """Note a view at ``at``; count a session if ``started``; the viewer's hash, or b""."""
+        ...
+
+    def report(self, since: float) -> list[DashboardUsage]:
+        """Return every dashboard held, with its sessions and viewers since ``since``."""
+        ...
+
+    def put_blob(self, name: str, value: bytes) -> None:
+        """Keep ``value`` under ``name`` (the inventory)."""
+        ...
+
+    def get_blob(self, name: str) -> bytes | None:
+        """Return what is kept under ``name``, or ``None``."""
+        ...
+
+    def close(self) -> None:
+        """Release what is held open."""
+        ...
+
+
+def _day(at: float) -> int:
+    return int(at // DAY)
+
+
+class _Limits:
+    def __init__(self, max_dashboards: int, max_viewers: int, retention: float) -> None:
+        self.max_dashboards = max_dashboards
+        self.max_viewers = max_viewers
+        self.retention_days = max(1, int(retention // DAY))
+
+
+class MemoryUsage(_Limits):
+    """The ledger of one process (with the memory session store)."""
+
+    def __init__(
+        self,
+        *,
+        max_dashboards: int = 10_000,
+        max_viewers: int = 10_000,
+        retention: float = 93 * DAY,
+    ) -> None:
+        super().__init__(max_dashboards, max_viewers, retention)
+        self._lock = threading.Lock()
+        # (host, uid) -> [name, last view, {day: sessions}, {viewer: last day}], by last view
+        self._dashboards: dict[tuple[str, str], list[Any]] = {}
+        self._blobs: dict[str, bytes] = {}
+
+    def record(
+        self, host: str, uid: str, name: str, at: float, *, started: bool, viewer: bytes
+    ) -> None:
+        """Note a view; count a session if ``started``."""
+        day = _day(at)
+        with self._lock:
+            entry = self._dashboards.pop((host, uid), None) or [name, at, {}, {}]
+            entry[0], entry[1] = name, max(entry[1], at)
+            self._dashboards[host, uid] = entry  # the most recently viewed at the end
+            days: dict[int, int] = entry[2]
+            if started:
+                days[day] = days.get(day, 0) + 1
+                for old in [d for d in days if d <= day - self.retention_days]:
+                    del days[old]
+            if viewer:
+                viewers: dict[bytes, int] = entry[3]
+                viewers.pop(viewer, None)
+                viewers[viewer] = day
+                while len(viewers) > self.max_viewers:
+                    del viewers[next(iter(viewers))]
+            while len(self._dashboards) > self.max_dashboards:
+                del self._dashboards[next(iter(self._dashboards))]
+
+    def report(self, since: float) -> list[DashboardUsage]:
+        """Return every dashboard held, with its sessions and viewers since ``since``."""
+        first = _day(since)
+        with self._lock:
+            return [
+                DashboardUsage(
+                    host, uid, name, last,
+                    sum(n for d, n in days.items() if d >= first),
+                    sum(1 for d in viewers.values() if d >= first),
+                )
+                for (host, uid), (name, last, days, viewers) in self._dashboards.items()
+            ]  # fmt: skip
+
+    def put_blob(self, name: str, value: bytes) -> None:
+        """Keep ``value`` under ``name``."""
+        self._blobs[name] = value
+
+    def get_blob(self, name: str) -> bytes | None:
+        """Return what is kept under ``name``."""
+        return self._blobs.get(name)
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS usage_dashboards (
+        host TEXT NOT NULL, uid TEXT NOT NULL, name TEXT NOT NULL, last REAL NOT NULL,
+        PRIMARY KEY (host, uid)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS usage_dashboards_by_last ON usage_dashboards (last)",
+    """CREATE TABLE IF NOT EXISTS usage_days (
+        host TEXT NOT NULL, uid TEXT NOT NULL, day INTEGER NOT NULL, sessions INTEGER NOT NULL,
+        PRIMARY KEY (host, uid, day)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS usage_viewers (
+        host TEXT NOT NULL, uid TEXT NOT NULL, viewer BLOB NOT NULL, day INTEGER NOT NULL,
+        PRIMARY KEY (host, uid, viewer)
+    ) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+)
+_FORGET: Final = (
+    "DELETE FROM usage_dashboards WHERE host = ? AND uid = ?",
+    "DELETE FROM usage_days WHERE host = ? AND uid = ?",
+    "DELETE FROM usage_viewers WHERE host = ? AND uid = ?",
+)
+_REPORT: Final = """
+SELECT d.host, d.uid, d.name, d.last,
+    (SELECT ifnull(sum(s.sessions), 0) FROM usage_days s
+     WHERE s.host = d.host AND s.uid = d.uid AND s.day >= ?1),
+    (SELECT count(*) FROM usage_viewers v WHERE v.host = d.host AND v.uid = d.uid AND v.day >= ?1)
+FROM usage_dashboards d ORDER BY d.last
+"""
+
+
+class SqliteUsage(_Limits):
+    """The ledger in the session store's SQLite file, shared by the workers of a host.
+
+    Its tables sit beside the sessions and go through the store's own connection and
+    transactions (``SqliteSessionStore.transaction``), created when first used after each
+    (re)connection.
+    """
+
+    def __init__(
+        self,
+        store: SqliteSessionStore,
+        *,
+        max_dashboards: int = 10_000,
+        max_viewers: int = 10_000,
+        retention: float = 93 * DAY,
+    ) -> None:
+        super().__init__(max_dashboards, max_viewers, retention)
+        self.path = store.path
+        self._store = store
+        self._ready = False
+
+    @contextlib.contextmanager
+    def _connection(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        try:
+            with self._store.transaction() as conn:
+                if not self._ready:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                yield conn
+        except StoreUnavailable:
+            self._ready = False  # a new file after a failure may lack the tables
+            raise
+        self._ready = True
+
+    def record(
+        self, host: str, uid: str, name: str, at: float, *, started: bool, viewer: bytes
+    ) -> None:
+        """Note a view; count a session if ``started``."""
+        day = _day(at)
+        with self._connection(write=True) as conn:
+            known = conn.execute(
+                "UPDATE usage_dashboards SET name = ?, last = max(last, ?) "
+                "WHERE host = ? AND uid = ?",
+                (name, at, host, uid),
+            ).rowcount
+            if not known:
+                conn.execute(
+                    "INSERT INTO usage_dashboards VALUES (?, ?, ?, ?)", (host, uid, name, at)
+                )
+                ((count,),) = conn.execute("SELECT count(*) FROM usage_dashboards").fetchall()
+                if count > self.max_dashboards:
+                    oldest = conn.execute(
+                        "SELECT host, uid FROM usage_dashboards ORDER BY last LIMIT ?",
+                        (count - self.max_dashboards,),
+                    ).fetchall()
+                    for statement in _FORGET:
+                        conn.executemany(statement, oldest)
+            if started:
+                conn.execute(
+                    "INSERT INTO usage_days VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE "
+                    "SET sessions = sessions + 1",
+                    (host, uid, day),
+                )
+                conn.execute(
+                    "DELETE FROM usage_days WHERE host = ? AND uid = ? AND day <= ?",
+                    (host, uid, day - self.retention_days),
+                )
+            if viewer:
+                seen = conn.execute(
+                    "UPDATE usage_viewers SET day = max(day, ?) "
+                    "WHERE host = ? AND uid = ? AND viewer = ?",
+                    (day, host, uid, viewer),
+                ).rowcount
+                if not seen:
+                    conn.execute(
+                        "INSERT INTO usage_viewers VALUES (?, ?, ?, ?)", (host, uid, viewer, day)
+                    )
+                    conn.execute(
+                        "DELETE FROM usage_viewers WHERE host = ?1 AND uid = ?2 AND viewer IN ("
+                        "SELECT viewer FROM usage_viewers WHERE host = ?1 AND uid = ?2 "
+                        "ORDER BY day LIMIT max(0, (SELECT count(*) FROM usage_viewers "
+                        "WHERE host = ?1 AND uid = ?2) - ?3))",
+                        (host, uid, self.max_viewers),
+                    )
+
+    def report(self, since: float) -> list[DashboardUsage]:
+        """Return every dashboard held, with its sessions and viewers since ``since``."""
+        with self._connection(write=False) as conn:
+            rows = conn.execute(_REPORT, (_day(since),)).fetchall()
+        return [DashboardUsage(*row) for row in rows]
+
+    def put_blob(self, name: str, value: bytes) -> None:
+        """Keep ``value`` under ``name``."""
+        with self._connection(write=True) as conn:
+            conn.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?)", (name, value))
+
+    def get_blob(self, name: str) -> bytes | None:
+        """Return what is kept under ``name``."""
+        with self._connection(write=False) as conn:
+            row = conn.execute("SELECT value FROM blobs WHERE name = ?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def close(self) -> None:
+        """The connection is the session store's."""
+
+
+# KEYS: dashboards hash, order set. ARGV: field, name, at, day, started, viewer, max dashboards,
+# max viewers, retention days, key prefix. The field is host and uid, hex-encoded.
+_RECORD: Final = """
+local field = ARGV[1]
+local at = tonumber(ARGV[3])
+local day = tonumber(ARGV[4])
+local days, viewers = ARGV[10] .. 'd:' .. field, ARGV[10] .. 'v:' .. field
+local old = redis.call('ZSCORE', KEYS[2], field)
+if old and tonumber(old) > at then at = tonumber(old) end
+redis.call('HSET', KEYS[1], field, ARGV[2])
+redis.call('ZADD', KEYS[2], at, field)
+if ARGV[5] == '1' then
+  redis.call('HINCRBY', days, day, 1)
+  for _, d in ipairs(redis.call('HKEYS', days)) do
+    if tonumber(d) <= day - tonumber(ARGV[9]) then redis.call('HDEL', days, d) end
+  end
+end
+if ARGV[6] ~= '' then
+  redis.call('ZADD', viewers, 'GT', day, ARGV[6])
+  local extra = redis.call('ZCARD', viewers) - tonumber(ARGV[8])
+  if extra > 0 then redis.call('ZREMRANGEBYRANK', viewers, 0, extra - 1) end
+end
+if not old then
+  local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[7])
+  if extra > 0 then
+    local popped = redis.call('ZPOPMIN', KEYS[2], extra)
+    for i = 1, #popped, 2 do
+      redis.call('HDEL', KEYS[1], popped[i])
+      redis.call('DEL', ARGV[10] .. 'd:' .. popped[i], ARGV[10] .. 'v:' .. popped[i])
+    end
+  end
+end
+return 1
+"""
+
+
+class RedisUsage(_Limits):
+    """The ledger in Redis, beside the sessions, shared by every receiver of a deployment."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "opr:",
+        max_dashboards: int = 10_000,
+        max_viewers: int = 10_000,
+        retention: float = 93 * DAY,
+    ) -> None:
+        import redis
+
+        super().__init__(max_dashboards, max_viewers, retention)
+        self._client = client
+        self._failure: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._prefix = f"{prefix}u:"
+        self._keys = (f"{self._prefix}names", f"{self._prefix}last")
+        self._record = client.register_script(_RECORD)
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        try:
+            yield
+        except self._failure as exc:
+            raise StoreUnavailable(f"usage ledger Redis: {type(exc).__name__}: {exc}") from exc
+
+    def record(
+        self, host: str, uid: str, name: str, at: float, *, started: bool, viewer: bytes
+    ) -> None:
+        """Note a view; count a session if ``started``."""
+        field = f"{host}\x1f{uid}".encode().hex()
+        limits = (self.max_dashboards, self.max_viewers, self.retention_days, self._prefix)
+        args = (field, name, at, _day(at), "1" if started else "0", viewer.hex(), *limits)
+        with self._failures():
+            self._record(self._keys, args)
+
+    def report(self, since: float) -> list[DashboardUsage]:
+        """Return every dashboard held, with its sessions and viewers since ``since``."""
+        first = _day(since)
+        with self._failures():
+            names: dict[bytes, bytes] = self._client.hgetall(self._keys[0])
+            lasts = dict(self._client.zrange(self._keys[1], 0, -1, withscores=True))
+            fields = [f for f in names if f in lasts]
+            pipe = self._client.pipeline(transaction=False)
+            for field in fields:
+                pipe.hgetall(self._prefix + "d:" + field.decode())
+                pipe.zcount(self._prefix + "v:" + field.decode(), first, "+inf")
+            replies = pipe.execute()
+        out = []
+        for i, field in enumerate(fields):
+            host, _, uid = bytes.fromhex(field.decode()).decode().partition("\x1f")
+            days: dict[bytes, bytes] = replies[2 * i]
+            sessions = sum(int(n) for d, n in days.items() if int(d) >= first)
+            out.append(DashboardUsage(host, uid, names[field].decode(), float(lasts[field]),
+                                      sessions, int(replies[2 * i + 1])))  # fmt: skip
+        return out
+
+    def put_blob(self, name: str, value: bytes) -> None:
+        """Keep ``value`` under ``name``."""
+        with self._failures():
+            self._client.set(f"{self._prefix}blob:{name}", value)
+
+    def get_blob(self, name: str) -> bytes | None:
+        """Return what is kept under ``name``."""
+        with self._failures():
+            value: bytes | None = self._client.get(f"{self._prefix}blob:{name}")
+        return value
+
+    def close(self) -> None:
+        """The client belongs to the session store."""
+
+
+def open_usage(
+    store: SessionStore,
+    *,
+    max_dashboards: int = 10_000,
+    max_viewers: int = 10_000,
+    retention: float = 93 * DAY,
+) -> UsageLedger:
+    """Return the ledger that lives with ``store``: in its SQLite file, its Redis under its
+    prefix, or in this process for the memory store (or a store of an embedder's own)."""
+    inner = getattr(store, "store", store)  # under a GuardedStore
+    if isinstance(inner, SqliteSessionStore):
+        return SqliteUsage(
+            inner, max_dashboards=max_dashboards, max_viewers=max_viewers, retention=retention
+        )
+    if isinstance(inner, RedisSessionStore):
+        return RedisUsage(
+            inner.client, prefix=inner.prefix, max_dashboards=max_dashboards,
+            max_viewers=max_viewers, retention=retention,
+        )  # fmt: skip
+    return MemoryUsage(max_dashboards=max_dashboards, max_viewers=max_viewers, retention=retention)
