@@ -307,7 +307,10 @@ def _answers(
         ]  # fmt: skip
 
     observe_dashboards(
-        telemetry.meter_provider, last_views, dashboards if inventory is not None else None
+        telemetry.meter_provider,
+        last_views,
+        dashboards if inventory is not None else None,
+        changed=lambda: usage.changes,
     )
     return usage, inventory
 

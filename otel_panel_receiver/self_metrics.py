@@ -20,7 +20,20 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from otel_panel_receiver.stores import SessionStore
 from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
 
-__all__ = ["observe_dashboards", "observe_store"]
+__all__ = [
+    "DASHBOARD_INFO",
+    "INVENTORY_UP",
+    "LAST_VIEW",
+    "TRACKED",
+    "observe_dashboards",
+    "observe_store",
+]
+
+#: Instrument names (the Prometheus exposition appends the unit: ``LAST_VIEW`` + ``_seconds``).
+TRACKED = "grafana_analytics_tracked_sessions"
+LAST_VIEW = "grafana_analytics_dashboard_last_view_timestamp"
+DASHBOARD_INFO = "grafana_analytics_dashboard_info"
+INVENTORY_UP = "grafana_analytics_inventory_up"
 
 T = TypeVar("T")
 
@@ -44,7 +57,7 @@ def observe_store(meter_provider: MeterProvider, store: SessionStore) -> None:
         return observe
 
     meter.create_observable_gauge(
-        "grafana_analytics_tracked_sessions",
+        TRACKED,
         callbacks=[tracked],
         unit="{session}",
         description="Sessions the session store holds now.",
@@ -84,17 +97,21 @@ def observe_dashboards(
     inventory: Callable[[], tuple[bool, Iterable[dict[str, str]]]] | None = None,
     *,
     every: float = 30.0,
+    changed: Callable[[], int] | None = None,
 ) -> None:
     """Report each dashboard's last view, and the inventory when there is one.
 
     The readers collect every second; the ledger and the inventory are read at most every
     ``every`` seconds, and not at all while they cannot answer (no figure then, rather than a
-    wrong one).
+    wrong one). ``changed`` counts this process's writes to the ledger: when it moved, the last
+    views are read again after a second already.
     """
     meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
-    views: _Every[list[tuple[dict[str, str], float]]] = _Every(last_views, every, [])
+    views: _Every[list[tuple[dict[str, str], float]]] = _Every(
+        last_views, every, [], changed=changed
+    )
     meter.create_observable_gauge(
-        "grafana_analytics_dashboard_last_view_timestamp",
+        LAST_VIEW,
         callbacks=[lambda options: [Observation(at, labels) for labels, at in views()]],
         unit="s",
         description=(
@@ -107,23 +124,33 @@ def observe_dashboards(
         return
     polled: _Every[tuple[bool, list[dict[str, str]]]] = _Every(inventory, every, (False, []))
     meter.create_observable_gauge(
-        "grafana_analytics_dashboard_info",
+        DASHBOARD_INFO,
         callbacks=[lambda options: [Observation(1, labels) for labels in polled()[1]]],
         description="Each dashboard of Grafana's inventory (1), with its folder and url.",
     )
     meter.create_observable_gauge(
-        "grafana_analytics_inventory_up",
+        INVENTORY_UP,
         callbacks=[lambda options: [Observation(1 if polled()[0] else 0)]],
         description="Whether the last poll of Grafana's dashboards worked (0: see the log).",
     )
 
 
 class _Every(Generic[T]):
-    """Call ``fn`` at most every ``every`` seconds; keep the last answer when it fails."""
+    """Call ``fn`` at most every ``every`` seconds (every second while ``changed`` moves);
+    keep the last answer when it fails."""
 
-    def __init__(self, fn: Callable[[], Any], every: float, initial: T) -> None:
+    def __init__(
+        self,
+        fn: Callable[[], Any],
+        every: float,
+        initial: T,
+        *,
+        changed: Callable[[], int] | None = None,
+    ) -> None:
         self._fn = fn
         self._every = every
+        self._changed = changed
+        self._seen = -1
         self._value: T = initial
         self._at = -every
         self._lock = threading.Lock()
@@ -131,8 +158,11 @@ class _Every(Generic[T]):
     def __call__(self) -> T:
         now = time.monotonic()
         with self._lock:
-            if now - self._at >= self._every:
+            moved = self._changed is not None and self._changed() != self._seen
+            if now - self._at >= self._every or (moved and now - self._at >= 1.0):
                 self._at = now
+                if self._changed is not None:
+                    self._seen = self._changed()
                 try:
                     self._value = self._fn()
                 except Exception:  # a store that cannot answer now: the last figures stay

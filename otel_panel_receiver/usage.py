@@ -91,6 +91,8 @@ class Usage:
         self._written: dict[tuple[str, str], float] = {}
         self._key = b""
         self._key_until = 0.0
+        #: Writes to the ledger by this process (what the last-view gauge watches).
+        self.changes = 0
 
     def seen(self, event: PanelEvent, update: SessionUpdate) -> None:
         """Note the event's dashboard: a session start always, a view at most once a refresh.
@@ -114,6 +116,7 @@ class Usage:
         self.ledger.record(
             host, uid, event.dashboard.name, now, started=update.started, viewer=viewer
         )
+        self.changes += 1
 
     def _viewer_key(self, now: float) -> bytes:
         """Return the deployment's viewer key, asked of the store at most once an hour."""
