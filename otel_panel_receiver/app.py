@@ -197,6 +197,7 @@ def _assemble(
         max_label_length=settings.max_label_length,
         tracer=tracer,
         tally=telemetry.tally,
+        sdk_counters=telemetry.sdk_counters,
     )
     observe_store(telemetry.meter_provider, store)
     usage, inventory = _answers(

@@ -298,9 +298,8 @@ class Settings:
     )  # fmt: skip
     multiproc_export_interval: float = _option(
         1.0, parse_duration,
-        "How often the counts recorded are added to the table /metrics serves, and the "
-        "gauges updated; with several workers each payload's counts are also added before "
-        "it is answered.",
+        "How often the SDK's counts and gauges are added to the table /metrics serves (the "
+        "session counters go there as each payload is recorded).",
         metavar="DURATION",
     )  # fmt: skip
     auth: Literal["none", "token", "grafana"] = _option(

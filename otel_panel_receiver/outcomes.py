@@ -6,16 +6,21 @@ receiver refuses goes unnoticed unless the receiver says so. Every payload is co
 client's address and the first bytes of the problem, at most one line per reason every
 ``interval`` seconds (the next one says how many were not logged in between), so a flood of bad
 requests cannot flood the log. Only the OpenTelemetry API is used here.
+
+The counts are plain integers reported by an observable counter when metrics are collected: an
+accepted payload costs an increment under a lock, not the SDK's per-measurement attribute
+handling (about 8 µs, a quarter of the whole pipeline, measured with the pipeline benchmark).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final, Literal, get_args
 
-from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from otel_panel_receiver.throttle import Throttle
 from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
@@ -62,28 +67,39 @@ class Outcomes:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
-        self._payloads = meter.create_counter(
+        self._counts = dict.fromkeys(OUTCOMES, 0)
+        self._lock = threading.Lock()
+        meter.create_observable_counter(
             PAYLOADS,
+            callbacks=[self._observe],
             unit="{payload}",
             description="Payloads received, by outcome: accepted, or why they were refused.",
         )
         self._attributes = {outcome: {"outcome": outcome} for outcome in OUTCOMES}
         self._throttle = Throttle(interval, clock)
 
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        """Report every outcome seen so far (one that never happened has no series)."""
+        with self._lock:
+            counts = [(outcome, n) for outcome, n in self._counts.items() if n]
+        return [Observation(n, self._attributes[outcome]) for outcome, n in counts]
+
     def accepted(self) -> None:
         """Count one accepted payload."""
-        self._payloads.add(1, self._attributes["accepted"])
+        with self._lock:
+            self._counts["accepted"] += 1
 
     def count(self, outcome: Outcome) -> None:
         """Count one payload with ``outcome``, logging nothing (its caller logs)."""
-        self._payloads.add(1, self._attributes[outcome])
+        with self._lock:
+            self._counts[outcome] += 1
 
     def rejected(self, outcome: Outcome, *, status: int, client: str, detail: str) -> None:
         """Count one refused payload; log it unless a line for ``outcome`` went out lately.
 
         ``detail`` says what was wrong (with the first bytes of the body where they help).
         """
-        self._payloads.add(1, self._attributes[outcome])
+        self.count(outcome)
         unlogged = self._throttle.admit(outcome)
         if unlogged is None:
             return

@@ -66,8 +66,11 @@ class Recorder:
     ``session_log``, ``variable_log`` and ``raw_log`` mirror the upstream flags;
     ``max_label_length`` cuts longer label values (0: no limit). With a ``tracer``, each event
     also goes to its session's span. ``tally``, when given, also receives each payload's
-    increments of the payload counters (:data:`COUNTERS`) before ``record`` returns: how
-    several workers put them in their shared table before the payload is answered.
+    increments of the payload counters (:data:`COUNTERS`) before ``record`` returns: how the
+    service puts them in its table of series (the workers' shared one, before the payload is
+    answered). ``sdk_counters=False`` (only with a ``tally``) records them nowhere else: what
+    the service does when no SDK reader but the table's would read them, which spares each
+    payload the SDK's per-measurement attribute handling.
     """
 
     def __init__(
@@ -84,13 +87,14 @@ class Recorder:
         redact: frozenset[str] = frozenset(),
         tracer: SessionTracer | None = None,
         tally: Tally | None = None,
+        sdk_counters: bool = True,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
-        self._sessions, self._duration, self._viewers = (
-            meter.create_counter(name, unit=unit, description=description)
+        self._instruments = {
+            name: meter.create_counter(name, unit=unit, description=description)
             for name, (unit, description) in COUNTERS.items()
-        )
+        }
         meter.create_gauge(
             BUILD_INFO,
             description=(
@@ -121,6 +125,7 @@ class Recorder:
         self._raw = raw_log
         self.tracer = tracer
         self._tally = tally
+        self._sdk = sdk_counters or tally is None
         self._clock_ns = clock_ns
 
     def record(
@@ -136,15 +141,16 @@ class Recorder:
         attrs = metric_attributes(event, users=self._users, max_length=limit, pseudonym=pseudonym)
         counts: list[Count] = []
         if first_visit:
-            self._viewers.add(1, viewer := _dashboard_attributes(attrs))
-            counts.append((VIEWERS, viewer, 1))
+            counts.append((VIEWERS, _dashboard_attributes(attrs), 1))
         if update.started:
-            self._sessions.add(1, attrs)
             counts.append((SESSIONS, attrs, 1))
         if event.kind is not EventKind.START:
             # Heartbeats and ends make the duration series exist even at 0, as upstream.
-            self._duration.add(update.duration, attrs)
             counts.append((DURATION, attrs, update.duration))
+        if self._sdk:
+            instruments = self._instruments
+            for name, attributes, value in counts:
+                instruments[name].add(value, attributes)
         if self._tally is not None:
             self._tally(counts)
         if self._logger is not None:

@@ -133,3 +133,18 @@ def test_hostile_variable_names_and_values_reach_the_log_intact(setup: Setup) ->
     assert text(attrs["var_"]).endswith("values=[a])")
     assert text(attrs["var_type"]).endswith("count=2, values=[1,null])")
     assert text(attrs["x\ny"]).endswith("values=[\x00])")
+
+
+def test_with_a_tally_and_no_sdk_reader_the_counts_skip_the_sdk(
+    telemetry: MemoryTelemetry,
+) -> None:
+    """The service's default: the table of series is fed by the tally alone."""
+    tallied: list[Any] = []
+    recorder = Recorder(telemetry.meter_provider, tally=tallied.extend, sdk_counters=False)
+    event = decode(sample_payload("v2-heartbeat.json"), now=0)
+    recorder.record(event, SessionUpdate(True, 60.0, False, event.time), 1)
+    assert [(name, value) for name, _, value in tallied] == [(SESSIONS, 1), (DURATION, 60.0)]
+    assert telemetry.points(SESSIONS) == [] and telemetry.points(DURATION) == []
+    both = Recorder(telemetry.meter_provider, tally=tallied.extend)  # an OTLP reader reads them
+    both.record(event, SessionUpdate(True, 60.0, False, event.time), 1)
+    assert [v for _, v in telemetry.points(SESSIONS)] == [1]

@@ -31,7 +31,6 @@ different worker, so they are left out, as prometheus_client's multiprocess mode
 from __future__ import annotations
 
 import dataclasses
-import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -138,14 +137,21 @@ def _family(metric: Metric) -> Family | None:
 
 def labels_of(attributes: Mapping[str, Any] | None) -> Labels:
     """Return OTel attributes as Prometheus labels, keys sanitised as the OTel exporter does."""
+    keys = _LABEL_KEYS
     return tuple(
-        (_label_key(key), _label_value(value)) for key, value in (attributes or {}).items()
+        (keys.get(key) or _label_key(key), value if type(value) is str else _label_value(value))
+        for key, value in (attributes or {}).items()
     )
 
 
-@functools.lru_cache(maxsize=1024)  # attribute keys are few: the receiver's, an embedder's
+_LABEL_KEYS: dict[str, str] = {}  # attribute key -> label name: the receiver's, an embedder's
+
+
 def _label_key(key: str) -> str:
-    return sanitize_attribute(key)
+    label = sanitize_attribute(key)
+    if len(_LABEL_KEYS) < 1024:  # keys are few; a flood of odd ones is not kept
+        _LABEL_KEYS[key] = label
+    return label
 
 
 def counter_family(name: str, unit: str, description: str, series: list[Series]) -> Family:

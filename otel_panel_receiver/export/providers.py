@@ -126,8 +126,10 @@ class Telemetry:
     tracer_provider: TracerProvider | None = None
     #: Called after each payload, before its answer (``SeriesReader.recorded``), or ``None``.
     recorded: Callable[[], None] | None = None
-    #: Receives each payload's counter increments before its answer (several workers), or None.
+    #: Receives each payload's counter increments before its answer (the table's path), or None.
     tally: Tally | None = None
+    #: Whether the payload counters must also be recorded in the SDK (an OTLP reader reads them).
+    sdk_counters: bool = True
     #: The health of each OTLP export, reported by ``/readyz``.
     exports: list[ExportHealth] = field(default_factory=list)
     #: Where stdout's lines queue (the payload log's and the receiver's own), flushed last.
@@ -193,10 +195,9 @@ def build_telemetry(
     environ = os.environ if environ is None else environ
     resource = build_resource()
     table = series_table(settings)
-    # Several workers: the payload counters reach their shared table before each answer.
-    series = SeriesReader(
-        table, settings.multiproc_export_interval, tallied=COUNTERS if table.shared else None
-    )
+    # The payload counters go to the table straight from the recorder (one worker's or the
+    # workers' shared one, then before each answer); the SDK's points of them are left out.
+    series = SeriesReader(table, settings.multiproc_export_interval, tallied=COUNTERS)
     readers: list[MetricReader] = [series]
     exposition = Exposition(
         series.families,
@@ -224,7 +225,8 @@ def build_telemetry(
         exposition,
         _tracer_provider(settings, environ, resource, stream, healths),
         recorded=series.recorded,
-        tally=series.tally if table.shared else None,
+        tally=series.tally,
+        sdk_counters=otlp_metrics is not None,
         exports=healths,
         log_sink=(sink := sink_for(stream)),
     )

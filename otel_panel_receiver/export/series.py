@@ -10,7 +10,10 @@ so the SDK's storage never reaches its limit and no real label set is folded awa
 
 The reader adds the deltas into a table of cumulative series: in memory for one process
 (:class:`MemorySeries`), in an SQLite file shared by the worker processes of a host
-(:class:`SqliteSeries`), so any worker answers a scrape with everybody's counts.
+(:class:`SqliteSeries`), so any worker answers a scrape with everybody's counts. The payload
+counters (sessions, duration, viewers) come to the table straight from the recorder instead
+(:meth:`SeriesReader.tally`, before each payload is answered), and the SDK's points of them are
+left out of the collections.
 
 Each metric keeps at most ``limit`` label sets. A new label set past the limit **retires** the
 least recently updated one: its series leaves ``/metrics`` (a line is logged, at most one per
