@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--http-seconds", type=float, metavar="S", help="length of each measured wrk run"
     )
+    parser.add_argument(
+        "--go-receiver",
+        metavar="PATH",
+        help="a build of the upstream Go receiver: loaded like ours (log on and off), every "
+        "receiver row then also shown as a ratio to it (docs/benchmarks.md says how to build "
+        "one from its public source, outside this repository)",
+    )
     return parser
 
 
@@ -110,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if args.http_seconds:
         plan = dataclasses.replace(plan, http_seconds=args.http_seconds)
+    if args.go_receiver:
+        if not os.access(args.go_receiver, os.X_OK):
+            parser.error(f"--go-receiver {args.go_receiver!r} is no executable file")
+        plan = dataclasses.replace(plan, go_receiver=os.path.abspath(args.go_receiver))
     try:
         names = _sections(args.only)
     except ValueError as exc:

@@ -16,7 +16,7 @@ from benchmarks.peers import find_redis_server, running_redis
 from benchmarks.plan import Plan
 from benchmarks.receivers import BARE, receiver_app
 from benchmarks.report import Table
-from benchmarks.servers import VENV_BIN, ServerSpec
+from benchmarks.servers import VENV_BIN, AppSpec, ServerSpec
 from benchmarks.wrk import INSTALL_HINT, find_wrk
 from tests.support.procs import in_ci
 
@@ -85,13 +85,79 @@ def run(plan: Plan) -> list[Table]:
             bare = next(r for r in planned if r.server == row.server and r.store is None)
             why = skipped.get(row) or skipped.get(bare, "")
             ratio_row(ratio, row, done.get(row), done.get(bare), why)
+    go = _go_rows(load, plan, wrk, mix)
     load.notes.extend(_notes(mix, plan, done))
     ratio.notes.append(
         "the key figure: requests/s of the receiver divided by the bare app's on the same server "
         "in the same run. CPU µs/req receiver - bare is what the receiver itself costs per request "
         "on that server (with the Redis store, redis-server's CPU included)."
     )
-    return [load, ratio]
+    return [load, ratio, _go_table(planned, done, go, plan)]
+
+
+#: The upstream Go receiver as a peer: one process, its session log on (as ours in these rows,
+#: to /dev/null) and off.
+GO: Final = ServerSpec("upstream-go")
+
+
+def _go_app(path: str, *, log: bool) -> AppSpec:
+    args = () if log else ("--disable-session-log",)
+    name = f"upstream Go receiver, session log {'on' if log else 'off'}"
+    return AppSpec(name, path, health="/metrics", launcher="binary", args=args, baseline=True)
+
+
+def _go_rows(load: Table, plan: Plan, wrk: str | None, mix: Mix) -> dict[bool, Measurement]:
+    """Load the Go receiver (when ``--go-receiver`` names one) with the same mix and wrk."""
+    if not plan.go_receiver or wrk is None:
+        return {}
+    out: dict[bool, Measurement] = {}
+    with tempfile.TemporaryDirectory(prefix="otel-panel-bench-go-") as tmp:
+        round_file = Path(tmp, "round.tsv")
+        mix.write_wrk_data(round_file)
+        for log in (True, False):
+            out[log] = m = measure(GO, _go_app(plan.go_receiver, log=log), plan, wrk, round_file)
+            load_row(load, Row(GO, None), m)
+            if m.wrk.non201 or m.wrk.socket_errors:
+                load.problems.append(f"{m.app.name}: {m.wrk.non201} answers other than 201")
+    return out
+
+
+def _go_table(
+    planned: list[Row], done: Mapping[Row, Measurement], go: Mapping[bool, Measurement], plan: Plan
+) -> Table:
+    """Return every measured row as a ratio to the Go receiver, log on (as ours) and off."""
+    table = Table(
+        "HTTP ingest: ratio to the upstream Go receiver, same load, same run",
+        ("server", "workers", "app", "req/s", "÷ Go, log on", "÷ Go, log off"),
+    )
+    if not go:
+        why = "not run: give a build with --go-receiver PATH"
+        table.add("(all)", "", "", why, "", "")
+        table.notes.append(
+            "the upstream receiver is GPL-licensed and not part of this repository: build it "
+            "in a scratch folder from its public source (MacroPower/macropower-analytics-panel, "
+            "folder server/) with Debian's golang-go and its golang-github-* library packages "
+            "(GO111MODULE=off GOPATH=<scratch>:/usr/share/gocode go build), then pass the binary."
+        )
+        return table
+    for log in (True, False):
+        peer = go[log]
+        table.add("Go (net/http)", 1, peer.app.name, f"{peer.wrk.rate:,.0f}", "", "")
+    on, off = go[True].wrk.rate, go[False].wrk.rate
+    for row in planned:
+        if row not in done:
+            continue
+        m = done[row]
+        rate = m.wrk.rate
+        table.add(row.server.label, row.server.workers, m.app.name, f"{rate:,.0f}",
+                  f"{rate / on:.2f}" if on else "", f"{rate / off:.2f}" if off else "")  # fmt: skip
+        table.figures[f"{row.key}, {m.app.name}: ÷ Go log on"] = rate / on if on else 0.0
+    table.notes.append(
+        f"the Go receiver ({plan.go_receiver}) loaded exactly like the rows above (same wrk, "
+        "same mix, same machine, same run); ours log every payload to /dev/null in those rows, "
+        "so its log-on figure is the like-for-like one."
+    )
+    return table
 
 
 def _answer_problems(row: Row, m: Measurement, mix: Mix) -> list[str]:

@@ -30,6 +30,8 @@ class Plan:
     scrape_repeats: int
     otlp_repeats: int  # wrk runs of each OTLP tuning variant, interleaved; 0: not run
     otlp_export_batches: int  # in-process export() calls timed per batch size
+    #: A build of the upstream Go receiver to load beside ours (``--go-receiver``), or "".
+    go_receiver: str = ""
 
 
 FULL: Final = Plan(

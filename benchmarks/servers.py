@@ -40,8 +40,9 @@ BENCHMARKS: Final = REPO / "benchmarks"
 _TICK: Final = os.sysconf("SC_CLK_TCK")
 #: What starts the server: its own command line naming the WSGI target; the receiver's
 #: ``otel-panel-receiver`` command (gunicorn gthread inside); or gunicorn with the receiver's
-#: config file (``-c python:otel_panel_receiver.gunicorn_conf``, whose hooks prepare workers).
-Launcher = Literal["server", "cli", "gunicorn-conf"]
+#: config file (``-c python:otel_panel_receiver.gunicorn_conf``, whose hooks prepare workers);
+#: or a program that serves by itself (``binary``: the upstream Go receiver, ``target`` its path).
+Launcher = Literal["server", "cli", "gunicorn-conf", "binary"]
 _CONF: Final = "python:otel_panel_receiver.gunicorn_conf"
 #: What granian serves for each WSGI target: the same app, read whole first (buffered.py).
 _RSGI_TARGETS: Final = {
@@ -88,6 +89,8 @@ class ServerSpec:
 
     def argv(self, app: AppSpec, port: int) -> list[str]:
         """Return the command line serving ``app`` on ``127.0.0.1:port``."""
+        if app.launcher == "binary":  # a program that is its own server (the Go receiver)
+            return [app.target, f"--http-address=127.0.0.1:{port}", *app.args]
         if app.launcher == "cli":
             if self.kind != "gunicorn-gthread":
                 raise ValueError(f"the CLI serves with gunicorn gthread, not {self.kind}")
