@@ -164,6 +164,13 @@ def _write_docs(
     tables: list[Table], facts: Machine, plan: Plan, argv: Sequence[str] | None, load: str
 ) -> None:
     words = list(sys.argv[1:] if argv is None else argv)
+    if "--go-receiver" in words:  # a local path outside the repository: say what it is instead
+        at = words.index("--go-receiver") + 1
+        words[at : at + 1] = ["<a build of the upstream receiver>"]
+    words = [
+        "--go-receiver <a build of the upstream receiver>" if w.startswith("--go-receiver=") else w
+        for w in words
+    ]
     command = " ".join(["python -m benchmarks", *words]) if words else "python -m benchmarks run"
     preamble = [
         "Figures of `python -m benchmarks run` (see `benchmarks/`). Targets steer the code and",

@@ -153,7 +153,8 @@ def _go_table(
                   f"{rate / on:.2f}" if on else "", f"{rate / off:.2f}" if off else "")  # fmt: skip
         table.figures[f"{row.key}, {m.app.name}: ÷ Go log on"] = rate / on if on else 0.0
     table.notes.append(
-        f"the Go receiver ({plan.go_receiver}) loaded exactly like the rows above (same wrk, "
+        "the Go receiver (the binary given with --go-receiver) loaded exactly like the rows "
+        "above (same wrk, "
         "same mix, same machine, same run); ours log every payload to /dev/null in those rows, "
         "so its log-on figure is the like-for-like one."
     )
