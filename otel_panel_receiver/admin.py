@@ -131,21 +131,22 @@ def _dashboards(args: argparse.Namespace, out: IO[str]) -> int:
     elif args.format == "csv":
         out.write(csv_text(rows))
     else:
-        out.write(_table(rows))
         inventory = report.get("inventory") or {}
+        out.write(_table(rows, inventory=bool(inventory)))
         if inventory and not inventory.get("ok"):
             print(f"note: the dashboard inventory is not current: {inventory.get('error')}",
                   file=sys.stderr)  # fmt: skip
     return 0
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def _table(rows: list[dict[str, Any]], *, inventory: bool) -> str:
+    """Return the rows as aligned columns; without an inventory, no row is "not in" it."""
     head = ("last view (UTC)", "sessions", "viewers", "dashboard", "folder", "uid", "note")
     lines = [head]
     for row in rows:
         last = row["last_view_iso"] or "never"
         viewers = "" if row["viewers"] is None else str(row["viewers"])
-        note = "" if row["in_inventory"] else "not in the inventory"
+        note = "not in the inventory" if inventory and not row["in_inventory"] else ""
         lines.append((last, str(row["sessions"]), viewers, row["name"], row["folder"],
                       row["uid"], note))  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]

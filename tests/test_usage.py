@@ -466,3 +466,20 @@ def test_the_command_hands_its_tools_their_arguments(capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert err.startswith("otel-panel-receiver: error:") and "Traceback" not in err
     assert "127.0.0.1" in err
+
+
+def test_without_an_inventory_the_table_flags_no_dashboard_as_missing_from_it(
+    make_app: AppFactory,
+) -> None:
+    app = make_app(stream=io.StringIO())
+    falcon.testing.TestClient(app).simulate_post("/write", body=start("a"))
+    server = wsgiref.simple_server.make_server("127.0.0.1", 0, app, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = io.StringIO()
+        assert run_tool(["dashboards", "--url", f"http://127.0.0.1:{server.server_port}"], out) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    table = out.getvalue()
+    assert "Dashboard a" in table and "not in the inventory" not in table
