@@ -49,7 +49,7 @@ from tests.support.metrics import (
 from tests.support.mounts import fill, tmpfs
 from tests.support.oracle import LABELS
 from tests.support.peers import redis_server, wait_redis
-from tests.support.procs import free_port, running, wait_until, worker_pids
+from tests.support.procs import free_port, missing_peer, running, wait_until, worker_pids
 from tests.support.traffic import generate_traffic, lanes
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
@@ -180,7 +180,7 @@ def without_dac_override(argv: Sequence[str]) -> list[str]:
     """
     setpriv = "/usr/bin/setpriv"
     if not os.path.exists(setpriv):
-        pytest.skip("setpriv (util-linux) is needed to run the receiver without DAC override")
+        missing_peer("setpriv (util-linux) is needed to run the receiver without DAC override")
     drop = "-dac_override,-dac_read_search"
     return [setpriv, f"--inh-caps={drop}", f"--bounding-set={drop}", *argv]
 

@@ -1,7 +1,7 @@
 """Small file systems for fault tests: a tmpfs that fills up, or turns read-only, on demand.
 
-Mounting needs root (CI runs as root). Where it cannot be done, the test is skipped with the
-reason; it is never faked.
+Mounting needs root (CI runs as root). Where it cannot be done, the test fails under CI and is
+skipped with the reason elsewhere (``procs.missing_peer``); it is never faked.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from tests.support.procs import missing_peer
 
 __all__ = ["fill", "remount", "tmpfs"]
 
@@ -28,7 +28,7 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         check=False,
     )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+        missing_peer(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
     try:
         yield path
     finally:
