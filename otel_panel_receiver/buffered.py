@@ -107,7 +107,9 @@ class BufferedRSGI:
     async def _body(self, environ: dict[str, Any], proto: Any) -> io.BytesIO:
         """Read the body, up to one byte past the limit (enough for the app to refuse it)."""
         announced = environ.get("CONTENT_LENGTH", "")
-        if announced.isdigit() and int(announced) > self._max_body:
+        if not (announced.isascii() and announced.isdigit()):
+            announced = ""  # none, or not a length: the body is read up to the limit
+        if announced and int(announced) > self._max_body:
             return io.BytesIO()  # the app refuses it from the length alone
         chunks: list[bytes] = []
         size = 0
@@ -117,7 +119,7 @@ class BufferedRSGI:
             if size > self._max_body:
                 break
         body = b"".join(chunks)
-        if announced.isdigit() and len(body) < int(announced):
+        if announced and len(body) < int(announced):
             raise ConnectionError(f"body cut short: {len(body)} of {announced} bytes")
         if environ.get("HTTP_TRANSFER_ENCODING", "").lower() != _CHUNKED:
             environ["CONTENT_LENGTH"] = str(len(body))

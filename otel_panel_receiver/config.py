@@ -109,7 +109,7 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 def _address(text: str) -> str:
     _, sep, port = text.strip().rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ValueError(f'expected "host:port" or ":port", got {text!r}')
     return text.strip()
 

@@ -244,6 +244,14 @@ def test_unflatten_turns_numeric_keys_into_lists_without_filling_gaps() -> None:
     assert unflatten({"a.0": "x", "a.999999999": "y", "b.c": 1}) == {"a": ["x", "y"], "b": {"c": 1}}
 
 
+def test_unflatten_takes_only_ascii_digits_for_list_indices() -> None:
+    # "²" and "٣" are digits to str.isdigit; a hostile key must stay a key, never a crash.
+    assert unflatten({"a.²": "x", "b.٣": "y"}) == {"a": {"²": "x"}, "b": {"٣": "y"}}
+    # A body with such a key: a payload, or a PayloadError, never another exception.
+    with contextlib.suppress(PayloadError):
+        decode('{"\u00b2.0": 1, "\u00b2.1": 2}'.encode(), now=0)
+
+
 def test_unflatten_merges_empty_container_values() -> None:
     assert unflatten({"v": [], "v.0.name": "x", "w.0": 1, "w": []}) == {
         "v": [{"name": "x"}],

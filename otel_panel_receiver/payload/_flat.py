@@ -40,6 +40,7 @@ def _listify(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     items = {key: _listify(value) for key, value in node.items()}
-    if items and all(key.isdigit() for key in items):
+    # ASCII digits only: "²" is a digit to str.isdigit, but no number to int().
+    if items and all(key.isascii() and key.isdigit() for key in items):
         return [items[key] for key in sorted(items, key=int)]
     return items
