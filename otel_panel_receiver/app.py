@@ -19,7 +19,6 @@ import falcon
 
 from otel_panel_receiver import web
 from otel_panel_receiver.access import Access, TokenFile, parse_networks
-from otel_panel_receiver.attributes import cut
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.errors import ConfigError, StoreUnavailable
 from otel_panel_receiver.export import Telemetry, build_telemetry
@@ -272,6 +271,7 @@ def _answers(
         store,
         viewers=settings.user_label_mode != "none",
         retention=settings.usage_retention,
+        max_length=settings.max_label_length,
         clock=clock,
     )
     environ = os.environ if environ is None else environ
@@ -288,13 +288,13 @@ def _answers(
         )
         inventory.start()
         closers.insert(0, inventory.close)
-    limit = settings.max_label_length
 
     def last_views() -> list[tuple[dict[str, str], float]]:
         since = clock() - settings.usage_retention
         return [
-            ({"grafana_host": cut(u.host, limit), "dashboard_uid": cut(u.uid, limit),
-              "dashboard_name": cut(u.name, limit)}, u.last_view)
+            # Cut to --max-label-length when the ledger took them (Usage.seen).
+            ({"grafana_host": u.host, "dashboard_uid": u.uid, "dashboard_name": u.name},
+             u.last_view)
             for u in ledger.report(since)
         ]  # fmt: skip
 

@@ -10,7 +10,8 @@ A view's time is the receiver's clock when the payload arrived (browser clocks l
 starts are always written; a dashboard's other events refresh its last view at most once a
 ``refresh`` per process, so heartbeats cost the ledger little. Viewers are kept as keyed hashes
 (HMAC-SHA256 under a key the store keeps for the retention period), never as names, and not at
-all with ``--user-labels none``.
+all with ``--user-labels none``. Host, uid and name are cut to ``max_length`` characters
+(``--max-label-length``), as labels are.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from otel_panel_receiver.attributes import cut
 from otel_panel_receiver.model import PanelEvent, SessionUpdate
 from otel_panel_receiver.privacy import viewer_id
 from otel_panel_receiver.stores import SessionStore
@@ -79,6 +81,7 @@ class Usage:
         viewers: bool = True,
         retention: float = 93 * 86_400.0,
         refresh: float = 60.0,
+        max_length: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
@@ -86,6 +89,7 @@ class Usage:
         self.retention = retention
         self._store = store
         self._refresh = refresh
+        self._max_length = max_length
         self._clock = clock
         self._lock = threading.Lock()
         self._written: dict[tuple[str, str], float] = {}
@@ -99,10 +103,11 @@ class Usage:
 
         Raises ``StoreUnavailable`` when the ledger cannot take it now.
         """
-        uid = event.dashboard.uid
+        limit = self._max_length  # what a client names is kept no longer than a label
+        uid = cut(event.dashboard.uid, limit)
         if not uid:
             return
-        host, now = event.host.address, self._clock()
+        host, now = cut(event.host.address, limit), self._clock()
         with self._lock:
             if not update.started and now - self._written.get((host, uid), 0.0) < self._refresh:
                 return
@@ -113,9 +118,8 @@ class Usage:
         if self.viewers and (event.user.id or event.user.login):
             key = self._viewer_key(now)
             viewer = hmac.new(key, viewer_id(event).encode(), hashlib.sha256).digest()[:16]
-        self.ledger.record(
-            host, uid, event.dashboard.name, now, started=update.started, viewer=viewer
-        )
+        name = cut(event.dashboard.name, limit)
+        self.ledger.record(host, uid, name, now, started=update.started, viewer=viewer)
         self.changes += 1
 
     def _viewer_key(self, now: float) -> bytes:

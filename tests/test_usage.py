@@ -130,6 +130,32 @@ def test_a_ledger_is_bounded_by_dashboards_viewers_and_days(
     assert {u.uid: u.sessions for u in ledger.report(0)}["c"] == 1
 
 
+def test_a_flood_of_forged_viewers_and_dashboards_never_grows_the_ledger_past_its_bounds(
+    open_ledger: Callable[..., UsageLedger],
+) -> None:
+    """Viewers are bounded in all, not per dashboard: forged logins push out the oldest."""
+    ledger = open_ledger(max_dashboards=50, max_viewers=200)
+    for n in range(1_500):
+        ledger.record("g", f"d{n % 75}", "x", NOW + n, started=True, viewer=n.to_bytes(16, "big"))
+    held = ledger.report(0)
+    assert len(held) == 50
+    assert sum(u.viewers for u in held) <= 200
+    # The most recent viewers are the ones kept.
+    assert {u.uid: u.viewers for u in held}["d74"] == 200 // 75 + 1
+
+
+def test_what_a_client_names_is_kept_no_longer_than_a_label() -> None:
+    clock = FakeClock(NOW)
+    ledger = MemoryUsage()
+    usage = Usage(ledger, MemorySessionStore(), max_length=128, clock=clock)
+    body = json.loads(start("a"))
+    body["dashboard"] |= {"uid": "u" * 60_000, "name": "n" * 60_000}
+    body["host"]["hostname"] = "h" * 60_000
+    usage.seen(event(json.dumps(body).encode()), SessionUpdate(True, 0.0, False, 0))
+    (row,) = ledger.report(0)
+    assert max(len(row.uid), len(row.name), len(row.host)) <= 128
+
+
 # -- the report ---------------------------------------------------------------------------------
 
 

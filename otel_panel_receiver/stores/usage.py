@@ -9,8 +9,10 @@ Per dashboard (``grafana_host`` and ``dashboard_uid``): its latest name, the tim
 view (the receiver's clock: browser clocks lie), the sessions started on it per UTC day, and
 for each viewer (a keyed hash, never a name) the last day they opened it. Bounded: at most
 ``max_dashboards`` dashboards (the least recently viewed go first, with all they hold), days
-older than ``retention`` are dropped, and at most ``max_viewers`` viewers per dashboard (the
-least recent go first). The inventory of Grafana's dashboards is kept here too, as one blob.
+older than ``retention`` are dropped, and at most ``max_viewers`` viewer entries in all, over
+every dashboard (the least recently seen go first; those of a dashboard that went stay until
+pushed out, never reported). The inventory of Grafana's dashboards is kept here too, as one
+blob.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ __all__ = [
 ]
 
 DAY: Final = 86_400
+#: Viewer entries kept in all (a dashboard and a viewer's hash each): a flood of forged logins
+#: pushes out the least recently seen, never grows the ledger.
+MAX_VIEWERS: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +101,15 @@ class MemoryUsage(_Limits):
         self,
         *,
         max_dashboards: int = 10_000,
-        max_viewers: int = 10_000,
+        max_viewers: int = MAX_VIEWERS,
         retention: float = 93 * DAY,
     ) -> None:
         super().__init__(max_dashboards, max_viewers, retention)
         self._lock = threading.Lock()
-        # (host, uid) -> [name, last view, {day: sessions}, {viewer: last day}], by last view
+        # (host, uid) -> [name, last view, {day: sessions}], by last view
         self._dashboards: dict[tuple[str, str], list[Any]] = {}
+        # (host, uid, viewer) -> last day, the least recently seen first
+        self._viewers: dict[tuple[str, str, bytes], int] = {}
         self._blobs: dict[str, bytes] = {}
 
     def record(
@@ -111,7 +118,7 @@ class MemoryUsage(_Limits):
         """Note a view; count a session if ``started``."""
         day = _day(at)
         with self._lock:
-            entry = self._dashboards.pop((host, uid), None) or [name, at, {}, {}]
+            entry = self._dashboards.pop((host, uid), None) or [name, at, {}]
             entry[0], entry[1] = name, max(entry[1], at)
             self._dashboards[host, uid] = entry  # the most recently viewed at the end
             days: dict[int, int] = entry[2]
@@ -120,9 +127,9 @@ class MemoryUsage(_Limits):
                 for old in [d for d in days if d <= day - self.retention_days]:
                     del days[old]
             if viewer:
-                viewers: dict[bytes, int] = entry[3]
-                viewers.pop(viewer, None)
-                viewers[viewer] = day
+                viewers = self._viewers
+                seen = viewers.pop((host, uid, viewer), day)
+                viewers[host, uid, viewer] = max(seen, day)
                 while len(viewers) > self.max_viewers:
                     del viewers[next(iter(viewers))]
             while len(self._dashboards) > self.max_dashboards:
@@ -132,13 +139,17 @@ class MemoryUsage(_Limits):
         """Return every dashboard held, with its sessions and viewers since ``since``."""
         first = _day(since)
         with self._lock:
+            viewers: dict[tuple[str, str], int] = {}
+            for (host, uid, _), day in self._viewers.items():
+                if day >= first:
+                    viewers[host, uid] = viewers.get((host, uid), 0) + 1
             return [
                 DashboardUsage(
                     host, uid, name, last,
                     sum(n for d, n in days.items() if d >= first),
-                    sum(1 for d in viewers.values() if d >= first),
+                    viewers.get((host, uid), 0),
                 )
-                for (host, uid), (name, last, days, viewers) in self._dashboards.items()
+                for (host, uid), (name, last, days) in self._dashboards.items()
             ]  # fmt: skip
 
     def put_blob(self, name: str, value: bytes) -> None:
@@ -163,16 +174,19 @@ _SCHEMA: Final = (
         host TEXT NOT NULL, uid TEXT NOT NULL, day INTEGER NOT NULL, sessions INTEGER NOT NULL,
         PRIMARY KEY (host, uid, day)
     ) WITHOUT ROWID""",
+    # seq: the order of last sight over every dashboard, which bounds the entries in all.
     """CREATE TABLE IF NOT EXISTS usage_viewers (
-        host TEXT NOT NULL, uid TEXT NOT NULL, viewer BLOB NOT NULL, day INTEGER NOT NULL,
-        PRIMARY KEY (host, uid, viewer)
-    ) WITHOUT ROWID""",
+        seq INTEGER PRIMARY KEY, host TEXT NOT NULL, uid TEXT NOT NULL, viewer BLOB NOT NULL,
+        day INTEGER NOT NULL, UNIQUE (host, uid, viewer)
+    )""",
     "CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
 )
 _FORGET: Final = (
     "DELETE FROM usage_dashboards WHERE host = ? AND uid = ?",
     "DELETE FROM usage_days WHERE host = ? AND uid = ?",
-    "DELETE FROM usage_viewers WHERE host = ? AND uid = ?",
+)
+_TRIM_VIEWERS: Final = (
+    "DELETE FROM usage_viewers WHERE seq <= (SELECT max(seq) FROM usage_viewers) - ?"
 )
 _REPORT: Final = """
 SELECT d.host, d.uid, d.name, d.last,
@@ -196,7 +210,7 @@ class SqliteUsage(_Limits):
         store: SqliteSessionStore,
         *,
         max_dashboards: int = 10_000,
-        max_viewers: int = 10_000,
+        max_viewers: int = MAX_VIEWERS,
         retention: float = 93 * DAY,
     ) -> None:
         super().__init__(max_dashboards, max_viewers, retention)
@@ -252,21 +266,15 @@ class SqliteUsage(_Limits):
                 )
             if viewer:
                 seen = conn.execute(
-                    "UPDATE usage_viewers SET day = max(day, ?) "
-                    "WHERE host = ? AND uid = ? AND viewer = ?",
-                    (day, host, uid, viewer),
-                ).rowcount
-                if not seen:
-                    conn.execute(
-                        "INSERT INTO usage_viewers VALUES (?, ?, ?, ?)", (host, uid, viewer, day)
-                    )
-                    conn.execute(
-                        "DELETE FROM usage_viewers WHERE host = ?1 AND uid = ?2 AND viewer IN ("
-                        "SELECT viewer FROM usage_viewers WHERE host = ?1 AND uid = ?2 "
-                        "ORDER BY day LIMIT max(0, (SELECT count(*) FROM usage_viewers "
-                        "WHERE host = ?1 AND uid = ?2) - ?3))",
-                        (host, uid, self.max_viewers),
-                    )
+                    "DELETE FROM usage_viewers WHERE host = ? AND uid = ? AND viewer = ? "
+                    "RETURNING day",
+                    (host, uid, viewer),
+                ).fetchall()
+                conn.execute(
+                    "INSERT INTO usage_viewers (host, uid, viewer, day) VALUES (?, ?, ?, ?)",
+                    (host, uid, viewer, max([day, *(d for (d,) in seen)])),
+                )
+                conn.execute(_TRIM_VIEWERS, (self.max_viewers,))
 
     def report(self, since: float) -> list[DashboardUsage]:
         """Return every dashboard held, with its sessions and viewers since ``since``."""
@@ -289,8 +297,9 @@ class SqliteUsage(_Limits):
         """The connection is the session store's."""
 
 
-# KEYS: dashboards hash, order set. ARGV: field, name, at, day, started, viewer, max dashboards,
-# max viewers, retention days, key prefix. The field is host and uid, hex-encoded.
+# KEYS: dashboards hash, order set, viewers' order set (``<field>:<viewer>`` by last sight, over
+# every dashboard). ARGV: field, name, at, day, started, viewer, max dashboards, max viewers in
+# all, retention days, key prefix. The field is host and uid, hex-encoded; the viewer too.
 _RECORD: Final = """
 local field = ARGV[1]
 local at = tonumber(ARGV[3])
@@ -308,8 +317,16 @@ if ARGV[5] == '1' then
 end
 if ARGV[6] ~= '' then
   redis.call('ZADD', viewers, 'GT', day, ARGV[6])
-  local extra = redis.call('ZCARD', viewers) - tonumber(ARGV[8])
-  if extra > 0 then redis.call('ZREMRANGEBYRANK', viewers, 0, extra - 1) end
+  redis.call('ZADD', KEYS[3], at, field .. ':' .. ARGV[6])
+  local extra = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[8])
+  if extra > 0 then
+    local popped = redis.call('ZPOPMIN', KEYS[3], extra)
+    for i = 1, #popped, 2 do
+      local sep = string.find(popped[i], ':', 1, true)
+      redis.call('ZREM', ARGV[10] .. 'v:' .. string.sub(popped[i], 1, sep - 1),
+                 string.sub(popped[i], sep + 1))
+    end
+  end
 end
 if not old then
   local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[7])
@@ -317,7 +334,8 @@ if not old then
     local popped = redis.call('ZPOPMIN', KEYS[2], extra)
     for i = 1, #popped, 2 do
       redis.call('HDEL', KEYS[1], popped[i])
-      redis.call('DEL', ARGV[10] .. 'd:' .. popped[i], ARGV[10] .. 'v:' .. popped[i])
+      -- Its viewers stay until the viewers' bound pushes them out, as in the other stores.
+      redis.call('DEL', ARGV[10] .. 'd:' .. popped[i])
     end
   end
 end
@@ -334,7 +352,7 @@ class RedisUsage(_Limits):
         *,
         prefix: str = "opr:",
         max_dashboards: int = 10_000,
-        max_viewers: int = 10_000,
+        max_viewers: int = MAX_VIEWERS,
         retention: float = 93 * DAY,
     ) -> None:
         import redis
@@ -343,7 +361,7 @@ class RedisUsage(_Limits):
         self._client = client
         self._failure: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._prefix = f"{prefix}u:"
-        self._keys = (f"{self._prefix}names", f"{self._prefix}last")
+        self._keys = (f"{self._prefix}names", f"{self._prefix}last", f"{self._prefix}viewers")
         self._record = client.register_script(_RECORD)
 
     @contextlib.contextmanager
@@ -403,7 +421,7 @@ def open_usage(
     store: SessionStore,
     *,
     max_dashboards: int = 10_000,
-    max_viewers: int = 10_000,
+    max_viewers: int = MAX_VIEWERS,
     retention: float = 93 * DAY,
 ) -> UsageLedger:
     """Return the ledger that lives with ``store``: in its SQLite file, its Redis under its
