@@ -20,7 +20,7 @@ import falcon
 from otel_panel_receiver import web
 from otel_panel_receiver.access import Access, TokenFile, parse_networks
 from otel_panel_receiver.config import Settings
-from otel_panel_receiver.errors import ConfigError, StoreUnavailable
+from otel_panel_receiver.errors import ConfigError
 from otel_panel_receiver.export import Telemetry, build_telemetry
 from otel_panel_receiver.grafana import GrafanaUsers
 from otel_panel_receiver.inventory import Inventory
@@ -241,13 +241,9 @@ def readiness(store: SessionStore, telemetry: Telemetry) -> tuple[bool, dict[str
     The store is pinged (within ``--store-timeout``; at once while it is known to be down);
     the exporters are reported but do not decide: an OTLP outage costs ``/write`` nothing.
     """
-    try:
-        store.ping()
-        state = "ok"
-    except StoreUnavailable as exc:
-        state = f"unavailable: {exc}"
+    ready, report = web.store_readiness(store)
     exports = {health.signal: "failing" if health.failing else "ok" for health in telemetry.exports}
-    return state == "ok", {"store": state, "exporters": exports}
+    return ready, {**report, "exporters": exports}
 
 
 def _answers(

@@ -28,7 +28,16 @@ from otel_panel_receiver.stores import RETRY_AFTER
 from otel_panel_receiver.throttle import Throttle
 from otel_panel_receiver.usage import csv_text
 
-__all__ = ["HEALTH", "READY", "USAGE", "Readiness", "Scrape", "UsageReport", "add_routes"]
+__all__ = [
+    "HEALTH",
+    "READY",
+    "USAGE",
+    "Readiness",
+    "Scrape",
+    "UsageReport",
+    "add_routes",
+    "store_readiness",
+]
 
 log = logging.getLogger(__name__)
 
@@ -389,21 +398,19 @@ def add_routes(
     if scrape is not None:
         app.add_route(f"{prefix}/metrics", MetricsResource(scrape))
     app.add_route(prefix + HEALTH, HealthResource())
-    app.add_route(prefix + READY, ReadyResource(readiness or _store_readiness(receiver)))
+    app.add_route(
+        prefix + READY, ReadyResource(readiness or (lambda: store_readiness(receiver.store)))
+    )
     if usage_report is not None:
         app.add_route(prefix + USAGE, UsageResource(usage_report))
 
 
-def _store_readiness(receiver: Receiver) -> Readiness:
-    """Return the readiness of the receiver's store alone."""
-
-    def check() -> tuple[bool, dict[str, Any]]:
-        ping = getattr(receiver.store, "ping", None)
-        try:
-            if ping is not None:
-                ping()
-        except StoreUnavailable as exc:
-            return False, {"store": f"unavailable: {exc}"}
-        return True, {"store": "ok"}
-
-    return check
+def store_readiness(store: Any) -> tuple[bool, dict[str, Any]]:
+    """Return whether ``store`` takes writes now (its ``ping``, if it has one), and why not."""
+    ping = getattr(store, "ping", None)
+    try:
+        if ping is not None:
+            ping()
+    except StoreUnavailable as exc:
+        return False, {"store": f"unavailable: {exc}"}
+    return True, {"store": "ok"}

@@ -27,7 +27,7 @@ from otel_panel_receiver.config import Settings
 from otel_panel_receiver.model import SessionUpdate
 from otel_panel_receiver.panel import MARK, PLUGIN_ID
 from otel_panel_receiver.payload import decode
-from otel_panel_receiver.stores import MemorySessionStore, SqliteSessionStore
+from otel_panel_receiver.stores import MemorySessionStore, RedisSessionStore, SqliteSessionStore
 from otel_panel_receiver.stores.usage import (
     DAY,
     MemoryUsage,
@@ -82,12 +82,11 @@ def open_ledger(
             store = SqliteSessionStore(tmp_path / "sessions.db", max_size=0, idle_ttl=0)
             ledger = SqliteUsage(store, **limits)
         else:
-            import redis
-
             peer = request.getfixturevalue("redis_peer")
-            client = redis.Redis.from_url(peer.url)
-            client.flushall()
-            ledger = RedisUsage(client, prefix=f"t{len(made)}:", **limits)
+            redis_store = RedisSessionStore(peer.url, max_size=0, idle_ttl=0,
+                                            prefix=f"t{len(made)}:")  # fmt: skip
+            redis_store.client.flushall()
+            ledger = RedisUsage(redis_store, **limits)
         made.append(ledger)
         return ledger
 

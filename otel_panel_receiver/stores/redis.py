@@ -204,8 +204,8 @@ class RedisSessionStore(Bounded):
         return self._client
 
     @contextlib.contextmanager
-    def _failures(self) -> Iterator[None]:
-        """Turn what Redis cannot do now into :class:`StoreUnavailable`."""
+    def failures(self) -> Iterator[None]:
+        """Turn what Redis cannot do now into :class:`StoreUnavailable` (the usage ledger's too)."""
         try:
             yield
         except self._failure as exc:
@@ -220,7 +220,7 @@ class RedisSessionStore(Bounded):
         name = self._session_prefix + member
         keys = (name, *self._shared)
         resumed = False
-        with self._failures():
+        with self.failures():
             old = cast("bytes | None", self._client.get(name)) or b""  # no decode_responses
             found = old
             if not old and self.tombstones:
@@ -276,7 +276,7 @@ class RedisSessionStore(Bounded):
         cutoff = int((self._clock() - self.idle_ttl) * 1_000_000)
         total = 0
         while True:
-            with self._failures():
+            with self.failures():
                 reply: list[Any] = self._sweep(
                     (self._active, *self._tombs), (cutoff, _CHUNK, self._session_prefix)
                 )
@@ -286,14 +286,14 @@ class RedisSessionStore(Bounded):
 
     def get(self, key: int) -> int | None:
         """Return the session's packed state, or ``None``; a read that is not activity."""
-        with self._failures():
+        with self.failures():
             value = cast("bytes | None", self._client.get(f"{self._session_prefix}{key:032x}"))
         return None if value is None else _state(value)
 
     def secret(self, name: str, ttl: float) -> bytes:
         """Return the secret kept under ``name`` in Redis (its own TTL), made at the first call."""
         key = f"{self.prefix}secret:{name}"
-        with self._failures():
+        with self.failures():
             self._client.set(key, os.urandom(32), nx=True, px=max(1, math.ceil(ttl * 1000)))
             value = cast("bytes | None", self._client.get(key))
         if value is None:  # expired between the two calls: make the next one
@@ -303,16 +303,16 @@ class RedisSessionStore(Bounded):
     def mark(self, key: int, ttl: float) -> bool:
         """Record ``key`` in Redis (its own TTL); return whether it was new."""
         name = f"{self.prefix}m:{key:032x}"
-        with self._failures():
+        with self.failures():
             return bool(self._client.set(name, b"1", nx=True, px=max(1, math.ceil(ttl * 1000))))
 
     def ping(self) -> None:
         """Ask Redis for a PONG: raise :class:`StoreUnavailable` if none comes in time."""
-        with self._failures():
+        with self.failures():
             self._client.ping()
 
     def __len__(self) -> int:
-        with self._failures():
+        with self.failures():
             return int(self._client.zcard(self._active))
 
     def close(self) -> None:

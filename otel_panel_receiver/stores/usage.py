@@ -219,7 +219,7 @@ class SqliteUsage(_Limits):
         self._ready = False
 
     @contextlib.contextmanager
-    def _connection(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+    def _connection(self) -> Iterator[sqlite3.Connection]:
         try:
             with self._store.transaction() as conn:
                 if not self._ready:
@@ -236,7 +236,7 @@ class SqliteUsage(_Limits):
     ) -> None:
         """Note a view; count a session if ``started``."""
         day = _day(at)
-        with self._connection(write=True) as conn:
+        with self._connection() as conn:
             known = conn.execute(
                 "UPDATE usage_dashboards SET name = ?, last = max(last, ?) "
                 "WHERE host = ? AND uid = ?",
@@ -278,18 +278,18 @@ class SqliteUsage(_Limits):
 
     def report(self, since: float) -> list[DashboardUsage]:
         """Return every dashboard held, with its sessions and viewers since ``since``."""
-        with self._connection(write=False) as conn:
+        with self._connection() as conn:
             rows = conn.execute(_REPORT, (_day(since),)).fetchall()
         return [DashboardUsage(*row) for row in rows]
 
     def put_blob(self, name: str, value: bytes) -> None:
         """Keep ``value`` under ``name``."""
-        with self._connection(write=True) as conn:
+        with self._connection() as conn:
             conn.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?)", (name, value))
 
     def get_blob(self, name: str) -> bytes | None:
         """Return what is kept under ``name``."""
-        with self._connection(write=False) as conn:
+        with self._connection() as conn:
             row = conn.execute("SELECT value FROM blobs WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
 
@@ -348,28 +348,18 @@ class RedisUsage(_Limits):
 
     def __init__(
         self,
-        client: Any,
+        store: RedisSessionStore,
         *,
-        prefix: str = "opr:",
         max_dashboards: int = 10_000,
         max_viewers: int = MAX_VIEWERS,
         retention: float = 93 * DAY,
     ) -> None:
-        import redis
-
         super().__init__(max_dashboards, max_viewers, retention)
-        self._client = client
-        self._failure: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        self._prefix = f"{prefix}u:"
+        self._client = client = store.client
+        self._failures = store.failures  # the same connection, the same errors
+        self._prefix = f"{store.prefix}u:"
         self._keys = (f"{self._prefix}names", f"{self._prefix}last", f"{self._prefix}viewers")
         self._record = client.register_script(_RECORD)
-
-    @contextlib.contextmanager
-    def _failures(self) -> Iterator[None]:
-        try:
-            yield
-        except self._failure as exc:
-            raise StoreUnavailable(f"usage ledger Redis: {type(exc).__name__}: {exc}") from exc
 
     def record(
         self, host: str, uid: str, name: str, at: float, *, started: bool, viewer: bytes
@@ -433,7 +423,6 @@ def open_usage(
         )
     if isinstance(inner, RedisSessionStore):
         return RedisUsage(
-            inner.client, prefix=inner.prefix, max_dashboards=max_dashboards,
-            max_viewers=max_viewers, retention=retention,
-        )  # fmt: skip
+            inner, max_dashboards=max_dashboards, max_viewers=max_viewers, retention=retention
+        )
     return MemoryUsage(max_dashboards=max_dashboards, max_viewers=max_viewers, retention=retention)
