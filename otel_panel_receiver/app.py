@@ -286,13 +286,11 @@ def _answers(
         closers.insert(0, inventory.close)
 
     def last_views() -> list[tuple[dict[str, str], float]]:
-        since = clock() - settings.usage_retention
+        # Cut to --max-label-length when the ledger took them (Usage.seen).
         return [
-            # Cut to --max-label-length when the ledger took them (Usage.seen).
-            ({"grafana_host": u.host, "dashboard_uid": u.uid, "dashboard_name": u.name},
-             u.last_view)
-            for u in ledger.report(since)
-        ]  # fmt: skip
+            ({"grafana_host": host, "dashboard_uid": uid, "dashboard_name": name}, last)
+            for host, uid, name, last in ledger.views()
+        ]
 
     def dashboards() -> tuple[bool, list[dict[str, str]]]:
         assert inventory is not None

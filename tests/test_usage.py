@@ -111,6 +111,8 @@ def test_a_ledger_keeps_each_dashboards_last_view_sessions_per_day_and_viewers(
     assert (got["b"].sessions, got["b"].viewers, got["b"].host) == (1, 0, "g")
     everything = {u.uid: u for u in ledger.report(NOW - 60 * DAY)}
     assert (everything["a"].sessions, everything["a"].viewers) == (3, 2)
+    assert sorted(ledger.views()) == sorted((u.host, u.uid, u.name, u.last_view)
+                                            for u in ledger.report(0))  # fmt: skip
     ledger.put_blob("inventory", b"\x00{json}")
     assert ledger.get_blob("inventory") == b"\x00{json}" and ledger.get_blob("none") is None
 

@@ -32,6 +32,7 @@ from otel_panel_receiver.stores.sqlite import SqliteSessionStore
 __all__ = [
     "DAY",
     "DashboardUsage",
+    "LastView",
     "MemoryUsage",
     "RedisUsage",
     "SqliteUsage",
@@ -57,6 +58,10 @@ class DashboardUsage:
     viewers: int
 
 
+#: A dashboard and its last view: host, uid, name, unix seconds.
+LastView = tuple[str, str, str, float]
+
+
 class UsageLedger(Protocol):
     """Where the usage of dashboards is kept (see the module's docstring)."""
 
@@ -68,6 +73,10 @@ class UsageLedger(Protocol):
 
     def report(self, since: float) -> list[DashboardUsage]:
         """Return every dashboard held, with its sessions and viewers since ``since``."""
+        ...
+
+    def views(self) -> list[LastView]:
+        """Return every dashboard held with its last view alone (what the gauge reads)."""
         ...
 
     def put_blob(self, name: str, value: bytes) -> None:
@@ -151,6 +160,11 @@ class MemoryUsage(_Limits):
                 )
                 for (host, uid), (name, last, days) in self._dashboards.items()
             ]  # fmt: skip
+
+    def views(self) -> list[LastView]:
+        """Return every dashboard held with its last view."""
+        with self._lock:
+            return [(h, u, name, last) for (h, u), (name, last, _) in self._dashboards.items()]
 
     def put_blob(self, name: str, value: bytes) -> None:
         """Keep ``value`` under ``name``."""
@@ -282,6 +296,12 @@ class SqliteUsage(_Limits):
             rows = conn.execute(_REPORT, (_day(since),)).fetchall()
         return [DashboardUsage(*row) for row in rows]
 
+    def views(self) -> list[LastView]:
+        """Return every dashboard held with its last view."""
+        with self._connection() as conn:
+            rows = conn.execute("SELECT host, uid, name, last FROM usage_dashboards").fetchall()
+        return [(host, uid, name, float(last)) for host, uid, name, last in rows]
+
     def put_blob(self, name: str, value: bytes) -> None:
         """Keep ``value`` under ``name``."""
         with self._connection() as conn:
@@ -385,12 +405,20 @@ class RedisUsage(_Limits):
             replies = pipe.execute()
         out = []
         for i, field in enumerate(fields):
-            host, _, uid = bytes.fromhex(field.decode()).decode().partition("\x1f")
+            host, uid = _host_uid(field)
             days: dict[bytes, bytes] = replies[2 * i]
             sessions = sum(int(n) for d, n in days.items() if int(d) >= first)
             out.append(DashboardUsage(host, uid, names[field].decode(), float(lasts[field]),
                                       sessions, int(replies[2 * i + 1])))  # fmt: skip
         return out
+
+    def views(self) -> list[LastView]:
+        """Return every dashboard held with its last view."""
+        with self._failures():
+            names: dict[bytes, bytes] = self._client.hgetall(self._keys[0])
+            lasts = dict(self._client.zrange(self._keys[1], 0, -1, withscores=True))
+        return [(*_host_uid(field), names[field].decode(), float(lasts[field]))
+                for field in names if field in lasts]  # fmt: skip
 
     def put_blob(self, name: str, value: bytes) -> None:
         """Keep ``value`` under ``name``."""
@@ -405,6 +433,12 @@ class RedisUsage(_Limits):
 
     def close(self) -> None:
         """The client belongs to the session store."""
+
+
+def _host_uid(field: bytes) -> tuple[str, str]:
+    """Return the host and uid a Redis field (their hex) names."""
+    host, _, uid = bytes.fromhex(field.decode()).decode().partition("\x1f")
+    return host, uid
 
 
 def open_usage(
