@@ -43,10 +43,12 @@ class ReceiverApp(falcon.App[falcon.Request, falcon.Response]):
 
     ``receiver`` handles payloads (call it directly to bypass HTTP); ``telemetry`` holds the
     providers the receiver records into; ``inventory`` polls Grafana's dashboards (``None``
-    without ``--grafana-url`` and a token).
+    without ``--grafana-url`` and a token); ``write`` answers ``POST /write`` for any server
+    (the RSGI front of ``rsgi.py`` calls it without Falcon).
     """
 
     inventory: Inventory | None = None
+    write: web.WriteEndpoint
 
     def __init__(
         self,
@@ -214,15 +216,18 @@ def _assemble(
         usage=usage,
     )
     access = build_access(settings, closers)
-    gate = web.AccessGate(
-        access,
-        receiver,
-        prefix=settings.path_prefix,
-        cookie_name=settings.grafana_cookie,
-        trusted_proxies=parse_networks(settings.trusted_proxies),
-    )
+    trusted = parse_networks(settings.trusted_proxies)
+    gate = web.AccessGate(access, prefix=settings.path_prefix, trusted_proxies=trusted)
     app = ReceiverApp(receiver, telemetry, closers, gate)
     app.inventory = inventory
+    app.write = web.WriteEndpoint(
+        receiver,
+        access=access,
+        path=f"{settings.path_prefix}/write",
+        max_body_size=settings.max_body_size,
+        cookie_name=settings.grafana_cookie,
+        trusted_proxies=trusted,
+    )
     web.add_routes(
         app,
         receiver,
@@ -230,7 +235,7 @@ def _assemble(
         readiness=lambda: readiness(store, telemetry),
         usage_report=functools.partial(usage_report, usage, inventory, clock),
         prefix=settings.path_prefix,
-        max_body_size=settings.max_body_size,
+        write=app.write,
     )
     return app
 

@@ -11,21 +11,29 @@ waits on a frozen store. The app sees a
 plain in-memory ``wsgi.input``. A body that does not arrive in time, or cannot be read, reaches
 the app as a ``wsgi.input`` that raises, so the app answers it (with a 4xx) and counts it like
 any other refusal. granian itself bounds how long a client may take to send its headers.
+
+A ``direct`` handler answers the ``POST`` requests of its path with a known length without the
+WSGI app: it gets the scope, the body (read as above) and the announced length, and returns
+the status, headers and body (the receiver's ``/write``: no WSGI environ, no framework).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Protocol
 
-__all__ = ["BufferedRSGI", "UnreadableBody"]
+__all__ = ["BufferedRSGI", "Direct", "UnreadableBody"]
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+Answer = tuple[int, list[tuple[str, str]], bytes]
+#: ``direct(scope, body, length)``: answer a ``POST`` whose body is read whole, without WSGI.
+Direct = Callable[[Any, Any, int], Answer]
 
 _CHUNKED: Final = "chunked"
 
@@ -73,9 +81,11 @@ class BufferedRSGI:
         threads: int = 0,
         close: Callable[[], None] | None = None,
         inline: frozenset[str] = frozenset(),
+        direct: Mapping[str, Direct] | None = None,
     ) -> None:
         self._app = app
         self._inline = inline
+        self._direct = dict(direct or {})
         self._max_body = max_body
         self._timeout = timeout
         self._pool = ThreadPoolExecutor(threads, "otel-panel-receiver") if threads else None
@@ -85,32 +95,49 @@ class BufferedRSGI:
         """Answer one request."""
         if scope.proto != "http":
             return
-        environ = _environ(scope)
+        headers = scope.headers
+        announced = ", ".join(headers.get_all("content-length"))
+        if not (announced.isascii() and announced.isdigit()):
+            announced = ""  # none, or not a length: the body is read up to the limit
+        body: io.RawIOBase | io.BytesIO
         try:
             async with asyncio.timeout(self._timeout):
-                environ["wsgi.input"] = await self._body(environ, proto)
+                body = await self._body(proto, announced)
         except TimeoutError:
-            environ["wsgi.input"] = UnreadableBody(
+            body = UnreadableBody(
                 TimeoutError(f"the body did not arrive within {self._timeout:g} s")
             )
         except Exception as exc:  # granian's protocol errors: a bad chunk, a body cut short
             if type(exc).__name__ == "RSGIProtocolClosed":
                 return  # the client went away: nobody to answer
-            environ["wsgi.input"] = UnreadableBody(exc)
+            body = UnreadableBody(exc)
+        direct = self._direct.get(scope.path) if announced and scope.method == "POST" else None
+        answer: Callable[[], Answer]
+        if direct is not None:
+            answer = functools.partial(direct, scope, body, int(announced))
+        else:
+            environ = _environ(scope)
+            environ["wsgi.input"] = body
+            chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == _CHUNKED
+            if not (announced or chunked) and isinstance(body, io.BytesIO):
+                environ["CONTENT_LENGTH"] = str(len(body.getbuffer()))  # what was read
+            answer = functools.partial(_run, self._app, environ)
         if self._pool is None or scope.path in self._inline:
-            status, headers, body = _run(self._app, environ)
+            status, headers_out, content = answer()
         else:
             loop = asyncio.get_running_loop()
-            status, headers, body = await loop.run_in_executor(self._pool, _run, self._app, environ)
-        proto.response_bytes(status, headers, body)
+            status, headers_out, content = await loop.run_in_executor(self._pool, answer)
+        proto.response_bytes(status, headers_out, content)
 
-    async def _body(self, environ: dict[str, Any], proto: Any) -> io.BytesIO:
+    async def _body(self, proto: Any, announced: str) -> io.BytesIO:
         """Read the body, up to one byte past the limit (enough for the app to refuse it)."""
-        announced = environ.get("CONTENT_LENGTH", "")
-        if not (announced.isascii() and announced.isdigit()):
-            announced = ""  # none, or not a length: the body is read up to the limit
-        if announced and int(announced) > self._max_body:
-            return io.BytesIO()  # the app refuses it from the length alone
+        if announced:
+            if int(announced) > self._max_body:
+                return io.BytesIO()  # the app refuses it from the length alone
+            body = await proto()  # the length is known and within the limit: read at once
+            if len(body) < int(announced):
+                raise ConnectionError(f"body cut short: {len(body)} of {announced} bytes")
+            return io.BytesIO(body)
         chunks: list[bytes] = []
         size = 0
         async for chunk in proto:
@@ -118,12 +145,7 @@ class BufferedRSGI:
             size += len(chunk)
             if size > self._max_body:
                 break
-        body = b"".join(chunks)
-        if announced and len(body) < int(announced):
-            raise ConnectionError(f"body cut short: {len(body)} of {announced} bytes")
-        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() != _CHUNKED:
-            environ["CONTENT_LENGTH"] = str(len(body))
-        return io.BytesIO(body)
+        return io.BytesIO(b"".join(chunks))
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         """Nothing to start: the app was built when the module was imported."""

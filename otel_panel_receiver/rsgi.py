@@ -2,7 +2,10 @@
 
 The WSGI app of ``otel_panel_receiver.wsgi`` (settings from the environment), served so that a
 slow or stalled client holds no thread: each request is read whole by granian's event loop
-first (``buffered.py``). This is what the ``otel-panel-receiver`` command serves by default::
+first (``buffered.py``). ``POST /write`` with a known length, the one route under load, goes
+straight to the app's :class:`~otel_panel_receiver.web.WriteEndpoint` (the same answers as
+through Falcon, without a WSGI environ and a framework per payload). This is what the
+``otel-panel-receiver`` command serves by default::
 
     granian --interface rsgi --port 8080 otel_panel_receiver.rsgi:app
 """
@@ -16,6 +19,7 @@ from otel_panel_receiver.wsgi import settings
 
 __all__ = ["app"]
 
+
 app = BufferedRSGI(
     wsgi_app,
     max_body=settings.max_body_size,
@@ -27,4 +31,5 @@ app = BufferedRSGI(
     # The liveness probe touches nothing that waits: answered at once, even when every thread
     # waits on a frozen store.
     inline=frozenset({settings.path_prefix + HEALTH}),
+    direct={wsgi_app.write.path: wsgi_app.write.rsgi},
 )

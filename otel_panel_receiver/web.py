@@ -6,6 +6,10 @@ store is unavailable, a 500 for a fault of the receiver itself (its traceback lo
 once per place in the code every 10 s), and the metrics exposition and readiness check given as
 functions. :func:`add_routes` puts them on any Falcon app; what the app is built from is
 decided by ``app.py``.
+
+``POST /write`` itself is answered by :class:`WriteEndpoint`, which knows no framework: the
+Falcon resource and the RSGI front of ``rsgi.py`` both go through it, so a payload gets the
+same answer (access, limits, errors, CORS, counts) whichever serves it.
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ import logging
 import math
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import falcon
 import msgspec
 
-from otel_panel_receiver.access import Access, Allowed, Refused, RequestFacts, client_address
+from otel_panel_receiver.access import Access, Refused, RequestFacts, client_address
 from otel_panel_receiver.config import parse_duration
 from otel_panel_receiver.errors import PayloadError, StoreUnavailable
+from otel_panel_receiver.model import Viewer
 from otel_panel_receiver.outcomes import Outcome
 from otel_panel_receiver.receiver import Receiver
 from otel_panel_receiver.stores import RETRY_AFTER
@@ -32,10 +38,14 @@ __all__ = [
     "HEALTH",
     "READY",
     "USAGE",
+    "Answer",
+    "Faults",
     "Readiness",
     "Scrape",
     "UsageReport",
+    "WriteEndpoint",
     "add_routes",
+    "cookie_value",
     "store_readiness",
 ]
 
@@ -62,14 +72,14 @@ class _Refused(Exception):
     """A ``/write`` request refused before its body is decoded: a transport matter."""
 
     outcome: Outcome
-    status: str
+    status: int
 
 
 class _BodyTooLarge(_Refused):
     """A body over the limit: 413, and the connection is closed (the rest is not read)."""
 
     outcome = "too_large"
-    status = falcon.HTTP_413
+    status = 413
 
     def __init__(self, size: int, limit: int, *, at_least: bool = False) -> None:
         more = "more than " if at_least else ""
@@ -80,56 +90,236 @@ class _Unreadable(_Refused):
     """A body the server could not read: a bad chunk, a body cut short; 400."""
 
     outcome = "unreadable"
-    status = falcon.HTTP_400
+    status = 400
 
 
 class _TimedOut(_Refused):
     """A body that did not arrive in time (the server gave up waiting); 408."""
 
     outcome = "timed_out"
-    status = falcon.HTTP_408
+    status = 408
 
 
-class WriteResource:
-    """``POST /write``: one panel payload per request, answered 201 with an empty body."""
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer, whatever serves it: status code, headers, body."""
 
-    def __init__(self, receiver: Receiver, max_body_size: int) -> None:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+
+
+_JSON: Final = ("Content-Type", falcon.MEDIA_JSON)
+_CLOSE: Final = ("Connection", "close")  # what is left of the body is not read
+
+
+def _error_body(message: str, path: str = "") -> bytes:
+    return msgspec.json.encode({"error": message, "path": path})
+
+
+class Faults:
+    """Answer a fault of the receiver itself: 500, its traceback logged once per place per 10 s.
+
+    A fault on ``/write`` is also counted (outcome ``internal_error``).
+    """
+
+    def __init__(self, receiver: Receiver) -> None:
         self._receiver = receiver
-        self._limit = max_body_size
+        self._throttle = Throttle()
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Read the body whatever its Content-Type (the plugin sends ``text/plain``)."""
+    def answer(self, method: str, path: str, ex: Exception, *, write: bool) -> Answer:
+        """Log (rate limited) and count ``ex``; return the 500 to send."""
+        frames = traceback.extract_tb(ex.__traceback__)
+        place = (type(ex).__name__, *((frames[-1].filename, frames[-1].lineno) if frames else ()))
+        unlogged = self._throttle.admit(place)
+        if unlogged is not None:
+            log.error(
+                "Internal error answering %s %s",
+                method,
+                path,
+                exc_info=ex,
+                extra={"fields": {"not_logged_since_last": unlogged}},
+            )
+        if write and self._receiver.outcomes is not None:
+            self._receiver.outcomes.count("internal_error")
+        body = _error_body(f"internal error ({type(ex).__name__}); it is logged")
+        return Answer(500, [_JSON], body)
+
+
+class WriteEndpoint:
+    """``POST /write`` without a framework: who may post, the body, the receiver; one answer.
+
+    ``post`` takes what any server knows of the request (the peer's address, a header getter,
+    the query string, the announced length and a ``read(n)`` of the body) and returns the
+    :class:`Answer`: 201 with an empty body, or a JSON ``{"error", "path"}`` that says why not.
+    Every refusal of a payload is counted and logged by the receiver's outcomes; a request
+    refused before its body is read closes its connection. ``access`` (``None``: anyone may
+    post) decides who may post and which origins get CORS headers; ``trusted_proxies`` are
+    believed about the client's address (``X-Forwarded-For``).
+    """
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        *,
+        access: Access | None = None,
+        path: str = "/write",
+        max_body_size: int = 65_536,
+        cookie_name: str = "grafana_session",
+        trusted_proxies: tuple[Any, ...] = (),
+    ) -> None:
+        self.path = path
+        self.faults = Faults(receiver)
+        self._receiver = receiver
+        self._access = access
+        self._limit = max_body_size
+        self._cookie = cookie_name
+        self._trusted = trusted_proxies
+
+    def post(
+        self,
+        *,
+        peer: str,
+        header: Callable[[str], str],
+        query: str,
+        length: int | None,
+        read: Callable[[int], bytes],
+    ) -> Answer:
+        """Answer one ``POST``: ``header(name)`` is ``""`` for a header not sent."""
+        trusted = self._trusted
+        client = client_address(peer, header("X-Forwarded-For"), trusted) if trusted else peer
+        access = self._access
+        identity: Viewer | None = None
+        cors: list[tuple[str, str]] = []
+        if access is not None:
+            origin = header("Origin")
+            if access.checks_origins and origin and access.origin_allowed(origin):
+                cors = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+            decision = access.write(self._facts(access, origin, header, query, client))
+            if isinstance(decision, Refused):
+                return self._refused(decision, client, cors)
+            identity = decision.identity
         try:
-            body = self._read(req)
+            body = self._read(length, header, read)
+            self._receiver.handle(body, client=client, identity=identity)
+        except _Refused as exc:
+            return self._refused(Refused(exc.outcome, exc.status, str(exc)), client, cors)
+        except PayloadError as exc:  # counted by the receiver
+            return Answer(400, [_JSON, *cors], _error_body(exc.message, exc.path))
+        except StoreUnavailable as exc:  # counted and logged by the receiver; nothing recorded
+            body = _error_body(f"{exc}; nothing was recorded, send it again later")
+            retry = ("Retry-After", str(math.ceil(RETRY_AFTER)))
+            return Answer(503, [_JSON, retry, *cors], body)
+        except Exception as exc:
+            answer = self.faults.answer("POST", self.path, exc, write=True)
+            answer.headers.extend(cors)
+            return answer
+        return Answer(201, [_JSON, *cors])
+
+    def rsgi(self, scope: Any, body: Any, length: int) -> tuple[int, list[Any], bytes]:
+        """Answer a ``POST`` served over RSGI, its body read whole (``buffered.py``'s direct).
+
+        ``scope`` is granian's: ``client`` (address:port), ``headers`` (lower-case names,
+        ``get_all``), ``query_string``; ``body`` is a binary file of the body read.
+        """
+        headers = scope.headers
+        answer = self.post(
+            peer=scope.client.rpartition(":")[0].strip("[]"),
+            header=lambda name: ", ".join(headers.get_all(name.lower())),
+            query=scope.query_string,
+            length=length,
+            read=body.read,
+        )
+        return answer.status, answer.headers, answer.body
+
+    def _facts(
+        self, access: Access, origin: str, header: Callable[[str], str], query: str, client: str
+    ) -> RequestFacts:
+        token = ""
+        if query:
+            value = falcon.uri.parse_query_string(query).get("token", "")
+            token = value[-1] if isinstance(value, list) else value
+        cookie = ""
+        if access.mode == "grafana" and (text := header("Cookie")):
+            cookie = cookie_value(text, self._cookie)
+        return RequestFacts(
+            method="POST",
+            origin=origin,
+            authorization=header("Authorization"),
+            query_token=token,
+            cookie=cookie,
+            client=client,
+        )
+
+    def _refused(self, refused: Refused, client: str, cors: list[tuple[str, str]]) -> Answer:
+        """Count and log ``refused``; answer it, closing the connection (the body is not read)."""
+        status, message = refused.status, refused.message
+        if self._receiver.outcomes is not None:
+            self._receiver.outcomes.rejected(
+                refused.outcome, status=status, client=client, detail=message
+            )
+        headers = [_JSON, *refused.headers, _CLOSE, *cors]
+        return Answer(status, headers, _error_body(message))
+
+    def _read(
+        self, length: int | None, header: Callable[[str], str], read: Callable[[int], bytes]
+    ) -> bytes:
+        try:
+            if length is not None:
+                if length > self._limit:
+                    raise _BodyTooLarge(length, self._limit)
+                return read(length)
+            if "chunked" not in header("Transfer-Encoding").lower():
+                return b""  # no length and not chunked: no body (reading could block)
+            # Chunked: the server de-chunks the input; read at most one byte past the limit.
+            chunks, size = [], 0
+            while chunk := read(min(_CHUNK, self._limit + 1 - size)):
+                size += len(chunk)
+                if size > self._limit:
+                    raise _BodyTooLarge(self._limit, self._limit, at_least=True)
+                chunks.append(chunk)
+            return b"".join(chunks)
         except _Refused:
             raise
         except TimeoutError as exc:
             raise _TimedOut(f"body could not be read: {exc}") from None
         except Exception as exc:  # the server's own parse errors: a bad chunk, a short body
             raise _Unreadable(f"body could not be read: {type(exc).__name__}: {exc}") from None
-        self._receiver.handle(
-            body,
-            client=getattr(req.context, "client", req.remote_addr or ""),
-            identity=getattr(req.context, "identity", None),
-        )
-        resp.status = falcon.HTTP_201
 
-    def _read(self, req: falcon.Request) -> bytes:
-        length = req.content_length
-        if length is not None:
-            if length > self._limit:
-                raise _BodyTooLarge(length, self._limit)
-            return req.bounded_stream.read(length)
-        if "chunked" not in (req.get_header("Transfer-Encoding") or "").lower():
-            return b""  # no length and not chunked: no body (reading could block)
-        # Chunked: the server de-chunks wsgi.input; read at most one byte past the limit.
-        chunks, size = [], 0
-        while chunk := req.stream.read(min(_CHUNK, self._limit + 1 - size)):
-            size += len(chunk)
-            if size > self._limit:
-                raise _BodyTooLarge(self._limit, self._limit, at_least=True)
-            chunks.append(chunk)
-        return b"".join(chunks)
+
+def cookie_value(header: str, name: str) -> str:
+    """Return the first value of cookie ``name`` in a ``Cookie`` header (RFC 6265 5.4), or "".
+
+    Pairs are split at ``;`` and their first ``=``, blanks around each part ignored; a value in
+    double quotes loses them (a Grafana session cookie is a bare token).
+    """
+    for pair in header.split(";"):
+        key, _, value = pair.partition("=")
+        if key.strip() == name:
+            value = value.strip()
+            return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    return ""
+
+
+class WriteResource:
+    """``POST /write`` on Falcon: the request handed to a :class:`WriteEndpoint`."""
+
+    def __init__(self, endpoint: WriteEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Read the body whatever its Content-Type (the plugin sends ``text/plain``)."""
+        answer = self._endpoint.post(
+            peer=req.remote_addr or "",
+            header=lambda name: req.get_header(name) or "",
+            query=req.query_string,
+            length=req.content_length,
+            read=req.stream.read,
+        )
+        resp.status = answer.status
+        for name, value in answer.headers:
+            resp.append_header(name, value) if name == "Vary" else resp.set_header(name, value)
+        resp.data = answer.body or None
 
 
 class MetricsResource:
@@ -216,58 +406,17 @@ def _error(resp: falcon.Response, status: str, message: str, path: str = "") -> 
     resp.data = msgspec.json.encode({"error": message, "path": path})
 
 
-def _payload_error(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
-    assert isinstance(ex, PayloadError)
-    _error(resp, falcon.HTTP_400, ex.message, ex.path)
-
-
-def _store_unavailable(
-    req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any
-) -> None:
-    # Counted and logged by the receiver; nothing of the payload was recorded.
-    _error(resp, falcon.HTTP_503, f"{ex}; nothing was recorded, send it again later")
-    resp.set_header("Retry-After", str(math.ceil(RETRY_AFTER)))
-
-
 def _internal_error(
-    receiver: Receiver,
+    faults: Faults,
 ) -> Callable[[falcon.Request, falcon.Response, Exception, Any], None]:
-    """Answer a fault of the receiver with a 500; log its traceback once per place per 10 s."""
-    throttle = Throttle()
+    """Answer a fault outside ``/write`` (which answers its own) through ``faults``."""
 
     def handle(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
-        frames = traceback.extract_tb(ex.__traceback__)
-        place = (type(ex).__name__, *((frames[-1].filename, frames[-1].lineno) if frames else ()))
-        unlogged = throttle.admit(place)
-        if unlogged is not None:
-            log.error(
-                "Internal error answering %s %s",
-                req.method,
-                req.path,
-                exc_info=ex,
-                extra={"fields": {"not_logged_since_last": unlogged}},
-            )
-        if req.method == "POST" and req.path.endswith("/write") and receiver.outcomes is not None:
-            receiver.outcomes.count("internal_error")
-        _error(resp, falcon.HTTP_500, f"internal error ({type(ex).__name__}); it is logged")
-
-    return handle
-
-
-def _refused(
-    receiver: Receiver,
-) -> Callable[[falcon.Request, falcon.Response, Exception, Any], None]:
-    def handle(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
-        assert isinstance(ex, _Refused)
-        _error(resp, ex.status, str(ex))
-        resp.set_header("Connection", "close")  # what is left of the body is not read
-        if receiver.outcomes is not None:
-            receiver.outcomes.rejected(
-                ex.outcome,
-                status=falcon.http_status_to_code(ex.status),
-                client=getattr(req.context, "client", req.remote_addr or ""),
-                detail=str(ex),
-            )
+        write = req.method == "POST" and req.path.endswith("/write")
+        answer = faults.answer(req.method, req.path, ex, write=write)
+        resp.status = answer.status
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = answer.body
 
     return handle
 
@@ -288,69 +437,51 @@ def _http_error(req: falcon.Request, resp: falcon.Response, ex: Exception, param
 
 
 class AccessGate:
-    """Falcon middleware: who may post to ``/write`` and read ``/metrics``, and CORS.
+    """Falcon middleware: who may read ``/metrics`` and the usage report, and CORS.
 
     The decisions are ``access.py``'s; this only gathers the request's facts, answers a
-    refusal (counted for ``/write``) and adds the CORS headers an allowed origin gets.
+    refusal and adds the CORS headers an allowed origin gets. ``POST /write`` decides for
+    itself (:class:`WriteEndpoint`, with the same rules); its CORS preflight is answered here.
     """
 
     def __init__(
         self,
         access: Access,
-        receiver: Receiver,
         *,
         prefix: str,
-        cookie_name: str,
         trusted_proxies: tuple[Any, ...] = (),
     ) -> None:
         self._access = access
-        self._receiver = receiver
         self._write = f"{prefix}/write"
-        self._metrics = f"{prefix}/metrics"
-        self._usage = prefix + USAGE
-        self._cookie = cookie_name
+        self._reads = (f"{prefix}/metrics", prefix + USAGE)
         self._trusted = trusted_proxies
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Decide before any resource runs; a refusal completes the response."""
-        client = client_address(
-            req.remote_addr or "", req.get_header("X-Forwarded-For") or "", self._trusted
-        )
-        req.context.client = client
-        origin = req.get_header("Origin") or ""
-        if req.path == self._write and req.method == "OPTIONS":
-            self._preflight(origin, resp)
+        if req.path == self._write:
+            if req.method == "OPTIONS":
+                self._preflight(req.get_header("Origin") or "", resp)
+            return
+        if req.method != "GET" or req.path not in self._reads:
             return
         facts = RequestFacts(
             method=req.method,
-            origin=origin,
+            origin=req.get_header("Origin") or "",
             authorization=req.get_header("Authorization") or "",
-            query_token=req.get_param("token") or "",
-            cookie=req.cookies.get(self._cookie, ""),
-            client=client,
+            query_token="",
+            cookie="",
+            client=client_address(
+                req.remote_addr or "", req.get_header("X-Forwarded-For") or "", self._trusted
+            ),
         )
-        if req.path == self._write and req.method == "POST":
-            decision = self._access.write(facts)
-        elif req.path in (self._metrics, self._usage) and req.method == "GET":
-            decision = self._access.metrics(facts)
-        else:
-            return
-        if isinstance(decision, Allowed):
-            req.context.identity = decision.identity
-            return
-        self._refuse(req, resp, decision)
-
-    def _refuse(self, req: falcon.Request, resp: falcon.Response, refused: Refused) -> None:
-        _error(resp, falcon.code_to_http_status(refused.status), refused.message)
-        for name, value in refused.headers:
-            resp.set_header(name, value)
-        resp.set_header("Connection", "close")  # the body, if any, is not read
-        resp.complete = True
-        if req.path == self._write and self._receiver.outcomes is not None:
-            self._receiver.outcomes.rejected(
-                refused.outcome, status=refused.status, client=req.context.client,
-                detail=refused.message,
-            )  # fmt: skip
+        decision = self._access.metrics(facts)
+        if isinstance(decision, Refused):
+            resp.status = decision.status
+            resp.content_type = falcon.MEDIA_JSON
+            resp.data = _error_body(decision.message)
+            for name, value in (*decision.headers, _CLOSE):
+                resp.set_header(name, value)
+            resp.complete = True
 
     def _preflight(self, origin: str, resp: falcon.Response) -> None:
         if not (self._access.checks_origins and origin and self._access.origin_allowed(origin)):
@@ -365,6 +496,8 @@ class AccessGate:
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
         """Grant CORS to an allowed origin (only when origins are checked at all)."""
+        if req.path == self._write and req.method == "POST":
+            return  # the endpoint's answer carries its own
         origin = req.get_header("Origin") or ""
         if self._access.checks_origins and origin and self._access.origin_allowed(origin):
             resp.set_header("Access-Control-Allow-Origin", origin)
@@ -380,21 +513,23 @@ def add_routes(
     usage_report: UsageReport | None = None,
     prefix: str = "",
     max_body_size: int = 65_536,
+    write: WriteEndpoint | None = None,
 ) -> None:
     """Serve the receiver on ``app`` under ``prefix``; ``/metrics`` only with a ``scrape``.
 
     Also makes every error of ``app`` answer in the receiver's JSON shape, an unexpected
     exception included (a 500, its traceback logged, rate limited). ``/readyz`` reports
-    ``readiness`` (without it, the receiver's store is pinged). Access rules, if any, come as
-    an :class:`AccessGate` middleware given to the app when it is made.
+    ``readiness`` (without it, the receiver's store is pinged). ``write`` answers
+    ``POST /write`` (by default one anyone may post to, bodies up to ``max_body_size``); the
+    access rules of the other routes, if any, come as an :class:`AccessGate` middleware given
+    to the app when it is made.
     """
+    if write is None:
+        write = WriteEndpoint(receiver, path=f"{prefix}/write", max_body_size=max_body_size)
     app.req_options.strip_url_path_trailing_slash = False
-    app.add_error_handler(Exception, _internal_error(receiver))
+    app.add_error_handler(Exception, _internal_error(write.faults))
     app.add_error_handler(falcon.HTTPError, _http_error)
-    app.add_error_handler(PayloadError, _payload_error)
-    app.add_error_handler(StoreUnavailable, _store_unavailable)
-    app.add_error_handler(_Refused, _refused(receiver))
-    app.add_route(f"{prefix}/write", WriteResource(receiver, max_body_size))
+    app.add_route(write.path, WriteResource(write))
     if scrape is not None:
         app.add_route(f"{prefix}/metrics", MetricsResource(scrape))
     app.add_route(prefix + HEALTH, HealthResource())
