@@ -182,6 +182,9 @@ def log_attributes(
 
 def variable_keys(variables: tuple[Variable, ...]) -> list[str]:
     """Return a distinct log key per variable, none equal to a fixed field."""
+    names = [var.name for var in variables]
+    if len(set(names)) == len(names) and all(name and name not in _FIXED for name in names):
+        return names  # the usual case: each variable keeps its name
     keys = UniqueKeys(_FIXED)
     return [keys.add(var.name) for var in variables]
 

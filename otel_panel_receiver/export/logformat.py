@@ -24,7 +24,6 @@ _ESCAPES: Final = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\
 _TO_ESCAPE: Final = re.compile(r'["\\\x00-\x1f\x7f]')
 _ENCODER: Final = msgspec.json.Encoder()
 _PAIRS_MAX: Final = 8192
-_CACHEABLE: Final = frozenset({str, int})
 
 
 class LineRenderer:
@@ -37,7 +36,7 @@ class LineRenderer:
 
     def __init__(self, fmt: LogFormat = "logfmt") -> None:
         self.fmt: LogFormat = fmt
-        self._pairs: dict[tuple[str, Any], tuple[str, str]] = {}
+        self._pairs: dict[tuple[str, str], str] = {}
 
     def render(self, level: str, msg: str, fields: Mapping[str, Any]) -> str:
         """Return one line (with its newline) in this renderer's format."""
@@ -50,32 +49,55 @@ def render_logfmt(
     level: str,
     msg: str,
     fields: Mapping[str, Any],
-    pairs: dict[tuple[str, Any], tuple[str, str]] | None = None,
+    pairs: dict[tuple[str, str], str] | None = None,
 ) -> str:
     """Return ``level=.. msg=.. key=value ...``; a key is never lost nor repeated.
 
     Runes go-logfmt forbids in keys are stripped, as upstream does; a key left empty or already
     on the line is written as ``var_<key>`` (numbered if needed) instead of dropping the line.
-    ``pairs`` remembers rendered pairs between calls (see :class:`LineRenderer`).
+    ``pairs`` remembers rendered string pairs between calls (see :class:`LineRenderer`).
     """
-    parts = [f"level={_value(level)}", f"msg={_value(msg)}"]
-    keys = UniqueKeys(("level", "msg"))
-    seen = keys.taken
     if pairs is None:
         pairs = {}
+    parts = [f"level={_value(level)}", f"msg={_value(msg)}"]
+    append = parts.append
+    clean_keys = _CLEAN_KEYS
+    # The common line: every key already clean and none of level/msg, so no two can collide
+    # (a mapping's keys are distinct) and each pair is rendered alone, most from memory.
     for key, value in fields.items():
-        cacheable = value.__class__ in _CACHEABLE  # not bool: True == 1 as a dict key
-        if cacheable and (cached := pairs.get((key, value))) is not None and cached[0] not in seen:
-            seen.add(cached[0])
-            parts.append(cached[1])
-            continue
-        clean = keys.add(_SPECIAL.sub("", key))
-        pair = f"{clean}={_value(value)}"
-        parts.append(pair)
-        if cacheable and clean == key:
-            if len(pairs) >= _PAIRS_MAX:
-                pairs.clear()
-            pairs[key, value] = (clean, pair)
+        if not clean_keys.get(key, False) and not _is_clean(key):
+            return _render_renaming(parts[:2], fields)
+        cls = value.__class__
+        if cls is str:
+            pair = pairs.get((key, value))
+            if pair is None:
+                if len(pairs) >= _PAIRS_MAX:
+                    pairs.clear()
+                pair = pairs[key, value] = f"{key}={_value(value)}"
+            append(pair)
+        elif cls is int:
+            append(f"{key}={value}")
+        else:
+            append(f"{key}={_value(value)}")
+    return " ".join(parts) + "\n"
+
+
+#: Keys known clean (kept as they are on a logfmt line) and not ``level`` or ``msg``; bounded.
+_CLEAN_KEYS: Final[dict[str, bool]] = {}
+
+
+def _is_clean(key: str) -> bool:
+    clean = bool(key) and key not in ("level", "msg") and not _SPECIAL.search(key)
+    if clean and len(_CLEAN_KEYS) < _PAIRS_MAX:
+        _CLEAN_KEYS[key] = True
+    return clean
+
+
+def _render_renaming(parts: list[str], fields: Mapping[str, Any]) -> str:
+    """Render a line some of whose keys must change: stripped of runes, or renamed if taken."""
+    keys = UniqueKeys(("level", "msg"))
+    for key, value in fields.items():
+        parts.append(f"{keys.add(_SPECIAL.sub('', key))}={_value(value)}")
     return " ".join(parts) + "\n"
 
 

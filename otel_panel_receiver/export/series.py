@@ -198,6 +198,9 @@ class MemorySeries(SeriesTable):
             return [self._exposed.setdefault(key, now) for key in keys]
 
 
+#: Label sets whose conversion from attributes is remembered by a reader.
+_LABELS_KEPT: Final = 4096
+
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS series (
         key TEXT PRIMARY KEY,
@@ -415,7 +418,16 @@ class SeriesReader(MetricReader):
         )
         self.table = table
         self.tallied = dict(tallied or {})
-        self._skip = {counter_family(name, *meta, []).name for name, meta in self.tallied.items()}
+        # Each tallied instrument's family as the exporter names it, computed once.
+        self._tallied_meta = {
+            name: (family.name, family.help, family.unit)
+            for name, meta in self.tallied.items()
+            for family in (counter_family(name, *meta, []),)
+        }
+        self._skip = {name for name, _, _ in self._tallied_meta.values()}
+        # Attributes seen -> their labels: a payload's label set is almost always one seen
+        # before; bounded, emptied when full (clients choose the values).
+        self._labels: dict[tuple[tuple[str, Any], ...], Labels] = {}
         self._interval = interval
         self._burst = max(1, table.limit // 2)
         self._pending = 0
@@ -486,10 +498,18 @@ class SeriesReader(MetricReader):
         if not counts:
             return
         now = self._clock()
-        families = [
-            counter_family(name, *self.tallied[name], [Series(labels_of(attrs), value, now)])
-            for name, attrs, value in counts
-        ]
+        meta, known = self._tallied_meta, self._labels
+        families = []
+        for name, attrs, value in counts:
+            items = tuple(attrs.items())
+            labels = known.get(items)
+            if labels is None:
+                if len(known) >= _LABELS_KEPT:
+                    known.clear()
+                labels = known[items] = labels_of(attrs)
+            family, help_text, unit = meta[name]
+            series = [Series(labels, value, now)]
+            families.append(Family(family, "counter", help_text, unit, series))
         try:
             self.table.tally(families)
         except (sqlite3.Error, OSError) as exc:
