@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
+from benchmarks import targets
 from benchmarks.http_rows import Row, load_row, na_load_row, ratio_row, rows, tables
 from benchmarks.loadrun import CONNECTIONS, Measurement, expected_sessions, measure
 from benchmarks.payloads import Mix, build_mix
@@ -42,7 +43,8 @@ def _measure_row(row: Row, plan: Plan, wrk: str, round_file: Path, tmp: Path) ->
     if row.store is None:
         return measure(row.server, BARE, plan, wrk, round_file, tries=tries)
     if row.store == "memory":
-        return measure(row.server, receiver_app(row.server, "memory", tmp), plan, wrk, round_file)
+        app = receiver_app(row.server, "memory", tmp, log=row.log)
+        return measure(row.server, app, plan, wrk, round_file)
     # Named after the row, not random: the command lines in the docs stay the same run to run.
     name = f"{row.server.label} x{row.server.workers} {row.store}".lower()
     directory = tmp / re.sub(r"[^a-z0-9]+", "-", name).strip("-")
@@ -86,6 +88,7 @@ def run(plan: Plan) -> list[Table]:
             why = skipped.get(row) or skipped.get(bare, "")
             ratio_row(ratio, row, done.get(row), done.get(bare), why)
     go = _go_rows(load, plan, wrk, mix)
+    _workers_gain(ratio, planned, done)
     load.notes.extend(_notes(mix, plan, done))
     ratio.notes.append(
         "the key figure: requests/s of the receiver divided by the bare app's on the same server "
@@ -93,6 +96,29 @@ def run(plan: Plan) -> list[Table]:
         "on that server (with the Redis store, redis-server's CPU included)."
     )
     return [load, ratio, _go_table(planned, done, go, plan)]
+
+
+#: The command's default server, whose figures the targets against Go and for 2 workers use.
+DEFAULT_SERVER: Final = ServerSpec("granian")
+
+
+def _workers_gain(table: Table, planned: list[Row], done: Mapping[Row, Measurement]) -> None:
+    """Check the command's default server with 2 workers (default store) against 1 worker."""
+    one = done.get(Row(DEFAULT_SERVER, "memory"))
+    two_server = ServerSpec(DEFAULT_SERVER.kind, workers=2)
+    two = done.get(
+        next((r for r in planned if r.server == two_server and r.store), Row(two_server, None))
+    )
+    what = "command's default (granian) 2 workers ÷ 1 worker"
+    if one is None or two is None:
+        table.check(what, "not run", targets.WORKERS_GAIN, None)
+        return
+    gain = two.wrk.rate / one.wrk.rate if one.wrk.rate else 0.0
+    table.check(what, f"{gain:.2f}", targets.WORKERS_GAIN, gain)
+    table.notes.append(
+        f"{what}: {two.wrk.rate:,.0f} req/s ({two.app.name}) ÷ {one.wrk.rate:,.0f} req/s "
+        f"({one.app.name}) = {gain:.2f}."
+    )
 
 
 #: The upstream Go receiver as a peer: one process, its session log on (as ours in these rows,
@@ -128,11 +154,11 @@ def _go_table(
     """Return every measured row as a ratio to the Go receiver, log on (as ours) and off."""
     table = Table(
         "HTTP ingest: ratio to the upstream Go receiver, same load, same run",
-        ("server", "workers", "app", "req/s", "÷ Go, log on", "÷ Go, log off"),
+        ("server", "workers", "app", "req/s", "÷ Go, log on", "÷ Go, log off", "target", "met"),
     )
     if not go:
         why = "not run: give a build with --go-receiver PATH"
-        table.add("(all)", "", "", why, "", "")
+        table.add("(all)", "", "", why, "", "", "", "")
         table.notes.append(
             "the upstream receiver is GPL-licensed and not part of this repository: build it "
             "in a scratch folder from its public source (MacroPower/macropower-analytics-panel, "
@@ -142,15 +168,23 @@ def _go_table(
         return table
     for log in (True, False):
         peer = go[log]
-        table.add("Go (net/http)", 1, peer.app.name, f"{peer.wrk.rate:,.0f}", "", "")
+        table.add("Go (net/http)", 1, peer.app.name, f"{peer.wrk.rate:,.0f}", "", "", "", "")
     on, off = go[True].wrk.rate, go[False].wrk.rate
     for row in planned:
         if row not in done:
             continue
         m = done[row]
         rate = m.wrk.rate
+        target, verdict = "", ""
+        if row.store is not None and row.server == DEFAULT_SERVER:  # the command's default
+            like = targets.GO_LOG_ON if row.log else targets.GO_LOG_OFF
+            ratio = rate / (on if row.log else off)
+            target = str(like)
+            what = f"command's default (granian x1) ÷ Go, session log {'on' if row.log else 'off'}"
+            verdict = table.check(what, f"{ratio:.2f}", like, ratio)
         table.add(row.server.label, row.server.workers, m.app.name, f"{rate:,.0f}",
-                  f"{rate / on:.2f}" if on else "", f"{rate / off:.2f}" if off else "")  # fmt: skip
+                  f"{rate / on:.2f}" if on else "", f"{rate / off:.2f}" if off else "",
+                  target, verdict)  # fmt: skip
         table.figures[f"{row.key}, {m.app.name}: ÷ Go log on"] = rate / on if on else 0.0
     table.notes.append(
         "the Go receiver (the binary given with --go-receiver) loaded exactly like the rows "

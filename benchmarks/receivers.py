@@ -10,6 +10,7 @@ granian with ``SESSION_STORE`` and an empty ``PROMETHEUS_MULTIPROC_DIR`` made by
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Final, Literal
 
@@ -34,14 +35,20 @@ def default_store(workers: int) -> Store:
     return "memory" if workers == 1 else "SQLite"
 
 
-def receiver_app(server: ServerSpec, store: Store, tmp: Path, redis_url: str = "") -> AppSpec:
+def receiver_app(
+    server: ServerSpec, store: Store, tmp: Path, redis_url: str = "", *, log: bool = True
+) -> AppSpec:
     """Return the receiver as ``server`` serves it with ``store``, its files under ``tmp``.
 
     ``tmp`` must be a fresh directory: the SQLite file and the metrics directory start empty.
+    ``log=False`` turns the session log off (memory store only).
     """
     if store == "memory":
         if server.workers > 1:
             raise ValueError("the memory store is per process: 2 workers need a shared store")
+        if not log:
+            env = {**RECEIVER.env, "DISABLE_SESSION_LOG": "true"}
+            return dataclasses.replace(RECEIVER, name=f"{RECEIVER.name}, session log off", env=env)
         return RECEIVER
     if store == "Redis" and not redis_url:
         raise ValueError("the Redis store needs the URL of a running redis-server")

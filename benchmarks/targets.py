@@ -9,21 +9,34 @@ from benchmarks.report import Target
 __all__ = [
     "BYTES_PER_SESSION",
     "FLOOD_SCRAPE_MS",
+    "GO_LOG_OFF",
+    "GO_LOG_ON",
     "HOSTILE_BODY_CPU_MS",
     "P99_MS",
-    "PIPELINE_US",
+    "PIPELINE_LOGGED_US",
+    "PIPELINE_SILENT_US",
     "RECEIVER_OVER_BARE",
     "SCRAPE_MS_AT_2000",
     "STALL_DELAY_MS",
     "UPSTREAM_BYTES_PER_SESSION",
+    "WORKERS_GAIN",
 ]
 
 #: Requests/s of the receiver divided by the bare Falcon app's, same server, same run.
 RECEIVER_OVER_BARE: Final = Target(0.6, "", at_least=True)
 #: p99 latency of ``POST /write`` at 16 connections.
 P99_MS: Final = Target(10, " ms")
-#: CPU per payload of the in-process pipeline (decode, session, counters, log record).
-PIPELINE_US: Final = Target(50, " µs")
+#: CPU per payload of the in-process pipeline (decode, session, counters, log record), with
+#: the session log in logfmt and without it.
+PIPELINE_LOGGED_US: Final = Target(25, " µs")
+PIPELINE_SILENT_US: Final = Target(15, " µs")
+#: Requests/s of the command's default server (one worker) divided by the upstream Go
+#: receiver's, both with the session log on, and both with it off.
+GO_LOG_ON: Final = Target(0.5, "", at_least=True)
+GO_LOG_OFF: Final = Target(0.6, "", at_least=True)
+#: Requests/s of the command's default server with 2 workers (their default shared store)
+#: divided by its requests/s with 1 worker.
+WORKERS_GAIN: Final = Target(1.3, "", at_least=True)
 #: RSS per tracked session.
 BYTES_PER_SESSION: Final = Target(256, " B")
 #: ``GET /metrics`` latency with 2,000 series.
