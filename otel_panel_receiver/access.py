@@ -236,6 +236,11 @@ class Access:
         return "*" in self._origins or origin.rstrip("/") in self._origins
 
     @property
+    def open(self) -> bool:
+        """Return whether anyone may post from anywhere: no auth, no origin check, no limit."""
+        return self.mode == "none" and not self._origins and self._limit is None
+
+    @property
     def checks_origins(self) -> bool:
         """Return whether origins are checked (and allowed ones get CORS headers)."""
         return bool(self._origins)

@@ -111,6 +111,7 @@ class Answer:
 
 _JSON: Final = ("Content-Type", falcon.MEDIA_JSON)
 _CLOSE: Final = ("Connection", "close")  # what is left of the body is not read
+_CREATED: Final = Answer(201, [_JSON])  # the usual answer, shared: never changed in place
 
 
 def _error_body(message: str, path: str = "") -> bytes:
@@ -191,7 +192,7 @@ class WriteEndpoint:
         access = self._access
         identity: Viewer | None = None
         cors: list[tuple[str, str]] = []
-        if access is not None:
+        if access is not None and not access.open:
             origin = header("Origin")
             if access.checks_origins and origin and access.origin_allowed(origin):
                 cors = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
@@ -214,7 +215,7 @@ class WriteEndpoint:
             answer = self.faults.answer("POST", self.path, exc, write=True)
             answer.headers.extend(cors)
             return answer
-        return Answer(201, [_JSON, *cors])
+        return Answer(201, [_JSON, *cors]) if cors else _CREATED
 
     def rsgi(self, scope: Any, body: Any, length: int) -> tuple[int, list[Any], bytes]:
         """Answer a ``POST`` served over RSGI, its body read whole (``buffered.py``'s direct).

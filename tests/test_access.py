@@ -266,3 +266,11 @@ def test_the_grafana_client_reads_the_org_role_and_the_admin_flag() -> None:
         assert GrafanaUsers(grafana.url).viewer("nobody") is None
     with pytest.raises(GrafanaUnavailable):
         GrafanaUsers(grafana.url, timeout=0.5).viewer("c")  # the server is gone
+
+
+def test_access_is_open_only_without_auth_origins_or_a_rate_limit(tmp_path: Path) -> None:
+    # An open Access lets the write endpoint skip gathering the request's facts.
+    assert Access().open
+    assert not Access(allowed_origins=["https://grafana.example.com"]).open
+    assert not Access(limit=lambda client: True).open
+    assert not Access(mode="token", tokens=TokenFile(token_file(tmp_path, "s3cret"))).open
