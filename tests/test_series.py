@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from otel_panel_receiver.export.series import (
 from otel_panel_receiver.receiver import Receiver
 from otel_panel_receiver.recorder import Recorder
 from otel_panel_receiver.stores import MemorySessionStore
+from otel_panel_receiver.stores.sqlite import WriterLock
 from otel_panel_receiver.testing import sample_payload
 
 if TYPE_CHECKING:
@@ -237,3 +239,33 @@ def test_a_burst_of_new_label_sets_between_two_collections_never_overflows_the_s
     ]  # fmt: skip
     assert len(sessions) == 10
     assert any(("dashboard_uid", "ZQZXRMXMk") in labels for labels in sessions)
+
+
+@pytest.mark.parametrize("write", ["tally", "first"])
+def test_the_workers_writes_to_the_shared_table_queue_on_its_writer_lock(
+    tmp_path: Path, write: str
+) -> None:
+    # Another process's writer (here another open file of the lock: flock locks of two open
+    # files exclude each other as two processes' do) holds the lock: the write waits for it,
+    # rather than racing in SQLite's sleeping busy handler, and goes through when it is let go.
+    table = SqliteSeries(str(tmp_path / SERIES_FILE), limit=10)
+    family = Family("grafana_analytics_sessions", "counter", "Number of sessions.", "",
+                    [Series((("dashboard_uid", "a"),), 1.0, 1.0)])  # fmt: skip
+    other = WriterLock(table.path + "-lock")
+    done = threading.Event()
+
+    def run() -> None:
+        if write == "tally":
+            table.tally([family])
+        else:
+            table.first([family.key(family.series[0].labels)], 5.0)
+        done.set()
+
+    with other.held():
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert not done.wait(0.3)  # queued behind the other writer
+    assert done.wait(5.0)
+    thread.join()
+    other.close()
+    table.close()

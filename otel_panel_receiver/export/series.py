@@ -58,6 +58,7 @@ from otel_panel_receiver.export.exposition import (
     families_from_otel,
     labels_of,
 )
+from otel_panel_receiver.stores.sqlite import WriterLock
 from otel_panel_receiver.throttle import Throttle
 
 __all__ = [
@@ -247,6 +248,7 @@ class SqliteSeries(SeriesTable):
         super().__init__(limit, clock)
         self.path = path
         self._lock = threading.Lock()
+        self._writer = WriterLock(path + "-lock")  # the workers' writers queue on it
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
 
@@ -286,7 +288,7 @@ class SqliteSeries(SeriesTable):
         retired: dict[str, int] = {}
         with self._lock:
             conn = self._connection()
-            with conn:
+            with self._writer.held(), conn:
                 conn.execute("BEGIN IMMEDIATE")
                 ((tick,),) = conn.execute(
                     "UPDATE clock SET tick = tick + 1 RETURNING tick"
@@ -338,7 +340,7 @@ class SqliteSeries(SeriesTable):
         """Return each series' first exposure, recording ``now`` for those never exposed."""
         with self._lock:
             conn = self._connection()
-            with conn:
+            with self._writer.held(), conn:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(
                     "UPDATE series SET exposed = ? WHERE key = ? AND exposed = 0",
@@ -353,6 +355,7 @@ class SqliteSeries(SeriesTable):
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+            self._writer.close()
 
 
 def clear_directory(path: str) -> None:
