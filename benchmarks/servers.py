@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from otel_panel_receiver import load_settings
-from otel_panel_receiver.serving import GRANIAN_TARGET, granian_options
+from otel_panel_receiver.serving import GRANIAN_TARGET, event_loop, granian_options
 from tests.support.procs import REPO, VENV_BIN, free_port, wait_http
 
 __all__ = [
@@ -127,7 +127,8 @@ class ServerSpec:
         """Return granian's options: the receiver's from its settings, the bare app's own."""
         if app.baseline:
             return [
-                "--interface", "rsgi", "--host", "127.0.0.1", "--port", str(port),
+                "--interface", "rsgi", "--loop", event_loop(),  # the receiver's loop
+                "--host", "127.0.0.1", "--port", str(port),
                 "--workers", str(self.workers), "--no-ws", "--no-access-log",
                 "--log-level", "warning",
             ]  # fmt: skip

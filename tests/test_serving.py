@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,13 @@ def test_granian_gets_the_same_address_workers_and_grace_as_gunicorn() -> None:
     assert value("--interface") == kwargs["interface"] == "rsgi"
     assert int(value("--http1-header-read-timeout")) == 7500
     assert kwargs["http1_settings"].header_read_timeout == 7500
+    assert value("--loop") == kwargs["loop"] == "uvloop"  # a dependency on this platform
+
+
+def test_without_uvloop_granian_runs_asyncios_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
+    argv = granian_options(Settings())
+    assert argv[argv.index("--loop") + 1] == granian_settings(Settings())["loop"] == "asyncio"
 
 
 def test_under_granian_the_memory_store_runs_the_app_in_the_event_loop() -> None:
