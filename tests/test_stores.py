@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Barrier
@@ -613,3 +614,34 @@ def test_a_redis_url_without_the_redis_package_says_how_to_install_it(
     monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(ConfigError, match=r"pip install 'otel-panel-receiver\[redis\]'"):
         open_store("redis://cache:6379/0", max_size=10, idle_ttl=60)
+
+
+def _main_file_size(path: Path) -> int:
+    return path.stat().st_size  # the database file itself, without its write-ahead log
+
+
+@pytest.mark.parametrize(
+    ("interval", "grows", "by_thread"),
+    [(3600.0, False, False), (0.05, True, True), (0.0, True, False)],
+    ids=["thread not due yet", "thread due", "no thread: the writers checkpoint"],
+)
+def test_the_sqlite_store_checkpoints_from_a_thread_not_in_a_payloads_commit(
+    tmp_path: Path, interval: float, grows: bool, by_thread: bool
+) -> None:
+    # 1,000 sessions write several thousand pages of log, past SQLite's own threshold of
+    # 1,000 pages, after which a writer copies them into the file in some payload's commit.
+    # With the thread, a payload's commit never does (below the backstop): the file grows only
+    # when the thread checkpoints.
+    path = tmp_path / "s.db"
+    store = SqliteSessionStore(path, max_size=0, idle_ttl=0, checkpoint_interval=interval)
+    start = _main_file_size(path)
+    for key in range(1, 1001):
+        store.apply(key, lambda state: (1, None))
+    deadline = time.monotonic() + 5.0
+    while by_thread and store.checkpoints < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    grew = _main_file_size(path) > start
+    checkpoints = store.checkpoints
+    store.close()
+    assert grew == grows
+    assert (checkpoints > 0) == by_thread

