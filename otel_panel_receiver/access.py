@@ -235,6 +235,10 @@ class Access:
             return True
         return "*" in self._origins or origin.rstrip("/") in self._origins
 
+    def grants_cors(self, origin: str) -> bool:
+        """Return whether ``origin`` gets CORS headers: origins are checked and it is allowed."""
+        return self.checks_origins and bool(origin) and self.origin_allowed(origin)
+
     @property
     def open(self) -> bool:
         """Return whether anyone may post from anywhere: no auth, no origin check, no limit."""

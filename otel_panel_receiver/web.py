@@ -194,7 +194,7 @@ class WriteEndpoint:
         cors: list[tuple[str, str]] = []
         if access is not None and not access.open:
             origin = header("Origin")
-            if access.checks_origins and origin and access.origin_allowed(origin):
+            if access.grants_cors(origin):
                 cors = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
             decision = access.write(self._facts(access, origin, header, query, client))
             if isinstance(decision, Refused):
@@ -317,10 +317,7 @@ class WriteResource:
             length=req.content_length,
             read=req.stream.read,
         )
-        resp.status = answer.status
-        for name, value in answer.headers:
-            resp.append_header(name, value) if name == "Vary" else resp.set_header(name, value)
-        resp.data = answer.body or None
+        _respond(resp, answer)
 
 
 class MetricsResource:
@@ -401,10 +398,18 @@ def _duration_param(req: falcon.Request, name: str) -> float | None:
     return min(value, _LONGEST)  # longer than anything kept: everything
 
 
-def _error(resp: falcon.Response, status: str, message: str, path: str = "") -> None:
+def _error(resp: falcon.Response, status: str | int, message: str, path: str = "") -> None:
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
-    resp.data = msgspec.json.encode({"error": message, "path": path})
+    resp.data = _error_body(message, path)
+
+
+def _respond(resp: falcon.Response, answer: Answer) -> None:
+    """Put an :class:`Answer` on a Falcon response (``Vary`` added to, the rest set)."""
+    resp.status = answer.status
+    for name, value in answer.headers:
+        resp.append_header(name, value) if name == "Vary" else resp.set_header(name, value)
+    resp.data = answer.body or None
 
 
 def _internal_error(
@@ -414,10 +419,7 @@ def _internal_error(
 
     def handle(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
         write = req.method == "POST" and req.path.endswith("/write")
-        answer = faults.answer(req.method, req.path, ex, write=write)
-        resp.status = answer.status
-        resp.content_type = falcon.MEDIA_JSON
-        resp.data = answer.body
+        _respond(resp, faults.answer(req.method, req.path, ex, write=write))
 
     return handle
 
@@ -477,15 +479,13 @@ class AccessGate:
         )
         decision = self._access.metrics(facts)
         if isinstance(decision, Refused):
-            resp.status = decision.status
-            resp.content_type = falcon.MEDIA_JSON
-            resp.data = _error_body(decision.message)
+            _error(resp, decision.status, decision.message)
             for name, value in (*decision.headers, _CLOSE):
                 resp.set_header(name, value)
             resp.complete = True
 
     def _preflight(self, origin: str, resp: falcon.Response) -> None:
-        if not (self._access.checks_origins and origin and self._access.origin_allowed(origin)):
+        if not self._access.grants_cors(origin):
             return  # the router answers OPTIONS with Allow, and no CORS grant
         resp.status = falcon.HTTP_204
         resp.set_header("Access-Control-Allow-Methods", "POST, OPTIONS")
@@ -500,7 +500,7 @@ class AccessGate:
         if req.path == self._write and req.method == "POST":
             return  # the endpoint's answer carries its own
         origin = req.get_header("Origin") or ""
-        if self._access.checks_origins and origin and self._access.origin_allowed(origin):
+        if self._access.grants_cors(origin):
             resp.set_header("Access-Control-Allow-Origin", origin)
             resp.append_header("Vary", "Origin")
 

@@ -65,7 +65,7 @@ def render_logfmt(
     # The common line: every key already clean and none of level/msg, so no two can collide
     # (a mapping's keys are distinct) and each pair is rendered alone, most from memory.
     for key, value in fields.items():
-        if not clean_keys.get(key, False) and not _is_clean(key):
+        if key not in clean_keys and not _is_clean(key):
             return _render_renaming(parts[:2], fields)
         cls = value.__class__
         if cls is str:
@@ -83,13 +83,13 @@ def render_logfmt(
 
 
 #: Keys known clean (kept as they are on a logfmt line) and not ``level`` or ``msg``; bounded.
-_CLEAN_KEYS: Final[dict[str, bool]] = {}
+_CLEAN_KEYS: Final[set[str]] = set()
 
 
 def _is_clean(key: str) -> bool:
     clean = bool(key) and key not in ("level", "msg") and not _SPECIAL.search(key)
     if clean and len(_CLEAN_KEYS) < _PAIRS_MAX:
-        _CLEAN_KEYS[key] = True
+        _CLEAN_KEYS.add(key)
     return clean
 
 
