@@ -645,3 +645,17 @@ def test_the_sqlite_store_checkpoints_from_a_thread_not_in_a_payloads_commit(
     store.close()
     assert grew == grows
     assert (checkpoints > 0) == by_thread
+
+
+def test_closing_the_sqlite_store_waits_for_a_stuck_checkpoint_at_most_its_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint stuck in a frozen file system (here: a thread that never returns) must not
+    # hang close() or a fork, which stop the checkpoint thread first.
+    stuck = threading.Event()
+    monkeypatch.setattr(sqlite_module._Checkpoints, "_run", lambda self, stop: stuck.wait())
+    store = SqliteSessionStore(tmp_path / "s.db", max_size=0, idle_ttl=0, timeout=0.2)
+    began = time.monotonic()
+    store.close()
+    assert time.monotonic() - began < 1.5
+    stuck.set()

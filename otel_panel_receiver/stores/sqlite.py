@@ -140,7 +140,7 @@ class SqliteSessionStore(Bounded):
         self._identity: tuple[int, int] = (0, 0)
         self._next_check = 0.0
         self._writer = WriterLock(self.path + "-lock")
-        self._checkpoints = _Checkpoints(self.path, checkpoint_interval)
+        self._checkpoints = _Checkpoints(self.path, checkpoint_interval, timeout)
         self._closed = False
         try:  # open now when possible; a file that cannot be used is reported at each call
             with self._lock, self._failures():
@@ -384,9 +384,10 @@ class _Checkpoints:
     before a fork, :meth:`start` again after (the store does both when it reopens).
     """
 
-    def __init__(self, path: str, interval: float) -> None:
+    def __init__(self, path: str, interval: float, wait: float) -> None:
         self.path = path
         self.interval = interval
+        self._wait = wait
         self.done = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -403,11 +404,15 @@ class _Checkpoints:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread and close its connection (waits for a checkpoint in progress)."""
+        """Stop the thread, which closes its connection; wait for it at most the store's timeout.
+
+        A checkpoint stuck in a frozen file system must not hang ``close`` or a fork: the
+        thread is then left to end by itself (it is a daemon).
+        """
         thread, self._thread = self._thread, None
         self._stop.set()
         if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            thread.join(self._wait)
 
     def _run(self, stop: threading.Event) -> None:
         conn: sqlite3.Connection | None = None
