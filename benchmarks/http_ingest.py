@@ -49,7 +49,7 @@ def _measure_row(row: Row, plan: Plan, wrk: str, round_file: Path, tmp: Path) ->
     name = f"{row.server.label} x{row.server.workers} {row.store}".lower()
     directory = tmp / re.sub(r"[^a-z0-9]+", "-", name).strip("-")
     directory.mkdir()  # new: each row starts with an empty store
-    if row.store == "SQLite":
+    if row.store in ("LMDB", "SQLite"):
         app = receiver_app(row.server, row.store, directory)
         return measure(row.server, app, plan, wrk, round_file, tries=tries)
     exe = find_redis_server()
@@ -115,10 +115,21 @@ def _workers_gain(table: Table, planned: list[Row], done: Mapping[Row, Measureme
         return
     gain = two.wrk.rate / one.wrk.rate if one.wrk.rate else 0.0
     table.check(what, f"{gain:.2f}", targets.WORKERS_GAIN, gain)
-    table.notes.append(
+    note = (
         f"{what}: {two.wrk.rate:,.0f} req/s ({two.app.name}) ÷ {one.wrk.rate:,.0f} req/s "
-        f"({one.app.name}) = {gain:.2f}."
+        f"({one.app.name}) = {gain:.2f}; server CPU per payload {two.cpu_us:.0f} µs with 2 "
+        f"workers, {one.cpu_us:.0f} µs with 1."
     )
+    bare_one = done.get(Row(DEFAULT_SERVER, None))
+    bare_two = done.get(Row(two_server, None))
+    if bare_one is not None and bare_two is not None and bare_one.wrk.rate:
+        ceiling = bare_two.wrk.rate / bare_one.wrk.rate
+        note += (
+            f" The ceiling on this machine, the bare app on the same server: "
+            f"{bare_two.wrk.rate:,.0f} req/s with 2 workers ÷ {bare_one.wrk.rate:,.0f} with 1 "
+            f"= {ceiling:.2f} (wrk and the loopback share the same {os.cpu_count()} cores)."
+        )
+    table.notes.append(note)
 
 
 #: The upstream Go receiver as a peer: one process, its session log on (as ours in these rows,
@@ -231,10 +242,11 @@ def _notes(mix: Mix, plan: Plan, done: Mapping[Row, Measurement]) -> Iterable[st
         "wrk): a row with more than a few tenths of a core was disturbed."
     )
     yield (
-        "2 workers: the receiver's workers share sessions through SQLite (a new file in a "
-        "temporary directory, WAL mode) or Redis (a redis-server the harness starts on "
-        "loopback, no persistence; its CPU is shown as + N redis and is part of the ratio "
-        "table's CPU difference), and /metrics sums per-worker metric files. On this "
+        "2 workers: the receiver's workers share sessions through LMDB (the default: a new "
+        "directory in a temporary directory), SQLite (a new file, WAL mode) or Redis (a "
+        "redis-server the harness starts on loopback, no persistence; its CPU is shown as "
+        "+ N redis and is part of the ratio table's CPU difference), and /metrics is the "
+        "workers' shared table of series (LMDB). On this "
         f"{os.cpu_count()}-core machine wrk takes one core, so the bare app's 2-worker rows "
         "show the ceiling."
     )

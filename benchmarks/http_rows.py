@@ -65,14 +65,19 @@ def rows(plan: Plan) -> list[Row]:
         Row(ServerSpec("granian"), "memory", log=False),
     )
     for kind in ("gunicorn-sync", "gunicorn-gthread", "granian"):
-        server = ServerSpec(kind, workers=2)
-        rows.append(Row(server, "SQLite", "" if kind in plan.http_shared_store else QUICK))
-        if kind == "gunicorn-gthread":
+        # The CLI's threads for the default store (LMDB): 1 under gunicorn gthread.
+        server = ServerSpec(kind, workers=2, threads=1 if kind == "gunicorn-gthread" else 4)
+        rows.append(Row(server, "LMDB", "" if kind in plan.http_shared_store else QUICK))
+        if kind == "granian":  # the other store of one host, against the default
+            rows.append(Row(server, "SQLite", "" if plan.http_redis else QUICK))
+        rows.append(Row(server, None, "" if plan.http_two_workers else QUICK))
+        if kind == "gunicorn-gthread":  # Redis: 4 threads, as the CLI runs it
+            server = ServerSpec(kind, workers=2, threads=4)
             skip = "" if plan.http_redis else QUICK
             if not skip and find_redis_server() is None:
                 skip = f"n/a (redis-server not installed; {REDIS_HINT})"
             rows.append(Row(server, "Redis", skip))
-        rows.append(Row(server, None, "" if plan.http_two_workers else QUICK))
+            rows.append(Row(server, None, "" if plan.http_redis else QUICK))
     return rows
 
 

@@ -17,9 +17,9 @@ class Plan:
     http_warmup_seconds: float  # an unmeasured wrk run first, on the same server
     http_two_workers: bool  # also serve the bare app with 2 workers
     http_one_thread: bool  # also gunicorn gthread with 1 thread (the CLI's memory-store default)
-    #: Servers (``ServerSpec.kind``) whose 2-worker receiver row runs, with the SQLite store.
+    #: Servers (``ServerSpec.kind``) whose 2-worker receiver row runs, with the default store.
     http_shared_store: tuple[str, ...]
-    http_redis: bool  # the 2-worker gthread receiver row with the Redis store
+    http_redis: bool  # the 2-worker rows of the other shared stores (Redis, SQLite)
     pipeline_payloads: int  # per repeat
     pipeline_repeats: int
     store_payloads: int  # per repeat, for each session store (SQLite and Redis are slower)

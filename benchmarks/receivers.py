@@ -19,7 +19,7 @@ from otel_panel_receiver import load_settings
 
 __all__ = ["BARE", "RECEIVER", "Store", "default_store", "receiver_app"]
 
-Store = Literal["memory", "SQLite", "Redis"]
+Store = Literal["memory", "LMDB", "SQLite", "Redis"]
 
 #: ``/metrics`` shows each series' value at once (not 0 for ``--new-series-delay``), so that the
 #: sessions a run counted can be read right after it. Scrapes are not what a row measures.
@@ -32,7 +32,7 @@ BARE: Final = AppSpec("bare Falcon + msgspec", "benchmarks.bare_wsgi:app", basel
 
 def default_store(workers: int) -> Store:
     """Return the store the receiver picks by itself for ``workers`` (as ``Settings`` does)."""
-    return "memory" if workers == 1 else "SQLite"
+    return "memory" if workers == 1 else "LMDB"
 
 
 def receiver_app(
@@ -40,7 +40,7 @@ def receiver_app(
 ) -> AppSpec:
     """Return the receiver as ``server`` serves it with ``store``, its files under ``tmp``.
 
-    ``tmp`` must be a fresh directory: the SQLite file and the metrics directory start empty.
+    ``tmp`` must be a fresh directory: the store's files and the metrics directory start empty.
     ``log=False`` turns the session log off (memory store only).
     """
     if store == "memory":
@@ -52,7 +52,8 @@ def receiver_app(
         return RECEIVER
     if store == "Redis" and not redis_url:
         raise ValueError("the Redis store needs the URL of a running redis-server")
-    url = redis_url if store == "Redis" else f"sqlite://{tmp / 's.db'}"
+    urls = {"Redis": redis_url, "LMDB": f"lmdb://{tmp / 's'}", "SQLite": f"sqlite://{tmp / 's.db'}"}
+    url = urls[store]
     name = f"receiver, {store} store"
     target = RECEIVER.target
     if server.kind == "gunicorn-sync":

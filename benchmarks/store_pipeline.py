@@ -1,9 +1,10 @@
-"""Measure what each session store costs per payload, in process: memory, SQLite and Redis.
+"""Measure what each session store costs per payload, in process: memory, LMDB, SQLite, Redis.
 
 For each store: ``store.apply`` alone (precomputed keys and states, so neither decoding nor the
 rules are in it), then ``Receiver.handle(body)`` with the session log disabled and enabled. A
-fresh store for every repeat: a new SQLite file, a new key prefix in Redis. The Redis server is
-on loopback, started here; its own CPU is read apart, and wall time shows the round trips.
+fresh store for every repeat: a new LMDB directory or SQLite file, a new key prefix in Redis.
+The Redis server is on loopback, started here; its own CPU is read apart, and wall time shows
+the round trips.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def _states(events: Sequence[PanelEvent]) -> list[tuple[int, _Put]]:
 
 
 class _Stores:
-    """Open a fresh store of one kind per call: memory, SQLite (tmp files) or Redis (prefixes)."""
+    """Open a fresh store of one kind per call: memory, LMDB or SQLite (in a temporary
+    directory) or Redis (prefixes)."""
 
     def __init__(self, kind: str, tmp: Path, redis_url: str = "") -> None:
         self.kind, self._tmp, self._redis, self._made = kind, tmp, redis_url, 0
@@ -84,8 +86,12 @@ class _Stores:
         if self.kind == "Redis":
             prefix = f"bench{self._made}:"
             return RedisSessionStore(self._redis, max_size=size, idle_ttl=ttl, prefix=prefix)
-        url = "memory" if self.kind == "memory" else f"sqlite://{self._tmp / f'{self._made}.db'}"
-        return open_store(url, max_size=size, idle_ttl=ttl)
+        urls = {
+            "memory": "memory",
+            "LMDB": f"lmdb://{self._tmp / f'{self._made}'}",
+            "SQLite": f"sqlite://{self._tmp / f'{self._made}.db'}",
+        }
+        return open_store(urls[self.kind], max_size=size, idle_ttl=ttl)
 
 
 def _timed(work: Callable[[], None], count: int, server_pid: int | None) -> _Cost:
@@ -196,7 +202,7 @@ def run(plan: Plan, bodies: Sequence[bytes], devnull: IO[str]) -> Table:
     log_cells = {"apply": "", "disabled": "disabled", "logfmt": "logfmt → /dev/null"}
     work_cells = {"apply": "store.apply alone", "disabled": "Receiver.handle(body)"}
     with tempfile.TemporaryDirectory(prefix="otel-panel-bench-") as tmp, _redis_url() as redis:
-        for kind in ("memory", "SQLite", "Redis"):
+        for kind in ("memory", "LMDB", "SQLite", "Redis"):
             if kind == "Redis" and redis is None:
                 why = f"n/a (redis-server not installed; {REDIS_HINT})"
                 table.add(kind, "all", "", why, "", "")
@@ -206,8 +212,9 @@ def run(plan: Plan, bodies: Sequence[bytes], devnull: IO[str]) -> Table:
             stores = _Stores(kind, Path(tmp), url)
             costs = _measure(stores, load, plan.store_repeats, pid)
             rows = [(kind, name, cost) for name, cost in costs.items()]
-            if kind == "SQLite":  # the store of several workers, with their shared table
-                shared = _Workload(bodies, updates, _recorders(devnull, shared=tmp))
+            if kind in ("LMDB", "SQLite"):  # stores of several workers, with the shared table
+                metrics = tempfile.mkdtemp(dir=tmp)
+                shared = _Workload(bodies, updates, _recorders(devnull, shared=metrics))
                 costs = _measure(stores, shared, plan.store_repeats, None, apply=False)
                 rows += [(f"{kind}, 2+ workers", name, cost) for name, cost in costs.items()]
             for store_cell, name, cost in rows:
@@ -221,14 +228,15 @@ def run(plan: Plan, bodies: Sequence[bytes], devnull: IO[str]) -> Table:
                 )
     table.notes.append(
         f"{len(bodies):,} payloads of the same mix, median of {plan.store_repeats} runs, each "
-        "on a fresh store (memory; a new SQLite file in a temporary directory, WAL mode, one "
-        "transaction per payload; a new key prefix on a redis-server on loopback, GET then a "
+        "on a fresh store (memory; a new LMDB directory, one write transaction per payload; a "
+        "new SQLite file, WAL mode, one transaction per payload; a new key prefix on a "
+        "redis-server on loopback, GET then a "
         "compare-and-set script per payload). CPU is this process's; wall time adds what it "
         "waited for (SQLite's file system calls, Redis' round trips); redis-server's CPU is read "
         "from /proc. store.apply alone stores precomputed states under precomputed keys: the "
         "store's own cost, without decoding, the session rules or the counters. "
-        '"SQLite, 2+ workers": the recorders of one worker among several, which put each '
-        "payload's counts in the workers' shared table of series (one more SQLite "
+        '"2+ workers": the recorders of one worker among several, which put each '
+        "payload's counts in the workers' shared table of series (one more LMDB "
         "transaction) before the payload is answered, so that kill -9 loses no answered count."
     )
     return table

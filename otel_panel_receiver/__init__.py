@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from otel_panel_receiver.recorder import Recorder
     from otel_panel_receiver.sessions import SessionRules, session_key
     from otel_panel_receiver.stores import (
+        LmdbSessionStore,
         MemorySessionStore,
         RedisSessionStore,
         SessionStore,
@@ -50,6 +51,7 @@ _WHERE: Final = {
     "Recorder": "recorder",
     "SessionRules": "sessions",
     "session_key": "sessions",
+    "LmdbSessionStore": "stores",
     "MemorySessionStore": "stores",
     "RedisSessionStore": "stores",
     "SessionStore": "stores",
@@ -62,6 +64,7 @@ _WHERE: Final = {
 __all__ = [
     "ConfigError",
     "EventKind",
+    "LmdbSessionStore",
     "MemorySessionStore",
     "PanelEvent",
     "PayloadError",

@@ -266,7 +266,10 @@ def _answers(
         max_dashboards=settings.metric_cardinality_limit,
         retention=settings.usage_retention,
     )
-    closers.append(ledger.close)
+    # Before the store's own close, when the app closes it: a ledger's last write needs it.
+    inner = getattr(store, "store", store)  # under a GuardedStore
+    at = next((i for i, close in enumerate(closers) if close == inner.close), len(closers))
+    closers.insert(at, ledger.close)
     usage = Usage(
         ledger,
         store,

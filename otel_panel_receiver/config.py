@@ -269,10 +269,11 @@ class Settings:
     )  # fmt: skip
     session_store: str = _option(
         "", str.strip,
-        "Where session state lives: memory, sqlite:///path/to.db (all workers of one host; "
-        "survives restarts) or redis://host:port/db (many hosts). Empty: memory with one "
-        "worker, else an SQLite file of this instance in --data-dir, named after "
-        "--http-address (sessions-8080.db for :8080).",
+        "Where session state lives: memory, lmdb:///path/to/dir (all workers of one host; "
+        "survives restarts, not a power cut), sqlite:///path/to.db (all workers of one host; "
+        "survives restarts and power cuts) or redis://host:port/db (many hosts). Empty: "
+        "memory with one worker, else an LMDB directory of this instance in --data-dir, named "
+        "after --http-address (sessions-8080 for :8080).",
         metavar="URL",
     )  # fmt: skip
     store_timeout: float = _option(
@@ -420,16 +421,18 @@ class Settings:
             raise ConfigError(
                 f"{self.workers} workers (--workers, WORKERS or gunicorn -w): each needs a "
                 f"session store shared by the workers, not memory, or it counts its own "
-                f"sessions; leave --session-store (SESSION_STORE) empty for SQLite in "
-                f"--data-dir, or name sqlite:///path/to/sessions.db or redis://host:port/db"
+                f"sessions; leave --session-store (SESSION_STORE) empty for LMDB in "
+                f"--data-dir, or name lmdb:///path/to/dir, sqlite:///path/to/sessions.db or "
+                f"redis://host:port/db"
             )
 
     @property
     def store_url(self) -> str:
         """Return the session store to open: the named one, or the default for the workers.
 
-        The default with several workers is an SQLite file of this instance: in ``data_dir``,
-        named after the listen address, so two receivers on one host never share sessions.
+        The default with several workers is an LMDB directory of this instance: in
+        ``data_dir``, named after the listen address, so two receivers on one host never share
+        sessions.
         """
         if self.session_store:
             return self.session_store
@@ -437,17 +440,24 @@ class Settings:
             return "memory"
         host, _, port = self.http_address.rpartition(":")
         name = "-".join(part for part in (re.sub(r"[^\w.-]", "_", host), port) if part)
-        return f"sqlite://{self.data_dir.rstrip('/')}/sessions-{name}.db"
+        return f"lmdb://{self.data_dir.rstrip('/')}/sessions-{name}"
 
     @property
     def thread_count(self) -> int:
         """Return the app's threads per worker: the setting, or the choice for store and server.
 
-        0 means none: granian runs the app in its event loop.
+        0 means none: granian runs the app in its event loop. The memory and LMDB stores never
+        wait (an LMDB transaction is a few microseconds in a shared map, its writer lock is
+        held that long), so the app runs in the loop; SQLite and Redis may wait on a disk or a
+        network, and so may ``--auth grafana``: 4 threads then. Handing each request to a
+        thread costs more than the payload itself (measured: granian, one worker, LMDB store:
+        4 threads, 1,400 payloads/s at 890 µs of CPU each; in the loop, see
+        ``docs/benchmarks.md``).
         """
         if self.threads:
             return self.threads
-        if self.store_url != "memory" or self.auth == "grafana":
+        waits = self.store_url != "memory" and not self.store_url.startswith("lmdb:")
+        if waits or self.auth == "grafana":
             return 4  # each call of the app may wait on a disk or a network
         return 0 if self.server == "granian" else 1
 

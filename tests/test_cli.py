@@ -37,6 +37,8 @@ def test_several_workers_with_the_memory_store_are_refused(
     [
         (["--session-store", "mysql://db"], {}, "unknown session store 'mysql://db'"),
         (["--session-store", "sqlite:///no/such/dir/s.db"], {}, "'/no/such/dir' does not exist"),
+        (["--session-store", "lmdb:///no/such/dir/s"], {}, "'/no/such/dir' does not exist"),
+        (["--session-store", "lmdb://host/s"], {}, "names a host; the store is local"),
         ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TIMEOUT": "abc"},
          "OTEL_EXPORTER_OTLP_TIMEOUT expected seconds as a number, got 'abc'"),
         ([], {"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://c", "OTEL_EXPORTER_OTLP_PROTOCOL": "udp"},

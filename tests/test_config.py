@@ -97,14 +97,14 @@ def test_several_workers_with_the_memory_store_cannot_be_configured() -> None:
         load_settings([], {"WORKERS": "4", "SESSION_STORE": "memory"})
 
 
-def test_the_default_store_is_memory_for_one_worker_and_this_instances_sqlite_for_several() -> None:
+def test_the_default_store_is_memory_for_one_worker_and_this_instances_lmdb_for_several() -> None:
     assert Settings(workers=1).store_url == "memory"
-    assert Settings(workers=2).store_url == "sqlite:///var/tmp/otel-panel-receiver/sessions-8080.db"
+    assert Settings(workers=2).store_url == "lmdb:///var/tmp/otel-panel-receiver/sessions-8080"
     assert (
         Settings(workers=2, http_address="127.0.0.1:9000", data_dir="/srv/opr").store_url
-        == "sqlite:///srv/opr/sessions-127.0.0.1-9000.db"
+        == "lmdb:///srv/opr/sessions-127.0.0.1-9000"
     )
-    assert Settings(workers=2, http_address="[::1]:81").store_url.endswith("/sessions-___1_-81.db")
+    assert Settings(workers=2, http_address="[::1]:81").store_url.endswith("/sessions-___1_-81")
     assert Settings(workers=2, session_store="redis://r:6379/0").store_url == "redis://r:6379/0"
 
 

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from otel_panel_receiver.app import ReceiverApp, create_app
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.export.exposition import Exposition, Family, MemoryExposures, Series
-from otel_panel_receiver.export.series import SERIES_FILE, SqliteSeries
+from otel_panel_receiver.export.series import SERIES_FILE, LmdbSeries
 from otel_panel_receiver.testing import FakeClock, in_memory_telemetry, sample_payload
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
@@ -151,8 +151,8 @@ def test_each_series_carries_its_own_start_time_for_otlp_and_created() -> None:
 
 
 def test_worker_processes_agree_on_first_exposure_through_their_table(tmp_path: Path) -> None:
-    a = SqliteSeries(str(tmp_path / SERIES_FILE), limit=10)
-    b = SqliteSeries(str(tmp_path / SERIES_FILE), limit=10)
+    a = LmdbSeries(str(tmp_path / SERIES_FILE), limit=10)
+    b = LmdbSeries(str(tmp_path / SERIES_FILE), limit=10)
     c = Family("c", "counter", "help", "", [Series((("k", "x"),), 1.0, 1.0)])
     a.absorb([c])
     key = c.key((("k", "x"),))

@@ -10,10 +10,10 @@ servers are in ``tests/e2e/test_faults.py``.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -26,7 +26,7 @@ from otel_panel_receiver import MemorySessionStore, Receiver, Recorder
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.errors import StoreUnavailable
 from otel_panel_receiver.export.exposition import Family
-from otel_panel_receiver.export.series import MemorySeries, SeriesReader, SqliteSeries
+from otel_panel_receiver.export.series import SERIES_FILE, LmdbSeries, MemorySeries, SeriesReader
 from otel_panel_receiver.export.sink import LineSink
 from otel_panel_receiver.recorder import COUNTERS
 from otel_panel_receiver.sessions import SessionRules
@@ -361,7 +361,7 @@ def test_with_a_shared_table_a_payload_is_counted_in_it_before_it_is_answered(
     for name in ("v2-start.json", "v2-heartbeat.json", "v2-end.json"):
         app.receiver.handle(sample_payload(name))
     # Another worker's view: the file itself, read before any collection of this process.
-    table = SqliteSeries(str(tmp_path / "series.db"), 10_000)
+    table = LmdbSeries(str(tmp_path / SERIES_FILE), 10_000)
     got = {f.name: sum(s.value for s in f.series) for f in table.families()}
     assert got["grafana_analytics_sessions"] == 1
     assert got["grafana_analytics_sessions_duration"] == 135.0
@@ -379,7 +379,7 @@ def test_counts_the_table_cannot_take_are_kept_and_added_at_the_next_collection(
         def absorb(self, families: Any) -> None:
             if self.failures:
                 self.failures -= 1
-                raise sqlite3.OperationalError("database or disk is full")
+                raise OSError(errno.ENOSPC, "No space left on device")
             super().absorb(families)
 
     from opentelemetry.sdk.metrics import MeterProvider
@@ -398,13 +398,13 @@ def test_counts_the_table_cannot_take_are_kept_and_added_at_the_next_collection(
 
 
 def test_a_tally_the_table_refuses_is_kept_for_the_next_collection(tmp_path: Path) -> None:
-    class Refuses(SqliteSeries):
+    class Refuses(LmdbSeries):
         def tally(self, families: Any) -> None:
-            raise sqlite3.OperationalError("database or disk is full")
+            raise OSError(errno.ENOSPC, "No space left on device")
 
     from opentelemetry.sdk.metrics import MeterProvider
 
-    table = Refuses(str(tmp_path / "series.db"), 100)
+    table = Refuses(str(tmp_path / SERIES_FILE), 100)
     reader = SeriesReader(table, interval=3600.0, tallied=COUNTERS)
     provider = MeterProvider(metric_readers=[reader])
     reader.tally([("grafana_analytics_sessions", {"dashboard_uid": "d"}, 1.0)])

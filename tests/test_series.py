@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import threading
+import multiprocessing
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,16 +17,15 @@ from otel_panel_receiver.export.providers import session_views
 from otel_panel_receiver.export.series import (
     RETIRED,
     SERIES_FILE,
+    LmdbSeries,
     MemorySeries,
     SeriesReader,
     SeriesTable,
-    SqliteSeries,
     clear_directory,
 )
 from otel_panel_receiver.receiver import Receiver
 from otel_panel_receiver.recorder import Recorder
 from otel_panel_receiver.stores import MemorySessionStore
-from otel_panel_receiver.stores.sqlite import WriterLock
 from otel_panel_receiver.testing import sample_payload
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class Worker:
     """One simulated worker: its own provider and reader, the shared table and session store."""
 
     def __init__(self, path: Path, store: MemorySessionStore) -> None:
-        self.reader = SeriesReader(SqliteSeries(str(path / SERIES_FILE), 100), interval=3600)
+        self.reader = SeriesReader(LmdbSeries(str(path / SERIES_FILE), 100), interval=3600)
         self.provider = MeterProvider(
             metric_readers=[self.reader], views=session_views(), shutdown_on_exit=False
         )
@@ -53,7 +53,7 @@ class Worker:
 
 def merged(path: Path) -> str:
     """Return the exposition any worker serves from the shared table, values at once."""
-    table = SqliteSeries(str(path / SERIES_FILE), 100)
+    table = LmdbSeries(str(path / SERIES_FILE), 100)
     try:
         return Exposition(table.families, delay=0, exposures=table).scrape()[0].decode()
     finally:
@@ -153,11 +153,11 @@ def series_of(table: SeriesTable, name: str) -> dict[str, float]:
     return {dict(s.labels)["a"]: s.value for s in found.series}
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "lmdb"])
 def table(request: pytest.FixtureRequest, tmp_path: Path) -> SeriesTable:
     if request.param == "memory":
         return MemorySeries(limit=3)
-    return SqliteSeries(str(tmp_path / SERIES_FILE), limit=3)
+    return LmdbSeries(str(tmp_path / SERIES_FILE), limit=3)
 
 
 def test_past_the_limit_the_least_recently_updated_series_is_retired(table: SeriesTable) -> None:
@@ -197,8 +197,8 @@ def test_a_retired_series_that_comes_back_starts_again_from_0_as_a_new_series(
 
 
 def test_workers_writing_one_table_share_one_bound(tmp_path: Path) -> None:
-    a = SqliteSeries(str(tmp_path / SERIES_FILE), limit=3)
-    b = SqliteSeries(str(tmp_path / SERIES_FILE), limit=3)
+    a = LmdbSeries(str(tmp_path / SERIES_FILE), limit=3)
+    b = LmdbSeries(str(tmp_path / SERIES_FILE), limit=3)
     a.absorb([family("c", "1", "2")])
     b.absorb([family("c", "3", "4")])
     assert len(series_of(a, "c")) == 3 and series_of(a, "c") == series_of(b, "c")
@@ -241,31 +241,27 @@ def test_a_burst_of_new_label_sets_between_two_collections_never_overflows_the_s
     assert any(("dashboard_uid", "ZQZXRMXMk") in labels for labels in sessions)
 
 
-@pytest.mark.parametrize("write", ["tally", "first"])
-def test_the_workers_writes_to_the_shared_table_queue_on_its_writer_lock(
-    tmp_path: Path, write: str
-) -> None:
-    # Another process's writer (here another open file of the lock: flock locks of two open
-    # files exclude each other as two processes' do) holds the lock: the write waits for it,
-    # rather than racing in SQLite's sleeping busy handler, and goes through when it is let go.
-    table = SqliteSeries(str(tmp_path / SERIES_FILE), limit=10)
+def _tally_in_process(path: str, count: int, barrier: Barrier) -> None:
+    table = LmdbSeries(path, limit=10)
     family = Family("grafana_analytics_sessions", "counter", "Number of sessions.", "",
-                    [Series((("dashboard_uid", "a"),), 1.0, 1.0)])  # fmt: skip
-    other = WriterLock(table.path + "-lock")
-    done = threading.Event()
+                    [Series((("a", "x"),), 1.0, 1.0)])  # fmt: skip
+    barrier.wait(30)
+    for _ in range(count):
+        table.tally([family])
+        table.first([family.key(family.series[0].labels)], 5.0)
+    table.close()
 
-    def run() -> None:
-        if write == "tally":
-            table.tally([family])
-        else:
-            table.first([family.key(family.series[0].labels)], 5.0)
-        done.set()
 
-    with other.held():
-        thread = threading.Thread(target=run)
-        thread.start()
-        assert not done.wait(0.3)  # queued behind the other writer
-    assert done.wait(5.0)
-    thread.join()
-    other.close()
+def test_workers_tallying_one_series_at_once_lose_no_increment(tmp_path: Path) -> None:
+    path = str(tmp_path / SERIES_FILE)
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters, as the workers are
+    barrier = ctx.Barrier(3)
+    procs = [ctx.Process(target=_tally_in_process, args=(path, 500, barrier)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    table = LmdbSeries(path, limit=10)
+    assert series_of(table, "grafana_analytics_sessions") == {"x": 1500.0}
     table.close()

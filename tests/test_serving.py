@@ -35,7 +35,10 @@ def test_gunicorn_runs_one_gthread_worker_by_default() -> None:
 
 
 def test_threads_default_to_four_with_a_store_that_waits_on_io() -> None:
-    assert gunicorn_settings(Settings(workers=2))["threads"] == 4
+    assert gunicorn_settings(Settings(workers=2, session_store="sqlite:///s.db"))["threads"] == 4
+    # LMDB (the default with several workers) never waits: no thread pool under granian.
+    assert Settings(workers=2).thread_count == 0
+    assert gunicorn_settings(Settings(workers=2))["threads"] == 1
     assert gunicorn_settings(Settings(session_store="redis://r:6379/0"))["threads"] == 4
     assert gunicorn_settings(Settings(threads=8))["threads"] == 8
 
@@ -82,7 +85,7 @@ def test_one_worker_needs_no_preparation() -> None:
     assert environ == {}
 
 
-def test_several_workers_get_this_instances_sqlite_file_and_a_fresh_metrics_directory(
+def test_several_workers_get_this_instances_lmdb_store_and_a_fresh_metrics_directory(
     tmp_path: Path,
 ) -> None:
     data = tmp_path / "data"
@@ -92,7 +95,7 @@ def test_several_workers_get_this_instances_sqlite_file_and_a_fresh_metrics_dire
     )
     try:
         assert settings.workers == 4
-        assert settings.session_store == f"sqlite://{data}/sessions-127.0.0.1-9100.db"
+        assert settings.session_store == f"lmdb://{data}/sessions-127.0.0.1-9100"
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
         assert os.listdir(settings.prometheus_multiproc_dir) == []
         assert environ == {

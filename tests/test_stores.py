@@ -1,13 +1,15 @@
 """Every session store keeps the same promises; the shared ones keep them across processes.
 
-One suite runs over the memory, SQLite and Redis stores, each opened by its URL. Redis is a real
-``redis-server`` (``scripts/install-peers.sh``) started once for the session on a free port,
-emptied before each test. Time is a fake clock wherever it matters, so nothing here sleeps.
+One suite runs over the memory, LMDB, SQLite and Redis stores, each opened by its URL. Redis is a
+real ``redis-server`` (``scripts/install-peers.sh``) started once for the session on a free
+port, emptied before each test. Time is a fake clock wherever it matters, so nothing here sleeps.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import sys
 import threading
 import time
@@ -21,8 +23,10 @@ import pytest
 
 from otel_panel_receiver.errors import ConfigError, StoreUnavailable
 from otel_panel_receiver.stores import EvictionCallback, MemorySessionStore, SessionStore
+from otel_panel_receiver.stores import lmdb as lmdb_module
 from otel_panel_receiver.stores import sqlite as sqlite_module
 from otel_panel_receiver.stores.factory import open_store
+from otel_panel_receiver.stores.lmdb import LmdbSessionStore
 from otel_panel_receiver.stores.redis import RedisSessionStore
 from otel_panel_receiver.stores.sqlite import SqliteSessionStore
 from otel_panel_receiver.testing import FakeClock
@@ -80,15 +84,17 @@ def _url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return "memory"
     if kind == "sqlite":
         return f"sqlite://{tmp_path}/sessions.db"
+    if kind == "lmdb":
+        return f"lmdb://{tmp_path}/sessions"
     return str(request.getfixturevalue("redis_url"))
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "lmdb", "sqlite", "redis"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return _url(request.param, request, tmp_path)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["lmdb", "sqlite", "redis"])
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return _url(request.param, request, tmp_path)
 
@@ -303,6 +309,152 @@ def test_an_sqlite_file_deleted_or_replaced_under_the_store_is_found_and_replace
     other.close()
 
 
+def test_an_lmdb_file_deleted_or_replaced_under_the_store_is_found_and_replaced(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    monkeypatch.setattr(lmdb_module, "_IDENTITY_EVERY", 0.0)  # check at every call
+    path = tmp_path / "sessions"
+    store = LmdbSessionStore(path, max_size=100, idle_ttl=0, clock=clock)
+    other = LmdbSessionStore(path, max_size=100, idle_ttl=0, clock=clock)
+    put(store, 1, 11)
+    assert store.resets == 0 and store.reset_at == 0.0
+    clock.advance(5)
+    (path / "data.mdb").unlink()
+    assert put(store, 2, 22) is None
+    assert store.resets == 1 and store.reset_at == clock()
+    assert store.get(1) is None and store.get(2) == 22 and (path / "data.mdb").exists()
+    assert other.get(2) == 22 and other.reset_at == clock()  # the process's other users see it
+    assert "Session store file was deleted under the receiver" in caplog.text
+    elsewhere = LmdbSessionStore(tmp_path / "elsewhere", max_size=100, idle_ttl=0)
+    put(elsewhere, 9, 99)
+    elsewhere.close()
+    (tmp_path / "elsewhere" / "data.mdb").replace(path / "data.mdb")
+    assert put(store, 3, 33) is None and store.resets == 2 and store.get(9) == 99
+    assert "Session store file was replaced under the receiver" in caplog.text
+    store.close()
+    assert other.get(3) == 33  # closing one user leaves the shared environment open
+    other.close()
+
+
+def test_an_lmdb_store_written_before_the_host_restarted_starts_over_keeping_its_ledger(
+    tmp_path: Path, clock: FakeClock, caplog: Any
+) -> None:
+    """After an OS crash a file written without flushes may be damaged: it is not trusted."""
+    boot = ["boot-1"]
+
+    def open_() -> LmdbSessionStore:
+        return LmdbSessionStore(
+            tmp_path / "s", max_size=100, idle_ttl=0, clock=clock, boot=lambda: boot[0]
+        )
+
+    store = open_()
+    put(store, 1, 11)
+    assert store.mark(5, 3600)
+    secret = store.secret("viewer-key", 86_400)
+    store.close()
+    store = open_()  # a restart of the service, the same boot: everything is there
+    assert store.get(1) == 11 and store.resets == 0 and not store.mark(5, 3600)
+    store.close()
+    boot[0] = "boot-2"
+    clock.advance(30)
+    store = open_()
+    assert store.get(1) is None and len(store) == 0 and store.mark(5, 3600)
+    assert store.resets == 1 and store.reset_at == clock()
+    assert "written before the host restarted" in caplog.text
+    assert store.secret("viewer-key", 86_400) == secret  # kept in the ledger's SQLite file
+    store.close()
+
+
+def test_an_lmdb_store_refuses_what_does_not_fit_and_never_kills_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each step of the file is allocated first: a full disk or map refuses, nothing more."""
+    with tmpfs(tmp_path / "mnt", "4m") as mount:
+        store = LmdbSessionStore(mount / "s", max_size=1000, idle_ttl=0)  # its first step: 8 MiB
+        with pytest.raises(StoreUnavailable, match="No space left on device"):
+            put(store, 1, 11)
+        remount(mount, "size=128m")
+        assert put(store, 1, 11) is None and store.get(1) == 11
+        assert os.stat(mount / "s" / "data.mdb").st_blocks * 512 >= lmdb_module.FIRST_MAP
+        store.close()
+    monkeypatch.setattr(lmdb_module, "map_size", lambda max_size: lmdb_module.FIRST_MAP)
+    store = LmdbSessionStore(tmp_path / "small", max_size=0, idle_ttl=0)
+    with pytest.raises(StoreUnavailable, match="MDB_MAP_FULL"):
+        for key in range(1_000_000):
+            put(store, key, 1 << 200)
+    assert store.get(key) is None and store.get(0) == 1 << 200  # the refused one changed nothing
+    assert len(store) == key
+    store.close()
+
+
+def _insert_in_process(path: str, first: int, count: int, barrier: Barrier) -> None:
+    store = LmdbSessionStore(path, max_size=0, idle_ttl=0)
+    barrier.wait(30)
+    try:
+        for key in range(first, first + count):
+            store.apply(key, increment)
+    finally:
+        store.close()
+
+
+def test_an_lmdb_file_grows_in_allocated_steps_that_every_process_follows(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(3)
+    per = 40_000  # 120,000 sessions: several times the first step of the map
+    procs = [
+        ctx.Process(target=_insert_in_process, args=(path, n * per, per, barrier)) for n in range(3)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    store = LmdbSessionStore(path, max_size=0, idle_ttl=0)
+    assert len(store) == 3 * per and store.get(0) == 1 and store.get(3 * per - 1) == 1
+    info = os.stat(Path(path) / "data.mdb")
+    assert info.st_size > lmdb_module.FIRST_MAP and info.st_blocks * 512 >= info.st_size
+    store.close()
+
+
+def _die_holding_the_write_lock(path: str, ready: Any) -> None:
+    store = LmdbSessionStore(path, max_size=100, idle_ttl=0)
+
+    def die(old: int | None) -> tuple[int, None]:
+        ready.set()
+        os.kill(os.getpid(), signal.SIGKILL)
+        return 0, None  # never reached
+
+    store.apply(7, die)
+
+
+def test_a_worker_killed_inside_an_lmdb_transaction_blocks_no_one_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "s")
+    store = LmdbSessionStore(path, max_size=100, idle_ttl=0)
+    put(store, 7, 70)
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    child = ctx.Process(target=_die_holding_the_write_lock, args=(path, ready))
+    child.start()
+    assert ready.wait(30)
+    child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    child.close()
+    done = threading.Event()
+
+    def write() -> None:
+        put(store, 7, 71)
+        done.set()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    assert done.wait(10), "the dead worker's lock was never given back"
+    assert store.get(7) == 71
+    store.close()
+
+
 def test_a_redis_that_lost_its_data_is_found(redis_url: str, clock: FakeClock) -> None:
     import redis
 
@@ -329,7 +481,7 @@ def test_a_read_only_sqlite_file_is_unavailable_until_it_is_writable_again(
         remount(mount, "ro")
         # The worker that starts now: built all the same, but unavailable.
         restarted = SqliteSessionStore(mount / "sessions.db", max_size=0, idle_ttl=0)
-        with pytest.raises(StoreUnavailable, match=r"readonly|read-only|unable to open"):
+        with pytest.raises(StoreUnavailable, match=r"(?i)readonly|read-only|unable to open"):
             put(restarted, 1, 12)
         with pytest.raises(StoreUnavailable):
             restarted.ping()
@@ -455,7 +607,7 @@ def test_processes_sharing_a_store_lose_no_increment(shared_url: str) -> None:
         p.close()
     store = open_store(shared_url, max_size=1000, idle_ttl=3600)
     try:
-        assert isinstance(store, SqliteSessionStore | RedisSessionStore)
+        assert isinstance(store, LmdbSessionStore | SqliteSessionStore | RedisSessionStore)
         assert store.get(7) == 900
     finally:
         store.close()
@@ -467,8 +619,11 @@ def _increment_inherited(store: SessionStore, count: int) -> None:
     store.close()
 
 
-def test_an_sqlite_store_opened_before_a_fork_works_on_both_sides(tmp_path: Path) -> None:
-    store = SqliteSessionStore(tmp_path / "s.db", max_size=1000, idle_ttl=3600)
+@pytest.mark.parametrize("kind", [LmdbSessionStore, SqliteSessionStore])
+def test_a_file_store_opened_before_a_fork_works_on_both_sides(
+    kind: type[LmdbSessionStore | SqliteSessionStore], tmp_path: Path
+) -> None:
+    store = kind(tmp_path / "s", max_size=1000, idle_ttl=3600)
     try:
         store.apply(7, increment)  # the parent's connection is open when it forks
         ctx = multiprocessing.get_context("fork")  # gunicorn --preload forks a loaded app

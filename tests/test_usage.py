@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
+import os
+import signal
 import threading
+import time
 import uuid
 import wsgiref.simple_server
 from collections.abc import Callable, Iterator
@@ -27,9 +31,15 @@ from otel_panel_receiver.config import Settings
 from otel_panel_receiver.model import SessionUpdate
 from otel_panel_receiver.panel import MARK, PLUGIN_ID
 from otel_panel_receiver.payload import decode
-from otel_panel_receiver.stores import MemorySessionStore, RedisSessionStore, SqliteSessionStore
+from otel_panel_receiver.stores import (
+    LmdbSessionStore,
+    MemorySessionStore,
+    RedisSessionStore,
+    SqliteSessionStore,
+)
 from otel_panel_receiver.stores.usage import (
     DAY,
+    LmdbUsage,
     MemoryUsage,
     RedisUsage,
     SqliteUsage,
@@ -69,7 +79,7 @@ def redis_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer
         yield server
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "lmdb", "sqlite", "redis"])
 def open_ledger(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[..., UsageLedger]]:
@@ -81,6 +91,8 @@ def open_ledger(
         elif request.param == "sqlite":
             store = SqliteSessionStore(tmp_path / "sessions.db", max_size=0, idle_ttl=0)
             ledger = SqliteUsage(store, **limits)
+        elif request.param == "lmdb":
+            ledger = LmdbUsage(LmdbSessionStore(tmp_path / "s", max_size=0, idle_ttl=0), **limits)
         else:
             peer = request.getfixturevalue("redis_peer")
             redis_store = RedisSessionStore(peer.url, max_size=0, idle_ttl=0,
@@ -478,6 +490,61 @@ def test_the_sqlite_ledger_is_shared_by_processes_and_survives_a_restart(tmp_pat
     (usage,) = SqliteUsage(stores[2]).report(NOW - DAY)
     assert (usage.sessions, usage.viewers, usage.last_view) == (2, 2, NOW + 1)
     stores[2].close()
+
+
+def _record_and_die(path: str) -> None:
+    LmdbUsage(LmdbSessionStore(path, max_size=0, idle_ttl=0)).record(
+        "g", "a", "A", NOW, started=True, viewer=b"v"
+    )
+    os.kill(os.getpid(), signal.SIGKILL)  # before its thread could move the record
+
+
+def test_the_lmdb_ledger_keeps_a_killed_workers_records_and_applies_each_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "s")
+    child = multiprocessing.get_context("spawn").Process(target=_record_and_die, args=(path,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    store = LmdbSessionStore(path, max_size=0, idle_ttl=0)
+    ledger = LmdbUsage(store)
+    ledger.record("g", "a", "A", NOW + 1, started=True, viewer=b"w")
+    # A process killed between the SQLite commit and the journal's trim: the records stay in
+    # the journal, and the next move must not count them again.
+    forget = store.forget_journal
+    monkeypatch.setattr(store, "forget_journal", lambda generation, upto: None)
+    assert ledger.move() == 2
+    monkeypatch.setattr(store, "forget_journal", forget)
+    (usage,) = ledger.report(NOW - DAY)
+    assert (usage.sessions, usage.viewers, usage.last_view) == (2, 2, NOW + 1)
+    assert store.journaled(10)[1] == []  # moved, then trimmed
+    ledger.close()
+    store.close()
+
+
+def test_the_lmdb_ledger_moves_its_journal_by_itself_and_follows_a_new_map(
+    tmp_path: Path,
+) -> None:
+    boot = ["boot-1"]
+    store = LmdbSessionStore(tmp_path / "s", max_size=0, idle_ttl=0, boot=lambda: boot[0])
+    ledger = LmdbUsage(store)
+    for k in range(3):
+        ledger.record("g", "a", "A", NOW + k, started=True, viewer=b"")
+    deadline = time.monotonic() + 10
+    while store.journaled(10)[1] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.journaled(10)[1] == []  # the thread moved them, no report asked
+    ledger.close()
+    store.close()
+    boot[0] = "boot-2"  # the host restarted: a new map, whose seqs start again at 1
+    store = LmdbSessionStore(tmp_path / "s", max_size=0, idle_ttl=0, boot=lambda: boot[0])
+    ledger = LmdbUsage(store)
+    ledger.record("g", "a", "A", NOW + 9, started=True, viewer=b"")
+    (usage,) = ledger.report(NOW - DAY)
+    assert (usage.sessions, usage.last_view) == (4, NOW + 9)  # the ledger itself survived
+    ledger.close()
+    store.close()
 
 
 def test_the_command_hands_its_tools_their_arguments(capsys: pytest.CaptureFixture[str]) -> None:

@@ -53,10 +53,10 @@ from otel_panel_receiver.export.logproviders import (
 from otel_panel_receiver.export.otlp import ExportHealth, exporter_setting, otlp_exporter
 from otel_panel_receiver.export.series import (
     SERIES_FILE,
+    LmdbSeries,
     MemorySeries,
     SeriesReader,
     SeriesTable,
-    SqliteSeries,
     reader_limits,
 )
 from otel_panel_receiver.export.sink import LineSink, sink_for
@@ -175,7 +175,7 @@ def series_table(settings: Settings) -> SeriesTable:
     limit = settings.metric_cardinality_limit
     directory = settings.prometheus_multiproc_dir
     if directory:  # several workers: any of them answers with everybody's counts
-        return SqliteSeries(os.path.join(directory, SERIES_FILE), limit)
+        return LmdbSeries(os.path.join(directory, SERIES_FILE), limit)
     return MemorySeries(limit)
 
 

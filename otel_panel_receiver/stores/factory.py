@@ -1,4 +1,4 @@
-"""Open the session store a URL names: ``memory``, ``sqlite:`` or ``redis:``."""
+"""Open the session store a URL names: ``memory``, ``lmdb:``, ``sqlite:`` or ``redis:``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Final
 
 from otel_panel_receiver.errors import ConfigError
 from otel_panel_receiver.stores._protocol import EvictionCallback, SessionStore
+from otel_panel_receiver.stores.lmdb import LmdbSessionStore
 from otel_panel_receiver.stores.memory import MemorySessionStore
 from otel_panel_receiver.stores.redis import RedisSessionStore
 from otel_panel_receiver.stores.sqlite import SqliteSessionStore
@@ -18,7 +19,8 @@ __all__ = ["FORMS", "check_store_url", "open_store"]
 
 #: The accepted forms of a store URL, as error messages and help texts show them.
 FORMS: Final = (
-    "memory, sqlite:///absolute/path.db, sqlite:relative/path.db, "
+    "memory, lmdb:///absolute/directory, lmdb:relative/directory, "
+    "sqlite:///absolute/path.db, sqlite:relative/path.db, "
     "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path/to/redis.sock[?db=N]"
 )
 _REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
@@ -36,10 +38,11 @@ def open_store(
     """Return a new store for ``url`` (see :data:`FORMS`); ``clock`` defaults to the store's own.
 
     Raises :class:`ConfigError` for a URL of no accepted form, or Redis without its client
-    library. Nothing connects yet for Redis; an SQLite file is created (with its tables) if
-    it can be: one that cannot is reported and tried again at each call (its calls raise
-    ``StoreUnavailable`` meanwhile), so a broken file never stops a worker from starting.
-    ``timeout`` bounds how long a call waits on Redis or on another process's SQLite lock.
+    library. Nothing connects yet for Redis; an SQLite file or an LMDB directory is created
+    (with its tables) if it can be: one that cannot is reported and tried again at each call
+    (its calls raise ``StoreUnavailable`` meanwhile), so a broken file never stops a worker
+    from starting. ``timeout`` bounds how long a call waits on Redis or on another process's
+    SQLite lock.
     """
     scheme, sep, rest = url.partition(":")
     scheme = scheme.lower()
@@ -50,9 +53,18 @@ def open_store(
             on_evict=on_evict,
             clock=time.monotonic if clock is None else clock,
         )
+    if sep and scheme == "lmdb":
+        return LmdbSessionStore(
+            _local_path(url, rest, "lmdb", "directory"),
+            max_size=max_size,
+            idle_ttl=idle_ttl,
+            on_evict=on_evict,
+            clock=time.time if clock is None else clock,
+            timeout=timeout,
+        )
     if sep and scheme == "sqlite":
         return SqliteSessionStore(
-            _sqlite_path(url, rest),
+            _local_path(url, rest, "sqlite", "file"),
             max_size=max_size,
             idle_ttl=idle_ttl,
             on_evict=on_evict,
@@ -83,8 +95,14 @@ def check_store_url(url: str) -> None:
     scheme = scheme.lower()
     if url == "memory":
         return
+    if sep and scheme == "lmdb":
+        path = _local_path(url, rest, "lmdb", "directory")
+        _check_directory(url, path)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ConfigError(f"session store {url!r} names a file; name a directory")
+        return
     if sep and scheme == "sqlite":
-        path = _sqlite_path(url, rest)
+        path = _local_path(url, rest, "sqlite", "file")
         _check_directory(url, path)
         if os.path.isdir(path):
             raise ConfigError(f"session store {url!r} names a directory; name a file in it")
@@ -102,26 +120,30 @@ def _check_directory(url: str, path: str) -> None:
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ConfigError(
             f"session store {url!r}: the directory {directory!r} is not writable by this user "
-            f"(SQLite writes its journal beside the file)"
+            f"(the store makes its files there)"
         )
 
 
-def _sqlite_path(url: str, rest: str) -> str:
-    if rest.startswith("//"):  # sqlite://HOST/PATH, where only an empty host makes sense
+def _local_path(url: str, rest: str, scheme: str, kind: str) -> str:
+    """Return the path of ``scheme:///absolute`` or ``scheme:relative``: a local file system's."""
+    example = "path.db" if kind == "file" else "directory"
+    if rest.startswith("//"):  # scheme://HOST/PATH, where only an empty host makes sense
         host, slash, path = rest[2:].partition("/")
         if host or not slash:
             raise ConfigError(
-                f"session store {url!r} names a host; an SQLite file is local: use "
-                f"sqlite:///absolute/path.db or sqlite:relative/path.db"
+                f"session store {url!r} names a host; the store is local: use "
+                f"{scheme}:///absolute/{example} or {scheme}:relative/{example}"
             )
         path = "/" + path
     else:
         path = rest
     path = urllib.parse.unquote(path)
+    if kind == "directory":
+        path = path.rstrip("/") or path
     if path.strip("/") == "" or path.endswith("/"):
         raise ConfigError(
-            f"session store {url!r} names no file; use sqlite:///absolute/path.db "
-            f"or sqlite:relative/path.db"
+            f"session store {url!r} names no {kind}; use {scheme}:///absolute/{example} "
+            f"or {scheme}:relative/{example}"
         )
     return path
 

@@ -157,21 +157,8 @@ class SqliteSessionStore(Bounded):
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         try:
-            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            if (
-                mode != "wal"
-            ):  # SQLite falls back quietly where WAL cannot work (network file systems)
-                raise sqlite3.OperationalError(
-                    f"{self.path!r} cannot be shared in WAL mode (journal mode {mode!r}); "
-                    f"put the session store on a local file system"
-                )
-            conn.execute("PRAGMA synchronous=NORMAL")
-            if self._checkpoints.interval:
-                conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_BACKSTOP}")
-            with conn:
-                conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA:
-                    conn.execute(statement)
+            with self._writer.held():  # processes starting together queue, not fail "locked"
+                self._prepare(conn)
             info = os.stat(self.path)
             self._checkpoints.start()
         except BaseException:
@@ -180,6 +167,22 @@ class SqliteSessionStore(Bounded):
         self._identity = (info.st_dev, info.st_ino)
         self._next_check = time.monotonic() + _IDENTITY_EVERY
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Put a new connection in WAL mode and make the tables."""
+        (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode != "wal":  # SQLite falls back quietly where WAL cannot work (network FS)
+            raise sqlite3.OperationalError(
+                f"{self.path!r} cannot be shared in WAL mode (journal mode {mode!r}); "
+                f"put the session store on a local file system"
+            )
+        conn.execute("PRAGMA synchronous=NORMAL")
+        if self._checkpoints.interval:
+            conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_BACKSTOP}")
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA:
+                conn.execute(statement)
 
     def _connection(self) -> sqlite3.Connection:
         """Return this process's connection, opening it when needed (call under the lock).

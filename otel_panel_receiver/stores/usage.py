@@ -2,8 +2,9 @@
 
 What the answers are made of (``GET /api/dashboards/usage``, the ``dashboards`` command, the
 ``grafana_analytics_dashboard_last_view_timestamp_seconds`` gauge). It lives where the sessions
-live, so workers and hosts share it and it survives restarts: beside them in the SQLite file,
-under the same prefix in Redis, or in the process with the memory store.
+live, so workers and hosts share it and it survives restarts: beside them in the SQLite file
+(in the LMDB store's directory, an SQLite file of its own), under the same prefix in Redis, or
+in the process with the memory store.
 
 Per dashboard (``grafana_host`` and ``dashboard_uid``): its latest name, the time of its last
 view (the receiver's clock: browser clocks lie), the sessions started on it per UTC day, and
@@ -18,14 +19,18 @@ blob.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+import msgspec
+
 from otel_panel_receiver.errors import StoreUnavailable
 from otel_panel_receiver.stores._protocol import SessionStore
+from otel_panel_receiver.stores.lmdb import LmdbSessionStore
 from otel_panel_receiver.stores.redis import RedisSessionStore
 from otel_panel_receiver.stores.sqlite import SqliteSessionStore
 
@@ -33,6 +38,7 @@ __all__ = [
     "DAY",
     "DashboardUsage",
     "LastView",
+    "LmdbUsage",
     "MemoryUsage",
     "RedisUsage",
     "SqliteUsage",
@@ -249,46 +255,56 @@ class SqliteUsage(_Limits):
         self, host: str, uid: str, name: str, at: float, *, started: bool, viewer: bytes
     ) -> None:
         """Note a view; count a session if ``started``."""
-        day = _day(at)
         with self._connection() as conn:
-            known = conn.execute(
-                "UPDATE usage_dashboards SET name = ?, last = max(last, ?) "
-                "WHERE host = ? AND uid = ?",
-                (name, at, host, uid),
-            ).rowcount
-            if not known:
-                conn.execute(
-                    "INSERT INTO usage_dashboards VALUES (?, ?, ?, ?)", (host, uid, name, at)
-                )
-                ((count,),) = conn.execute("SELECT count(*) FROM usage_dashboards").fetchall()
-                if count > self.max_dashboards:
-                    oldest = conn.execute(
-                        "SELECT host, uid FROM usage_dashboards ORDER BY last LIMIT ?",
-                        (count - self.max_dashboards,),
-                    ).fetchall()
-                    for statement in _FORGET:
-                        conn.executemany(statement, oldest)
-            if started:
-                conn.execute(
-                    "INSERT INTO usage_days VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE "
-                    "SET sessions = sessions + 1",
-                    (host, uid, day),
-                )
-                conn.execute(
-                    "DELETE FROM usage_days WHERE host = ? AND uid = ? AND day <= ?",
-                    (host, uid, day - self.retention_days),
-                )
-            if viewer:
-                seen = conn.execute(
-                    "DELETE FROM usage_viewers WHERE host = ? AND uid = ? AND viewer = ? "
-                    "RETURNING day",
-                    (host, uid, viewer),
+            self._record(conn, host, uid, name, at, started=started, viewer=viewer)
+
+    def _record(
+        self,
+        conn: sqlite3.Connection,
+        host: str,
+        uid: str,
+        name: str,
+        at: float,
+        *,
+        started: bool,
+        viewer: bytes,
+    ) -> None:
+        """Note a view in the open transaction."""
+        day = _day(at)
+        known = conn.execute(
+            "UPDATE usage_dashboards SET name = ?, last = max(last, ?) WHERE host = ? AND uid = ?",
+            (name, at, host, uid),
+        ).rowcount
+        if not known:
+            conn.execute("INSERT INTO usage_dashboards VALUES (?, ?, ?, ?)", (host, uid, name, at))
+            ((count,),) = conn.execute("SELECT count(*) FROM usage_dashboards").fetchall()
+            if count > self.max_dashboards:
+                oldest = conn.execute(
+                    "SELECT host, uid FROM usage_dashboards ORDER BY last LIMIT ?",
+                    (count - self.max_dashboards,),
                 ).fetchall()
-                conn.execute(
-                    "INSERT INTO usage_viewers (host, uid, viewer, day) VALUES (?, ?, ?, ?)",
-                    (host, uid, viewer, max([day, *(d for (d,) in seen)])),
-                )
-                conn.execute(_TRIM_VIEWERS, (self.max_viewers,))
+                for statement in _FORGET:
+                    conn.executemany(statement, oldest)
+        if started:
+            conn.execute(
+                "INSERT INTO usage_days VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE "
+                "SET sessions = sessions + 1",
+                (host, uid, day),
+            )
+            conn.execute(
+                "DELETE FROM usage_days WHERE host = ? AND uid = ? AND day <= ?",
+                (host, uid, day - self.retention_days),
+            )
+        if viewer:
+            seen = conn.execute(
+                "DELETE FROM usage_viewers WHERE host = ? AND uid = ? AND viewer = ? RETURNING day",
+                (host, uid, viewer),
+            ).fetchall()
+            conn.execute(
+                "INSERT INTO usage_viewers (host, uid, viewer, day) VALUES (?, ?, ?, ?)",
+                (host, uid, viewer, max([day, *(d for (d,) in seen)])),
+            )
+            conn.execute(_TRIM_VIEWERS, (self.max_viewers,))
 
     def report(self, since: float) -> list[DashboardUsage]:
         """Return every dashboard held, with its sessions and viewers since ``since``."""
@@ -315,6 +331,118 @@ class SqliteUsage(_Limits):
 
     def close(self) -> None:
         """The connection is the session store's."""
+
+
+_JOURNAL: Final = msgspec.msgpack.Encoder()
+_RECORD_OF: Final = msgspec.msgpack.Decoder(tuple[str, str, str, float, bool, bytes])
+_DRAIN_EVERY: Final = 1.0  # seconds between two moves of the journal into the SQLite file
+_DRAIN_BATCH: Final = 10_000  # most records one SQLite transaction takes
+
+
+class LmdbUsage(SqliteUsage):
+    """The ledger of the LMDB store: journaled in its map, kept in the SQLite file beside it.
+
+    A record goes to the store's journal, one LMDB transaction of a few microseconds that a
+    killed process keeps, instead of an SQLite transaction per session start under the file
+    lock every worker queues on. A thread of each process moves what the journal holds into
+    the SQLite ledger (``ledger.db``) every second, and :meth:`report` and :meth:`views` move
+    it first, so answers include every record. Each record is applied once and in order: the
+    SQLite file remembers the journal's generation and the last seq applied, in the same
+    transaction as the records, and the move holds the SQLite file lock, so two processes
+    never apply one record twice. What an OS crash takes from the map is at most the last
+    second's records (the map is then started over, see ``stores/lmdb.py``); the rest is in
+    SQLite, on disk.
+    """
+
+    def __init__(
+        self,
+        store: LmdbSessionStore,
+        *,
+        max_dashboards: int = 10_000,
+        max_viewers: int = MAX_VIEWERS,
+        retention: float = 93 * DAY,
+    ) -> None:
+        super().__init__(
+            store.ledger,
+            max_dashboards=max_dashboards,
+            max_viewers=max_viewers,
+            retention=retention,
+        )
+        self._map = store
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._stop = threading.Event()
+        self._moving = threading.Lock()
+
+    def record(
+        self, host: str, uid: str, name: str, at: float, *, started: bool, viewer: bytes
+    ) -> None:
+        """Note a view; count a session if ``started`` (in the journal, moved within a second)."""
+        if self._pid != os.getpid():  # the first record of this process (a worker after a fork)
+            self._start()
+        self._map.journal(_JOURNAL.encode((host, uid, name, at, started, viewer)))
+
+    def _start(self) -> None:
+        self._pid, self._stop = os.getpid(), threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stop,), name="otel-panel-receiver-ledger", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(_DRAIN_EVERY):
+            with contextlib.suppress(StoreUnavailable):  # the stores log their outages
+                self.move()
+
+    def move(self) -> int:
+        """Move what the journal holds into the SQLite ledger; return how many records."""
+        moved = 0
+        with self._moving:
+            while True:
+                generation, records = self._map.journaled(_DRAIN_BATCH)
+                if not records:
+                    return moved
+                with self._connection() as conn:
+                    conn.execute(_JOURNAL_MARK_TABLE)
+                    row = conn.execute("SELECT generation, seq FROM usage_journal").fetchone()
+                    done = row[1] if row is not None and row[0] == generation else 0
+                    for seq, record in records:
+                        if seq > done:
+                            host, uid, name, at, started, viewer = _RECORD_OF.decode(record)
+                            self._record(conn, host, uid, name, at, started=started, viewer=viewer)
+                            moved += 1
+                    last = records[-1][0]
+                    conn.execute(
+                        "INSERT OR REPLACE INTO usage_journal VALUES (0, ?, ?)", (generation, last)
+                    )
+                self._map.forget_journal(generation, last)
+                if len(records) < _DRAIN_BATCH:
+                    return moved
+
+    def report(self, since: float) -> list[DashboardUsage]:
+        """Return every dashboard held, with its sessions and viewers since ``since``."""
+        self.move()
+        return super().report(since)
+
+    def views(self) -> list[LastView]:
+        """Return every dashboard held with its last view."""
+        self.move()
+        return super().views()
+
+    def close(self) -> None:
+        """Stop this process's thread, after a last move of the journal (kept if it fails)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
+        with contextlib.suppress(StoreUnavailable):
+            self.move()
+
+
+_JOURNAL_MARK_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS usage_journal "
+    "(id INTEGER PRIMARY KEY CHECK (id = 0), generation BLOB NOT NULL, seq INTEGER NOT NULL)"
+)
 
 
 # KEYS: dashboards hash, order set, viewers' order set (``<field>:<viewer>`` by last sight, over
@@ -448,9 +576,14 @@ def open_usage(
     max_viewers: int = MAX_VIEWERS,
     retention: float = 93 * DAY,
 ) -> UsageLedger:
-    """Return the ledger that lives with ``store``: in its SQLite file, its Redis under its
-    prefix, or in this process for the memory store (or a store of an embedder's own)."""
+    """Return the ledger that lives with ``store``: in its SQLite file (for LMDB, the SQLite
+    file in its directory), its Redis under its prefix, or in this process for the memory
+    store (or a store of an embedder's own)."""
     inner = getattr(store, "store", store)  # under a GuardedStore
+    if isinstance(inner, LmdbSessionStore):
+        return LmdbUsage(
+            inner, max_dashboards=max_dashboards, max_viewers=max_viewers, retention=retention
+        )
     if isinstance(inner, SqliteSessionStore):
         return SqliteUsage(
             inner, max_dashboards=max_dashboards, max_viewers=max_viewers, retention=retention

@@ -221,7 +221,8 @@ def test_a_read_only_store_and_a_worker_restart_keep_the_server_answering(
             refused = [request(port, "POST", "/write", start_body(100 + n)) for n in range(20)]
             ready = request(port, "GET", "/readyz")
             for path in files:
-                path.chmod(0o644)
+                if path.exists():  # the last connection to close removes the -wal and -shm
+                    path.chmod(0o644)
             time.sleep(1.2)  # the guard tries the store again after a second
             after = [request(port, "POST", "/write", start_body(200 + n))[0] for n in range(20)]
         counted = counter(port, "grafana_analytics_sessions_total")

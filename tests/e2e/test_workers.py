@@ -34,7 +34,7 @@ import pytest
 
 from otel_panel_receiver import load_settings
 from otel_panel_receiver.export.exposition import Exposition
-from otel_panel_receiver.export.series import SERIES_FILE, SqliteSeries
+from otel_panel_receiver.export.series import SERIES_FILE, LmdbSeries
 from otel_panel_receiver.serving import GRANIAN_TARGET, granian_options
 from tests.support.lanes import Answers, LaneResult, replay_lanes
 from tests.support.metrics import (
@@ -290,7 +290,7 @@ def test_granian_shutdown_writes_each_workers_last_deltas(tmp_path: Path) -> Non
         results = replay_lanes(requests_to(port, events), spread=SPREAD)
         exit_status = stop(proc)
     # What any worker would serve from the shared table now, every value at once.
-    table = SqliteSeries(f"{env['PROMETHEUS_MULTIPROC_DIR']}/{SERIES_FILE}", limit=10_000)
+    table = LmdbSeries(f"{env['PROMETHEUS_MULTIPROC_DIR']}/{SERIES_FILE}", limit=10_000)
     left = totals_of(
         Exposition(table.families, delay=0, exposures=table).scrape()[0].decode(), LABELS
     )
