@@ -4,7 +4,8 @@ With one worker the receiver keeps sessions in memory and is served as a plain W
 With two, the workers share a store, and each server is started the way docs/deployment.md
 shows: gunicorn sync through the receiver's gunicorn config file (``SESSION_STORE`` in the
 environment; its ``on_starting`` hook prepares the metrics directory), gunicorn gthread through
-the ``otel-panel-receiver`` command (``--session-store``; it prepares the directory itself), and
+the ``otel-panel-receiver --server gunicorn`` command (``--session-store``; it prepares the
+directory itself), and
 granian with ``SESSION_STORE`` and an empty ``PROMETHEUS_MULTIPROC_DIR`` made by the harness.
 """
 
@@ -62,7 +63,8 @@ def receiver_app(
     if server.kind == "gunicorn-gthread":
         args = ("--session-store", url)
         # The CLI picks its threads by itself (--threads 0 = auto): the row must say the same.
-        threads = load_settings(("--workers", str(server.workers), *args), {}).thread_count
+        argv = ("--server", "gunicorn", "--workers", str(server.workers), *args)
+        threads = load_settings(argv, {}).thread_count
         if threads != server.threads:
             raise ValueError(f"the CLI would run {threads} threads, the row says {server.threads}")
         return AppSpec(name, target, dict(_VALUES_AT_ONCE), launcher="cli", args=args)

@@ -93,10 +93,10 @@ class ServerSpec:
             return [app.target, f"--http-address=127.0.0.1:{port}", *app.args]
         if app.launcher == "cli":
             if self.kind != "gunicorn-gthread":
-                raise ValueError(f"the CLI serves with gunicorn gthread, not {self.kind}")
+                raise ValueError(f"the CLI row is its gunicorn gthread server, not {self.kind}")
             return [
-                str(VENV_BIN / "otel-panel-receiver"), "--http-address", f"127.0.0.1:{port}",
-                "--workers", str(self.workers), *app.args,
+                str(VENV_BIN / "otel-panel-receiver"), "--server", "gunicorn",
+                "--http-address", f"127.0.0.1:{port}", "--workers", str(self.workers), *app.args,
             ]  # fmt: skip
         if app.launcher == "gunicorn-conf":
             if self.program != "gunicorn":
