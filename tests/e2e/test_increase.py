@@ -292,4 +292,7 @@ def test_pushed_over_otlp_without_the_hold_victoria_metrics_loses_first_values(
     tmp_path: Path,
 ) -> None:
     counted = push_to_victoria_metrics(tmp_path, delay="0")
-    assert counted[DURATION_TOTAL] < 0.8 * sent(generate_traffic(200), DURATION_TOTAL)
+    # What is lost is each series' first exported point: the traffic of its first export
+    # interval, a share that shrinks as a slower machine spreads the same traffic over more
+    # intervals. The claim is that the count falls outside the tolerance the hold meets.
+    assert counted[DURATION_TOTAL] < 0.98 * sent(generate_traffic(200), DURATION_TOTAL)
