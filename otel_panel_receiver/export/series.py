@@ -171,7 +171,10 @@ class MemorySeries(SeriesTable):
 
     def _absorb(self, family: Family) -> int:
         """Absorb one family's points (under the lock); return how many series it retired."""
-        rows = self._tables.setdefault(_meta(family), OrderedDict())
+        meta = (family.name, family.kind, family.help, family.unit)
+        rows = self._tables.get(meta)
+        if rows is None:
+            rows = self._tables[meta] = OrderedDict()
         retired = 0
         for series in family.series:
             row = rows.pop(series.labels, None)
