@@ -21,9 +21,11 @@ from otel_panel_receiver import web
 from otel_panel_receiver.access import Access, TokenFile, parse_networks
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.errors import ConfigError
+from otel_panel_receiver.events import Events, Report
 from otel_panel_receiver.export import Telemetry, build_telemetry
 from otel_panel_receiver.grafana import GrafanaUsers
 from otel_panel_receiver.inventory import Inventory
+from otel_panel_receiver.model import Viewer
 from otel_panel_receiver.outcomes import Outcomes
 from otel_panel_receiver.privacy import Pseudonyms
 from otel_panel_receiver.receiver import Receiver
@@ -186,12 +188,13 @@ def _assemble(
         store = GuardedStore(store)
     pseudonyms = Pseudonyms(store, clock)
     mode = settings.user_label_mode
+    redact = frozenset(f.strip() for f in settings.log_redact.split(",") if f.strip())
     recorder = Recorder(
         telemetry.meter_provider,
         telemetry.logger_provider,
         users=mode != "none",
         pseudonym=pseudonyms.label if mode == "pseudonymous" else None,
-        redact=frozenset(f.strip() for f in settings.log_redact.split(",") if f.strip()),
+        redact=redact,
         session_log=not settings.disable_session_log,
         variable_log=not settings.disable_variable_log,
         raw_log=settings.log_raw,
@@ -217,17 +220,38 @@ def _assemble(
     )
     access = build_access(settings, closers)
     trusted = parse_networks(settings.trusted_proxies)
-    gate = web.AccessGate(access, prefix=settings.path_prefix, trusted_proxies=trusted)
+    events = not settings.disable_event_api
+    gate = web.AccessGate(
+        access, prefix=settings.path_prefix, trusted_proxies=trusted, events=events
+    )
     app = ReceiverApp(receiver, telemetry, closers, gate)
     app.inventory = inventory
-    app.write = web.WriteEndpoint(
+    endpoint = functools.partial(
+        web.WriteEndpoint,
         receiver,
         access=access,
-        path=f"{settings.path_prefix}/write",
         max_body_size=settings.max_body_size,
         cookie_name=settings.grafana_cookie,
         trusted_proxies=trusted,
     )
+    app.write = endpoint(path=f"{settings.path_prefix}/write")
+    routes: dict[str, web.WriteEndpoint] = {}
+    if events:
+        api = Events(
+            recorder,
+            telemetry.meter_provider,
+            user_labels=mode,
+            pseudonym=pseudonyms.label_of,
+            redact=redact,
+            max_label_length=settings.max_label_length,
+            clock=clock,
+        )
+        for path, take in zip(
+            web.event_paths(settings.path_prefix),
+            (api.batch, api.link, api.user_props),
+            strict=True,
+        ):
+            routes[path] = endpoint(path=path, consume=_consumer(take), outcomes=api.outcomes)
     web.add_routes(
         app,
         receiver,
@@ -236,8 +260,18 @@ def _assemble(
         usage_report=functools.partial(usage_report, usage, inventory, clock),
         prefix=settings.path_prefix,
         write=app.write,
+        events=routes,
     )
     return app
+
+
+def _consumer(take: Callable[..., Report]) -> web.Consume:
+    """Return an event route's consumer: the report of ``take`` as a 202's document."""
+
+    def consume(body: bytes, client: str, identity: Viewer | None) -> tuple[int, Any]:
+        return 202, take(body, client=client, identity=identity).document()
+
+    return consume
 
 
 def readiness(store: SessionStore, telemetry: Telemetry) -> tuple[bool, dict[str, Any]]:

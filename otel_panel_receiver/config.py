@@ -198,7 +198,8 @@ class Settings:
     log_redact: str = _option(
         "", str.strip,
         "Comma list of per-payload log fields written as [redacted] (for example "
-        "user_email,user_login,user_name,user_id), on stdout and over OTLP.",
+        "user_email,user_login,user_name,user_id), on stdout and over OTLP; the event API's "
+        "fields too (user_id, session_id, prop.NAME).",
         metavar="FIELDS",
     )  # fmt: skip
     disable_session_log: bool = _option(
@@ -207,6 +208,11 @@ class Settings:
     disable_variable_log: bool = _option(
         False, _bool, "No dashboard variables in the per-payload log record.", upstream=True
     )
+    disable_event_api: bool = _option(
+        False, _bool,
+        "Do not serve the event API (/v1/events, /v1/setUserId, /v1/setUserProps): named "
+        "events from pages and backends as log records and grafana_analytics_events_total.",
+    )  # fmt: skip
     session_ttl: float = _option(
         86_400.0, parse_duration,
         "Forget a session after this long without events (a later event starts a new one).",

@@ -57,7 +57,11 @@ def excerpt(body: bytes) -> str:
 
 
 class Outcomes:
-    """Count payloads by outcome; log rejections, one line per reason per ``interval`` at most."""
+    """Count payloads by outcome; log rejections, one line per reason per ``interval`` at most.
+
+    ``name``, ``unit``, ``description`` and ``what`` (the log line's subject) let another
+    endpoint count its requests the same way (the event API's).
+    """
 
     def __init__(
         self,
@@ -65,15 +69,17 @@ class Outcomes:
         *,
         interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        name: str = PAYLOADS,
+        unit: str = "{payload}",
+        description: str = "Payloads received, by outcome: accepted, or why they were refused.",
+        what: str = "Payload",
     ) -> None:
         meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
         self._counts = dict.fromkeys(OUTCOMES, 0)
         self._lock = threading.Lock()
+        self._refused = f"{what} refused"
         meter.create_observable_counter(
-            PAYLOADS,
-            callbacks=[self._observe],
-            unit="{payload}",
-            description="Payloads received, by outcome: accepted, or why they were refused.",
+            name, callbacks=[self._observe], unit=unit, description=description
         )
         self._attributes = {outcome: {"outcome": outcome} for outcome in OUTCOMES}
         self._throttle = Throttle(interval, clock)
@@ -111,4 +117,4 @@ class Outcomes:
         }
         if unlogged:
             fields["not_logged_since_last"] = unlogged
-        log.warning("Payload refused", extra={"fields": fields})
+        log.warning(self._refused, extra={"fields": fields})

@@ -74,8 +74,12 @@ class Pseudonyms:
         """Return today's pseudonym of the event's viewer (``""`` for an anonymous one)."""
         if not event.user.id and not event.user.login:
             return ""
+        return self.label_of(viewer_id(event))
+
+    def label_of(self, viewer: str) -> str:
+        """Return today's pseudonym of ``viewer`` (``id:<user id>`` or ``login:<login>``)."""
         _, key = self._today()
-        digest = hmac.new(key, viewer_id(event).encode(), hashlib.sha256).digest()
+        digest = hmac.new(key, viewer.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
         return "u" + digest[:_LABEL_BYTES].hex()
 
     def marker(self, event: PanelEvent) -> int:

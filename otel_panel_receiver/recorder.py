@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry._logs import LoggerProvider, SeverityNumber
 from opentelemetry.metrics import MeterProvider
@@ -23,6 +23,7 @@ __all__ = [
     "BUILD_INFO",
     "COUNTERS",
     "DURATION",
+    "EVENTS",
     "INVALID_TYPE_MESSAGE",
     "LOG_MESSAGE",
     "SESSIONS",
@@ -37,11 +38,12 @@ __all__ = [
 SESSIONS: Final = "grafana_analytics_sessions"
 VIEWERS: Final = "grafana_analytics_dashboard_viewers"
 DURATION: Final = "grafana_analytics_sessions_duration"
+EVENTS: Final = "grafana_analytics_events"
 BUILD_INFO: Final = "grafana_analytics_build_info"
 UP: Final = "grafana_analytics_up"
 LOG_MESSAGE: Final = "Received session data"
 
-#: The payload counters: instrument name -> (unit, description).
+#: The payload and event counters: instrument name -> (unit, description).
 COUNTERS: Final = {
     SESSIONS: ("{session}", "Number of sessions."),
     DURATION: ("s", "Duration of sessions."),
@@ -50,6 +52,7 @@ COUNTERS: Final = {
         "Distinct signed-in viewers of a dashboard per UTC day: counted when a viewer's first "
         "session of the day on it starts.",
     ),
+    EVENTS: ("{event}", "Events received through the event API, by name."),
 }
 #: One increment of a payload counter: instrument name, attributes, value.
 Count = tuple[str, dict[str, str], float]
@@ -117,6 +120,11 @@ class Recorder:
             if logger_provider is not None and session_log
             else None
         )
+        self._event_logger = (
+            logger_provider.get_logger(INSTRUMENTATION_SCOPE, __version__)
+            if logger_provider is not None
+            else None
+        )
         self._users = users
         self._max_label_length = max_label_length
         self._pseudonym = pseudonym
@@ -147,16 +155,33 @@ class Recorder:
         if event.kind is not EventKind.START:
             # Heartbeats and ends make the duration series exist even at 0, as upstream.
             counts.append((DURATION, attrs, update.duration))
+        self.count(counts)
+        if self._logger is not None:
+            self._log(event)
+        if self.tracer is not None:
+            self.tracer.observe(key, event, update)
+
+    def count(self, counts: list[Count]) -> None:
+        """Add increments of the counters of :data:`COUNTERS` (and hand them to the tally)."""
         if self._sdk:
             instruments = self._instruments
             for name, attributes, value in counts:
                 instruments[name].add(value, attributes)
         if self._tally is not None:
             self._tally(counts)
-        if self._logger is not None:
-            self._log(event)
-        if self.tracer is not None:
-            self.tracer.observe(key, event, update)
+
+    def emit_event(self, message: str, timestamp_ns: int, attributes: dict[str, Any]) -> None:
+        """Emit one log record of the event API (even with the session log off)."""
+        if self._event_logger is None:
+            return
+        self._event_logger.emit(
+            timestamp=timestamp_ns,
+            observed_timestamp=self._clock_ns(),
+            severity_number=SeverityNumber.INFO,
+            severity_text="info",
+            body=message,
+            attributes=attributes,
+        )
 
     def _log(self, event: PanelEvent) -> None:
         assert self._logger is not None

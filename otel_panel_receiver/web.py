@@ -14,6 +14,7 @@ same answer (access, limits, errors, CORS, counts) whichever serves it.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import traceback
@@ -28,7 +29,7 @@ from otel_panel_receiver.access import Access, Refused, RequestFacts, client_add
 from otel_panel_receiver.config import parse_duration
 from otel_panel_receiver.errors import PayloadError, StoreUnavailable
 from otel_panel_receiver.model import Viewer
-from otel_panel_receiver.outcomes import Outcome
+from otel_panel_receiver.outcomes import Outcome, Outcomes
 from otel_panel_receiver.receiver import Receiver
 from otel_panel_receiver.stores import RETRY_AFTER
 from otel_panel_receiver.throttle import Throttle
@@ -39,6 +40,8 @@ __all__ = [
     "READY",
     "USAGE",
     "Answer",
+    "Consume",
+    "EventsResource",
     "Faults",
     "Readiness",
     "Scrape",
@@ -46,6 +49,7 @@ __all__ = [
     "WriteEndpoint",
     "add_routes",
     "cookie_value",
+    "event_paths",
     "store_readiness",
 ]
 
@@ -53,6 +57,9 @@ log = logging.getLogger(__name__)
 
 #: ``scrape(accept)`` returns ``/metrics``' body and content type for an ``Accept`` header.
 Scrape = Callable[[str], tuple[bytes, str]]
+#: ``consume(body, client, identity)`` records a body another way than ``/write`` (the event
+#: API) and returns the status and JSON document of its answer; it raises ``PayloadError``.
+Consume = Callable[[bytes, str, Viewer | None], tuple[int, Any]]
 #: ``readiness()`` returns whether the receiver can record payloads now, and its report.
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 #: ``usage_report(window, unused)`` returns the usage report's document (seconds; unused:
@@ -128,8 +135,16 @@ class Faults:
         self._receiver = receiver
         self._throttle = Throttle()
 
-    def answer(self, method: str, path: str, ex: Exception, *, write: bool) -> Answer:
-        """Log (rate limited) and count ``ex``; return the 500 to send."""
+    def answer(
+        self,
+        method: str,
+        path: str,
+        ex: Exception,
+        *,
+        write: bool,
+        outcomes: Outcomes | None = None,
+    ) -> Answer:
+        """Log (rate limited) and count ``ex`` (in ``outcomes``, by default the receiver's)."""
         frames = traceback.extract_tb(ex.__traceback__)
         place = (type(ex).__name__, *((frames[-1].filename, frames[-1].lineno) if frames else ()))
         unlogged = self._throttle.admit(place)
@@ -141,8 +156,9 @@ class Faults:
                 exc_info=ex,
                 extra={"fields": {"not_logged_since_last": unlogged}},
             )
-        if write and self._receiver.outcomes is not None:
-            self._receiver.outcomes.count("internal_error")
+        outcomes = self._receiver.outcomes if outcomes is None else outcomes
+        if write and outcomes is not None:
+            outcomes.count("internal_error")
         body = _error_body(f"internal error ({type(ex).__name__}); it is logged")
         return Answer(500, [_JSON], body)
 
@@ -168,10 +184,14 @@ class WriteEndpoint:
         max_body_size: int = 65_536,
         cookie_name: str = "grafana_session",
         trusted_proxies: tuple[Any, ...] = (),
+        consume: Consume | None = None,
+        outcomes: Outcomes | None = None,
     ) -> None:
         self.path = path
         self.faults = Faults(receiver)
         self._receiver = receiver
+        self._consume = consume
+        self._outcomes = receiver.outcomes if consume is None else outcomes
         self._access = access
         self._limit = max_body_size
         self._cookie = cookie_name
@@ -202,17 +222,20 @@ class WriteEndpoint:
             identity = decision.identity
         try:
             body = self._read(length, header, read)
+            if self._consume is not None:
+                status, document = self._consume(body, client, identity)
+                return Answer(status, [_JSON, *cors], msgspec.json.encode(document))
             self._receiver.handle(body, client=client, identity=identity)
         except _Refused as exc:
             return self._refused(Refused(exc.outcome, exc.status, str(exc)), client, cors)
-        except PayloadError as exc:  # counted by the receiver
+        except PayloadError as exc:  # counted by the receiver (or the consumer)
             return Answer(400, [_JSON, *cors], _error_body(exc.message, exc.path))
         except StoreUnavailable as exc:  # counted and logged by the receiver; nothing recorded
             body = _error_body(f"{exc}; nothing was recorded, send it again later")
             retry = ("Retry-After", str(math.ceil(RETRY_AFTER)))
             return Answer(503, [_JSON, retry, *cors], body)
         except Exception as exc:
-            answer = self.faults.answer("POST", self.path, exc, write=True)
+            answer = self.faults.answer("POST", self.path, exc, write=True, outcomes=self._outcomes)
             answer.headers.extend(cors)
             return answer
         return Answer(201, [_JSON, *cors]) if cors else _CREATED
@@ -255,10 +278,8 @@ class WriteEndpoint:
     def _refused(self, refused: Refused, client: str, cors: list[tuple[str, str]]) -> Answer:
         """Count and log ``refused``; answer it, closing the connection (the body is not read)."""
         status, message = refused.status, refused.message
-        if self._receiver.outcomes is not None:
-            self._receiver.outcomes.rejected(
-                refused.outcome, status=status, client=client, detail=message
-            )
+        if self._outcomes is not None:
+            self._outcomes.rejected(refused.outcome, status=status, client=client, detail=message)
         headers = [_JSON, *refused.headers, _CLOSE, *cors]
         return Answer(status, headers, _error_body(message))
 
@@ -316,6 +337,34 @@ class WriteResource:
             query=req.query_string,
             length=req.content_length,
             read=req.stream.read,
+        )
+        _respond(resp, answer)
+
+
+class EventsResource:
+    """A route of the event API: ``POST`` its body, or ``GET`` with the same document in ``?q=``."""
+
+    def __init__(self, endpoint: WriteEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Read the body whatever its Content-Type (``navigator.sendBeacon`` sends text)."""
+        WriteResource(self._endpoint).on_post(req, resp)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Take the document from ``q`` (URL-encoded JSON), as a body of the same bytes."""
+        values = falcon.uri.parse_query_string(req.query_string, keep_blank=True).get("q")
+        if values is None:
+            _error(resp, 400, "q is missing: expected the URL-encoded JSON document", "q")
+            return
+        document = (values[-1] if isinstance(values, list) else values).encode()
+        stream = io.BytesIO(document)
+        answer = self._endpoint.post(
+            peer=req.remote_addr or "",
+            header=lambda name: req.get_header(name) or "",
+            query=req.query_string,
+            length=len(document),
+            read=stream.read,
         )
         _respond(resp, answer)
 
@@ -443,8 +492,9 @@ class AccessGate:
     """Falcon middleware: who may read ``/metrics`` and the usage report, and CORS.
 
     The decisions are ``access.py``'s; this only gathers the request's facts, answers a
-    refusal and adds the CORS headers an allowed origin gets. ``POST /write`` decides for
-    itself (:class:`WriteEndpoint`, with the same rules); its CORS preflight is answered here.
+    refusal and adds the CORS headers an allowed origin gets. ``POST /write`` and, with
+    ``events``, the event API's routes decide for themselves (:class:`WriteEndpoint`, with the
+    same rules); their CORS preflights are answered here.
     """
 
     def __init__(
@@ -453,17 +503,21 @@ class AccessGate:
         *,
         prefix: str,
         trusted_proxies: tuple[Any, ...] = (),
+        events: bool = False,
     ) -> None:
         self._access = access
-        self._write = f"{prefix}/write"
+        self._writes = {f"{prefix}/write": "POST, OPTIONS"}
+        if events:
+            self._writes.update(dict.fromkeys(event_paths(prefix), "GET, POST, OPTIONS"))
         self._reads = (f"{prefix}/metrics", prefix + USAGE)
         self._trusted = trusted_proxies
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Decide before any resource runs; a refusal completes the response."""
-        if req.path == self._write:
+        methods = self._writes.get(req.path)
+        if methods is not None:
             if req.method == "OPTIONS":
-                self._preflight(req.get_header("Origin") or "", resp)
+                self._preflight(req.get_header("Origin") or "", methods, resp)
             return
         if req.method != "GET" or req.path not in self._reads:
             return
@@ -484,11 +538,11 @@ class AccessGate:
                 resp.set_header(name, value)
             resp.complete = True
 
-    def _preflight(self, origin: str, resp: falcon.Response) -> None:
+    def _preflight(self, origin: str, methods: str, resp: falcon.Response) -> None:
         if not self._access.grants_cors(origin):
             return  # the router answers OPTIONS with Allow, and no CORS grant
         resp.status = falcon.HTTP_204
-        resp.set_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+        resp.set_header("Access-Control-Allow-Methods", methods)
         resp.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
         resp.set_header("Access-Control-Max-Age", "600")
         resp.complete = True
@@ -497,7 +551,7 @@ class AccessGate:
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
         """Grant CORS to an allowed origin (only when origins are checked at all)."""
-        if req.path == self._write and req.method == "POST":
+        if req.path in self._writes and req.method in ("POST", "GET"):
             return  # the endpoint's answer carries its own
         origin = req.get_header("Origin") or ""
         if self._access.grants_cors(origin):
@@ -515,6 +569,7 @@ def add_routes(
     prefix: str = "",
     max_body_size: int = 65_536,
     write: WriteEndpoint | None = None,
+    events: dict[str, WriteEndpoint] | None = None,
 ) -> None:
     """Serve the receiver on ``app`` under ``prefix``; ``/metrics`` only with a ``scrape``.
 
@@ -523,7 +578,7 @@ def add_routes(
     ``readiness`` (without it, the receiver's store is pinged). ``write`` answers
     ``POST /write`` (by default one anyone may post to, bodies up to ``max_body_size``); the
     access rules of the other routes, if any, come as an :class:`AccessGate` middleware given
-    to the app when it is made.
+    to the app when it is made. ``events`` maps each route of the event API to its endpoint.
     """
     if write is None:
         write = WriteEndpoint(receiver, path=f"{prefix}/write", max_body_size=max_body_size)
@@ -539,6 +594,13 @@ def add_routes(
     )
     if usage_report is not None:
         app.add_route(prefix + USAGE, UsageResource(usage_report))
+    for path, endpoint in (events or {}).items():
+        app.add_route(path, EventsResource(endpoint))
+
+
+def event_paths(prefix: str = "") -> tuple[str, str, str]:
+    """Return the event API's routes under ``prefix``: events, user links, user properties."""
+    return f"{prefix}/v1/events", f"{prefix}/v1/setUserId", f"{prefix}/v1/setUserProps"
 
 
 def store_readiness(store: Any) -> tuple[bool, dict[str, Any]]:

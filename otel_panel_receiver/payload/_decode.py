@@ -22,7 +22,7 @@ from otel_panel_receiver.payload import _wire
 from otel_panel_receiver.payload._convert import to_event
 from otel_panel_receiver.payload._flat import unflatten
 
-__all__ = ["decode"]
+__all__ = ["decode", "validation_error"]
 
 # msgspec's Python type names in its messages, and the JSON names a client knows instead.
 _TYPE_NAMES: Final = {
@@ -63,7 +63,7 @@ def _load(body: bytes, how: Callable[[bytes], _wire.Payload]) -> _wire.Payload:
     try:
         result = how(body)
     except msgspec.ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise validation_error(exc) from None
     except msgspec.DecodeError as exc:
         message = str(exc).removeprefix("JSON is malformed: ")
         raise PayloadError(f"body is not valid JSON: {message}") from None
@@ -82,7 +82,8 @@ def _decode_generic(body: bytes) -> _wire.Payload:
     return msgspec.convert(document, _wire.Payload)
 
 
-def _validation_error(exc: msgspec.ValidationError) -> PayloadError:
+def validation_error(exc: msgspec.ValidationError) -> PayloadError:
+    """Return msgspec's validation error in JSON words, with its path in the body's key names."""
     message = str(exc)
     path = ""
     marker = " - at `$"

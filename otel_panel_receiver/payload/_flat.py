@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from otel_panel_receiver.errors import PayloadError
-
 __all__ = ["unflatten"]
 
 
@@ -13,24 +11,22 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     """Undo ``flat.flatten()``: dotted keys become nested objects, numeric segments arrays.
 
     A dict whose keys are all numeric becomes a list in index order without filling gaps, so a
-    hostile index costs nothing. A key that is both a value and a parent is a ``PayloadError``.
+    hostile index costs nothing. ``flatten()`` never makes a key that is both a value and a
+    parent (``{"a": 1, "a.b": 2}``); in a body that has one, the nested keys win and the value
+    is ignored, as an unknown field would be.
     """
     root: dict[str, Any] = {}
     for key, value in flat.items():
         parts = key.split(".")
         node = root
-        for depth, part in enumerate(parts[:-1]):
+        for part in parts[:-1]:
             child = node.get(part)
-            if child is None or child in ([], {}):
+            if not isinstance(child, dict):  # absent, or a value the nested keys replace
                 child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise PayloadError("key is both a value and a parent", ".".join(parts[: depth + 1]))
             node = child
         leaf = parts[-1]
         if isinstance(node.get(leaf), dict) and node[leaf]:
-            if value in ([], {}):
-                continue  # flat keeps empty containers as values: nothing to merge
-            raise PayloadError("key is both a value and a parent", key)
+            continue  # a value where nested keys already are (or flat's empty container)
         node[leaf] = value
     result: dict[str, Any] = _listify(root)
     return result
