@@ -39,7 +39,7 @@ def send(port: int, doc: dict[str, Any], *, get: bool) -> tuple[int, dict[str, A
 
 def test_two_workers_count_every_event_once_and_log_each(tmp_path: Path) -> None:
     rng = random.Random(7)
-    batches = [
+    batches: list[dict[str, Any]] = [
         {
             "sessionId": f"s-{n}",
             "userId": str(n % 9),
