@@ -453,7 +453,7 @@ class Settings:
         """Return the app's threads per worker: the setting, or the choice for store and server.
 
         0 means none: granian runs the app in its event loop. The memory and LMDB stores never
-        wait (an LMDB transaction is a few microseconds in a shared map, its writer lock is
+        wait (an LMDB transaction is microseconds in a shared map, its writer lock is
         held that long), so the app runs in the loop; SQLite and Redis may wait on a disk or a
         network, and so may ``--auth grafana``: 4 threads then. Handing each request to a
         thread costs more than the payload itself (measured: granian, one worker, LMDB store:

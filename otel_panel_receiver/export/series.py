@@ -231,7 +231,7 @@ class LmdbSeries(SeriesTable):
     """The series of every worker process of a host, in one LMDB file (``path``).
 
     Each worker adds its deltas before it answers a payload (and every second), each time in
-    one transaction of a few microseconds; retirement happens in the same transaction, over
+    one short transaction; retirement happens in the same transaction, over
     every worker's series, so the bound is the same however many workers write. Tables:
 
     * ``series``: the series' hash (16 bytes of the family's key) -> value, created, first

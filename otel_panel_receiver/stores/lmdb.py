@@ -1,9 +1,9 @@
 """The LMDB session store: a memory-mapped file the worker processes of a host share.
 
 What the several workers of one host use by default. A payload's update is one LMDB write
-transaction of a few microseconds (a B-tree in a shared memory map, no system call on the
-way), where SQLite's costs tens (``docs/benchmarks.md``): this is what lets a second worker
-add throughput instead of queueing on the file.
+transaction (a B-tree in a shared memory map, no system call on the way), about a fifth of
+the CPU of SQLite's and with no file lock to queue on (``docs/benchmarks.md``): this is what
+lets a second worker add throughput instead of queueing on the file.
 
 The store is a directory: ``data.mdb`` and ``lock.mdb`` (LMDB's), ``boot`` (below) and
 ``ledger.db``, an SQLite file for what must outlive the host (below). Named databases:

@@ -342,7 +342,7 @@ _DRAIN_BATCH: Final = 10_000  # most records one SQLite transaction takes
 class LmdbUsage(SqliteUsage):
     """The ledger of the LMDB store: journaled in its map, kept in the SQLite file beside it.
 
-    A record goes to the store's journal, one LMDB transaction of a few microseconds that a
+    A record goes to the store's journal, one short LMDB transaction that a
     killed process keeps, instead of an SQLite transaction per session start under the file
     lock every worker queues on. A thread of each process moves what the journal holds into
     the SQLite ledger (``ledger.db``) every second, and :meth:`report` and :meth:`views` move
