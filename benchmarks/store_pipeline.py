@@ -150,11 +150,14 @@ def _handle_all(receiver: Receiver, bodies: Sequence[bytes]) -> None:
         receiver.handle(body)
 
 
-def _recorders(devnull: IO[str], shared: str = "") -> dict[str, Recorder]:
+def _recorders(
+    devnull: IO[str], closing: contextlib.ExitStack, shared: str = ""
+) -> dict[str, Recorder]:
     """Return the recorders the service builds: session log disabled, and logfmt to /dev/null.
 
     With ``shared`` (a directory), the recorders of a worker among several: each payload's
     counts go to the workers' shared table of series in it before the payload is answered.
+    Their apps (and the threads that feed the table) are closed with ``closing``.
     """
     out = {}
     for name, settings in (
@@ -162,7 +165,10 @@ def _recorders(devnull: IO[str], shared: str = "") -> dict[str, Recorder]:
         ("logfmt", Settings(prometheus_multiproc_dir=shared)),
     ):
         telemetry = build_telemetry(settings, stream=devnull)
-        out[name] = create_app(settings, telemetry=telemetry).receiver.recorder
+        app = create_app(settings, telemetry=telemetry)
+        closing.callback(telemetry.shutdown)
+        closing.callback(app.close)
+        out[name] = app.receiver.recorder
     return out
 
 
@@ -185,7 +191,14 @@ def run(plan: Plan, bodies: Sequence[bytes], devnull: IO[str]) -> Table:
     """Time ``apply`` and ``Receiver.handle`` with each store on the first of ``bodies``."""
     bodies = bodies[: plan.store_payloads]
     now = int(time.time())
-    recorders = _recorders(devnull)
+    with contextlib.ExitStack() as closing:
+        return _run(plan, bodies, devnull, now, closing)
+
+
+def _run(
+    plan: Plan, bodies: Sequence[bytes], devnull: IO[str], now: int, closing: contextlib.ExitStack
+) -> Table:
+    recorders = _recorders(devnull, closing)
     updates = _states([decode(b, now=now) for b in bodies])
     load = _Workload(bodies, updates, recorders)
     table = Table(
@@ -201,7 +214,11 @@ def run(plan: Plan, bodies: Sequence[bytes], devnull: IO[str]) -> Table:
     )
     log_cells = {"apply": "", "disabled": "disabled", "logfmt": "logfmt → /dev/null"}
     work_cells = {"apply": "store.apply alone", "disabled": "Receiver.handle(body)"}
-    with tempfile.TemporaryDirectory(prefix="otel-panel-bench-") as tmp, _redis_url() as redis:
+    with (
+        tempfile.TemporaryDirectory(prefix="otel-panel-bench-") as tmp,
+        _redis_url() as redis,
+        contextlib.ExitStack() as in_tmp,  # closed before tmp is removed
+    ):
         for kind in ("memory", "LMDB", "SQLite", "Redis"):
             if kind == "Redis" and redis is None:
                 why = f"n/a (redis-server not installed; {REDIS_HINT})"
@@ -214,7 +231,7 @@ def run(plan: Plan, bodies: Sequence[bytes], devnull: IO[str]) -> Table:
             rows = [(kind, name, cost) for name, cost in costs.items()]
             if kind in ("LMDB", "SQLite"):  # stores of several workers, with the shared table
                 metrics = tempfile.mkdtemp(dir=tmp)
-                shared = _Workload(bodies, updates, _recorders(devnull, shared=metrics))
+                shared = _Workload(bodies, updates, _recorders(devnull, in_tmp, metrics))
                 costs = _measure(stores, shared, plan.store_repeats, None, apply=False)
                 rows += [(f"{kind}, 2+ workers", name, cost) for name, cost in costs.items()]
             for store_cell, name, cost in rows:
