@@ -84,8 +84,12 @@ class Pseudonyms:
 
     def marker(self, event: PanelEvent) -> int:
         """Return the store key that marks this viewer on this dashboard today."""
+        return self.day_marker("viewer", event.host.address, event.dashboard.uid, viewer_id(event))
+
+    def day_marker(self, kind: str, *parts: str) -> int:
+        """Return a store key for ``parts`` today: a keyed hash that means nothing without
+        the day's key (the web middleware's visitors use it too)."""
         day, key = self._today()
-        host, dash = event.host.address, event.dashboard.uid
-        text = "\x1f".join(("viewer", str(day), host, dash, viewer_id(event)))
+        text = "\x1f".join((kind, str(day), *parts))
         digest = hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
         return int.from_bytes(digest[:16], "big")

@@ -193,7 +193,7 @@ class WriteEndpoint:
         self._consume = consume
         self._outcomes = receiver.outcomes if consume is None else outcomes
         self._access = access
-        self._limit = max_body_size
+        self._limit = self.max_body_size = max_body_size
         self._cookie = cookie_name
         self._trusted = trusted_proxies
 
@@ -239,6 +239,15 @@ class WriteEndpoint:
             answer.headers.extend(cors)
             return answer
         return Answer(201, [_JSON, *cors]) if cors else _CREATED
+
+    def refused_query(self, size: int, *, peer: str, forwarded_for: str) -> Answer:
+        """Answer a ``GET`` whose ``q`` is over the body limit: 400 naming ``q`` (counted)."""
+        trusted = self._trusted
+        client = client_address(peer, forwarded_for, trusted) if trusted else peer
+        message = f"q is {size} bytes, larger than the limit of {self._limit} bytes"
+        if self._outcomes is not None:
+            self._outcomes.rejected("too_large", status=400, client=client, detail=message)
+        return Answer(400, [_JSON], _error_body(message, "q"))
 
     def rsgi(self, scope: Any, body: Any, length: int) -> tuple[int, list[Any], bytes]:
         """Answer a ``POST`` served over RSGI, its body read whole (``buffered.py``'s direct).
@@ -358,6 +367,12 @@ class EventsResource:
             _error(resp, 400, "q is missing: expected the URL-encoded JSON document", "q")
             return
         document = (values[-1] if isinstance(values, list) else values).encode()
+        if len(document) > self._endpoint.max_body_size:  # a URL, not a body: no 413
+            forwarded = req.get_header("X-Forwarded-For") or ""
+            peer = req.remote_addr or ""
+            _respond(resp, self._endpoint.refused_query(len(document), peer=peer,
+                                                        forwarded_for=forwarded))  # fmt: skip
+            return
         stream = io.BytesIO(document)
         answer = self._endpoint.post(
             peer=req.remote_addr or "",

@@ -199,6 +199,14 @@ def test_a_body_over_the_limit_is_a_413(api: Callable[..., Api]) -> None:
     assert 'outcome="too_large"' in a.metric("grafana_analytics_event_requests_total")
 
 
+def test_a_q_over_the_body_limit_is_a_400_naming_q(api: Callable[..., Api]) -> None:
+    a = api(max_body_size=1000)
+    r = a.get(batch(*({"name": "e" * 100} for _ in range(20))))
+    assert r.status_code == 400 and r.json["path"] == "q"
+    assert "larger than the limit of 1000 bytes" in r.json["error"]
+    assert 'outcome="too_large"' in a.metric("grafana_analytics_event_requests_total")
+
+
 def test_the_get_routes_take_the_same_document_in_q(api: Callable[..., Api]) -> None:
     a = api()
     assert a.get(batch({"name": "viewed", "props": {"page": "/a"}})).status_code == 202
