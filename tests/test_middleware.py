@@ -208,6 +208,23 @@ def test_behind_a_trusted_proxy_the_client_is_the_last_untrusted_hop(
     assert samples(text, "web_visitors_total") == {(): 3.0}
 
 
+ROUTES = "web.requests.by_route"
+
+
+def points(reader: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, Any], ...], Any]:
+    """Return the points of the SDK metric ``name`` now, by their sorted attributes."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        tuple(sorted((p.attributes or {}).items())): getattr(p, "value", None)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == name
+        for p in m.data.data_points
+    }
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1_700_000_000.0
@@ -227,13 +244,7 @@ def test_a_visitor_is_counted_once_a_day_and_again_the_next_day() -> None:
     clock.now += 86_400
     for _ in range(5):
         analytics.record(dict(environ), 200, "/")
-    data = reader.get_metrics_data()
-    assert data is not None
-    (visitors,) = (
-        m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-        if m.name == "web.visitors"
-    )  # fmt: skip
-    assert [getattr(p, "value", None) for p in visitors.data.data_points] == [2]
+    assert points(reader, "web.visitors") == {(): 2}
 
 
 def test_a_falcon_app_reports_its_uri_templates() -> None:
@@ -249,16 +260,7 @@ def test_a_falcon_app_reports_its_uri_templates() -> None:
     client = Client(UsageMiddleware(app, provider))
     assert client.get("/items/4", buffered=True).status_code == 200
     assert client.get("/other", buffered=True).status_code == 404
-    data = reader.get_metrics_data()
-    assert data is not None
-    (routes,) = (
-        m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-        if m.name == "web.requests.by_route"
-    )  # fmt: skip
-    got = {
-        (p.attributes or {})["http.route"]: getattr(p, "value", None)
-        for p in routes.data.data_points
-    }
+    got = {dict(labels)["http.route"]: v for labels, v in points(reader, ROUTES).items()}
     assert got == {"/items/{item_id:int}": 1, UNMATCHED: 1}
 
 
