@@ -14,18 +14,16 @@ from __future__ import annotations
 import html
 import json
 import re
-import subprocess
-import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.browser import run_chromium, serve, serve_page, shut
 from tests.support.metrics import VALUES_AT_ONCE
 from tests.support.oracle import LABELS, expected_counters
 from tests.support.procs import free_port, require_binary, running
@@ -61,15 +59,6 @@ function send(url, payload) {
 })();
 """
 
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 SESSION_SECONDS = 185
 
 
@@ -108,23 +97,6 @@ def _page(endpoint: str, recorder: str, events: list[Event]) -> bytes:
     ).encode()
 
 
-class _PageHandler(BaseHTTPRequestHandler):
-    page: ClassVar[bytes] = b""
-
-    def do_GET(self) -> None:
-        if self.path != "/":
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(self.page)))
-        self.end_headers()
-        self.wfile.write(self.page)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 class _RecordingHandler(BaseHTTPRequestHandler):
     seen: ClassVar[list[Recorded]] = []
 
@@ -142,44 +114,6 @@ class _RecordingHandler(BaseHTTPRequestHandler):
         pass
 
 
-@dataclass
-class _Serving:
-    server: ThreadingHTTPServer
-    thread: threading.Thread
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
-def _serve(handler: type[BaseHTTPRequestHandler]) -> _Serving:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return _Serving(server, thread)
-
-
-def _shut(serving: _Serving) -> None:
-    serving.server.shutdown()
-    serving.server.server_close()
-    serving.thread.join(5)
-
-
-def _run_chromium(chromium: str, profile: Path, url: str) -> str:
-    argv = [
-        chromium,
-        *CHROMIUM_FLAGS,
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        url,
-    ]
-    done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
-    return done.stdout.decode()
-
-
 @pytest.fixture(scope="module")
 def browser_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserRun]:
     """Serve the page, let Chromium run it against the receiver, collect what happened."""
@@ -191,9 +125,8 @@ def browser_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserRun
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/write"
     _RecordingHandler.seen = []
-    recorder = _serve(_RecordingHandler)
-    _PageHandler.page = _page(endpoint, f"{recorder.origin}/record", events)
-    page = _serve(_PageHandler)
+    recorder = serve(_RecordingHandler)
+    page = serve_page(_page(endpoint, f"{recorder.origin}/record", events))
     try:
         with running(
             [receiver, "--http-address", f"127.0.0.1:{port}"],
@@ -201,12 +134,12 @@ def browser_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserRun
             env=VALUES_AT_ONCE,
             log=tmp / "receiver.log",
         ):
-            dom = _run_chromium(chromium, tmp / "profile", f"{page.origin}/")
+            dom = run_chromium(chromium, tmp / "profile", f"{page.origin}/")
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
                 metrics = resp.read().decode()
     finally:
-        _shut(page)
-        _shut(recorder)
+        shut(page)
+        shut(recorder)
     found = re.search(r'<pre id="result">(.*?)</pre>', dom, re.DOTALL)
     assert found, dom[-2000:]
     text = html.unescape(found.group(1))
