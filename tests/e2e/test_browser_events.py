@@ -82,7 +82,8 @@ def test_a_page_sends_events_with_cors_and_a_beacon(tmp_path: Path) -> None:
             assert read["body"]["errors"][0]["path"] == "events[2].name"
             assert read["beacon"] is True
             wanted = {"report_opened": 1.0, "export_clicked": 1.0, "page_closed": 1.0}
-            deadline, counted = time.monotonic() + 10, {}
+            deadline = time.monotonic() + 10
+            counted: dict[str, float] = {}
             while time.monotonic() < deadline and counted != wanted:  # the beacon is async
                 samples = scrape(f"http://127.0.0.1:{port}/metrics",
                                  "grafana_analytics_events_total")  # fmt: skip
