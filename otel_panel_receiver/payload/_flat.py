@@ -17,25 +17,25 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     """
     root: dict[str, Any] = {}
     for key, value in flat.items():
-        parts = key.split(".")
         node = root
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):  # absent, or a value the nested keys replace
-                child = node[part] = {}
-            node = child
-        leaf = parts[-1]
-        if isinstance(node.get(leaf), dict) and node[leaf]:
+        if "." in key:
+            *parents, key = key.split(".")
+            for part in parents:
+                child = node.get(part)
+                if type(child) is not dict:  # absent, or a value the nested keys replace
+                    child = node[part] = {}
+                node = child
+        old = node.get(key)
+        if type(old) is dict and old:
             continue  # a value where nested keys already are (or flat's empty container)
-        node[leaf] = value
+        node[key] = value
     result: dict[str, Any] = _listify(root)
     return result
 
 
-def _listify(node: Any) -> Any:
-    if not isinstance(node, dict):
-        return node
-    items = {key: _listify(value) for key, value in node.items()}
+def _listify(node: dict[str, Any]) -> Any:
+    """Return ``node`` with every dict inside whose keys are all indices made a list."""
+    items = {key: _listify(value) if type(value) is dict else value for key, value in node.items()}
     # ASCII digits only: "²" is a digit to str.isdigit, but no number to int().
     if items and all(key.isascii() and key.isdigit() for key in items):
         return [items[key] for key in sorted(items, key=int)]
