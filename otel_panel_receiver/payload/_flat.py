@@ -17,18 +17,18 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     """
     root: dict[str, Any] = {}
     for key, value in flat.items():
-        node = root
+        node, leaf = root, key
         if "." in key:
-            *parents, key = key.split(".")
+            *parents, leaf = key.split(".")
             for part in parents:
                 child = node.get(part)
                 if type(child) is not dict:  # absent, or a value the nested keys replace
                     child = node[part] = {}
                 node = child
-        old = node.get(key)
+        old = node.get(leaf)
         if type(old) is dict and old:
             continue  # a value where nested keys already are (or flat's empty container)
-        node[key] = value
+        node[leaf] = value
     result: dict[str, Any] = _listify(root)
     return result
 
