@@ -231,6 +231,9 @@ class WriteEndpoint:
         except PayloadError as exc:  # counted by the receiver (or the consumer)
             return Answer(400, [_JSON, *cors], _error_body(exc.message, exc.path))
         except StoreUnavailable as exc:  # counted and logged by the receiver; nothing recorded
+            if self._consume is not None and self._outcomes is not None:  # the event API's
+                self._outcomes.rejected("store_unavailable", status=503, client=client,
+                                        detail=str(exc))  # fmt: skip
             body = _error_body(f"{exc}; nothing was recorded, send it again later")
             retry = ("Retry-After", str(math.ceil(RETRY_AFTER)))
             return Answer(503, [_JSON, retry, *cors], body)

@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 
 from otel_panel_receiver.app import ReceiverApp, create_app
 from otel_panel_receiver.config import Settings
+from otel_panel_receiver.errors import StoreUnavailable
 from otel_panel_receiver.events import MAX_EVENTS, MAX_LISTED, MAX_PROPS, MAX_VALUE
+from otel_panel_receiver.stores import MemorySessionStore
 
 if TYPE_CHECKING:
     from tests.conftest import AppFactory
@@ -349,3 +351,23 @@ def test_a_flood_of_random_names_and_properties_does_not_grow_memory(
     first, last = sum(held[:6]) / 6, sum(held[-6:]) / 6
     assert last - first < 2 << 20, f"{last - first:.0f} bytes more after 13,000 new names"
     assert len(a.counted()) <= 100
+
+
+class _NoSecrets(MemorySessionStore):
+    """A store that cannot give the day's key: as a shared store does while it is down."""
+
+    def secret(self, name: str, ttl: float) -> bytes:
+        raise StoreUnavailable("the store is down (a test)")
+
+
+def test_a_store_that_cannot_give_the_pseudonym_key_is_a_503_counted(
+    make_app: AppFactory,
+) -> None:
+    app = make_app(Settings(user_labels="pseudonymous", new_series_delay=0),
+                   store=_NoSecrets(), stream=io.StringIO())  # fmt: skip
+    a = Api(app, io.StringIO())
+    r = a.post(batch({"name": "e"}))
+    assert r.status_code == 503 and r.headers["Retry-After"]
+    assert "send it again later" in r.json["error"]
+    assert 'outcome="store_unavailable"' in a.metric("grafana_analytics_event_requests_total")
+    assert a.counted() == {}
