@@ -26,6 +26,13 @@ FORMS: Final = (
 _REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 
 
+#: The stores of one host's files: URL scheme -> the store, and what its path names.
+_LOCAL: Final[dict[str, tuple[type[LmdbSessionStore] | type[SqliteSessionStore], str]]] = {
+    "lmdb": (LmdbSessionStore, "directory"),
+    "sqlite": (SqliteSessionStore, "file"),
+}
+
+
 def open_store(
     url: str,
     *,
@@ -53,18 +60,10 @@ def open_store(
             on_evict=on_evict,
             clock=time.monotonic if clock is None else clock,
         )
-    if sep and scheme == "lmdb":
-        return LmdbSessionStore(
-            _local_path(url, rest, "lmdb", "directory"),
-            max_size=max_size,
-            idle_ttl=idle_ttl,
-            on_evict=on_evict,
-            clock=time.time if clock is None else clock,
-            timeout=timeout,
-        )
-    if sep and scheme == "sqlite":
-        return SqliteSessionStore(
-            _local_path(url, rest, "sqlite", "file"),
+    if sep and scheme in _LOCAL:
+        store, what = _LOCAL[scheme]
+        return store(
+            _local_path(url, rest, scheme, what),
             max_size=max_size,
             idle_ttl=idle_ttl,
             on_evict=on_evict,
