@@ -243,13 +243,14 @@ class WriteEndpoint:
             return answer
         return Answer(201, [_JSON, *cors]) if cors else _CREATED
 
-    def refused_query(self, size: int, *, peer: str, forwarded_for: str) -> Answer:
-        """Answer a ``GET`` whose ``q`` is over the body limit: 400 naming ``q`` (counted)."""
+    def refused_query(
+        self, outcome: Outcome, message: str, *, peer: str, forwarded_for: str
+    ) -> Answer:
+        """Answer a ``GET`` whose ``q`` cannot be taken: 400 naming ``q``, counted and logged."""
         trusted = self._trusted
         client = client_address(peer, forwarded_for, trusted) if trusted else peer
-        message = f"q is {size} bytes, larger than the limit of {self._limit} bytes"
         if self._outcomes is not None:
-            self._outcomes.rejected("too_large", status=400, client=client, detail=message)
+            self._outcomes.rejected(outcome, status=400, client=client, detail=message)
         return Answer(400, [_JSON], _error_body(message, "q"))
 
     def rsgi(self, scope: Any, body: Any, length: int) -> tuple[int, list[Any], bytes]:
@@ -366,15 +367,24 @@ class EventsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Take the document from ``q`` (URL-encoded JSON), as a body of the same bytes."""
         values = falcon.uri.parse_query_string(req.query_string, keep_blank=True).get("q")
+        document = (
+            b"" if values is None else (values[-1] if isinstance(values, list) else values).encode()
+        )
+        refusal: tuple[Outcome, str] | None = None
         if values is None:
-            _error(resp, 400, "q is missing: expected the URL-encoded JSON document", "q")
-            return
-        document = (values[-1] if isinstance(values, list) else values).encode()
-        if len(document) > self._endpoint.max_body_size:  # a URL, not a body: no 413
-            forwarded = req.get_header("X-Forwarded-For") or ""
-            peer = req.remote_addr or ""
-            _respond(resp, self._endpoint.refused_query(len(document), peer=peer,
-                                                        forwarded_for=forwarded))  # fmt: skip
+            refusal = ("malformed", "q is missing: expected the URL-encoded JSON document")
+        elif len(document) > self._endpoint.max_body_size:  # a URL, not a body: no 413
+            limit = self._endpoint.max_body_size
+            refusal = (
+                "too_large",
+                f"q is {len(document)} bytes, larger than the limit of {limit} bytes",
+            )
+        if refusal is not None:
+            answer = self._endpoint.refused_query(
+                *refusal, peer=req.remote_addr or "",
+                forwarded_for=req.get_header("X-Forwarded-For") or "",
+            )  # fmt: skip
+            _respond(resp, answer)
             return
         stream = io.BytesIO(document)
         answer = self._endpoint.post(

@@ -223,7 +223,8 @@ def test_the_get_routes_take_the_same_document_in_q(api: Callable[..., Api]) -> 
         'level=info msg="User properties set" session_id=s-9 prop.plan=pro'
     ]
     r = a.client.simulate_get(EVENTS)
-    assert r.status_code == 400 and "q" in r.json["error"]
+    assert r.status_code == 400 and (r.json["path"], r.json["error"][:12]) == ("q", "q is missing")
+    assert 'outcome="malformed"' in a.metric("grafana_analytics_event_requests_total")
 
 
 def test_set_user_id_needs_a_user(api: Callable[..., Api]) -> None:
