@@ -37,7 +37,8 @@ from otel_panel_receiver.attributes import REDACTED, cut
 from otel_panel_receiver.errors import PayloadError
 from otel_panel_receiver.model import Viewer
 from otel_panel_receiver.outcomes import Outcomes
-from otel_panel_receiver.payload import validation_error
+from otel_panel_receiver.payload import load, validation_error
+from otel_panel_receiver.privacy import viewer_key
 from otel_panel_receiver.recorder import EVENTS, Recorder
 from otel_panel_receiver.throttle import Throttle
 from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
@@ -183,7 +184,7 @@ class Events:
                 f"events has {len(doc.events)} items, more than the limit of {MAX_EVENTS}",
                 "events",
             )
-        session, user = self._who(doc, client, identity)
+        who = self._fields(doc, client, identity)
         now_ms = int(self._clock() * 1000)
         report = Report()
         names: Counter[str] = Counter()
@@ -199,11 +200,7 @@ class Events:
                 continue
             report.accepted += 1
             names[cut(name, self._limit)] += 1
-            fields: dict[str, Any] = {"event": name, "session_id": session}
-            if user is not None:
-                fields["user_id"] = user
-            fields["ts"] = ts
-            fields.update(props)
+            fields = {"event": name, **who, "ts": ts, **props}
             self._recorder.emit_event(EVENT_MESSAGE, ts * 1_000_000, self._redacted(fields))
         if names:
             self._recorder.count([(EVENTS, {"event": n}, c) for n, c in names.items()])
@@ -217,12 +214,9 @@ class Events:
     def link(self, body: bytes, *, client: str = "", identity: Viewer | None = None) -> Report:
         """Record that a session belongs to a user (``/v1/setUserId``)."""
         doc = self._envelope(body, client)
-        session, user = self._who(doc, client, identity)
-        if user is None and self._users != "none":
+        fields = self._fields(doc, client, identity)
+        if "user_id" not in fields and self._users != "none":
             self._malformed(client, "userId is missing: expected the user's id", "userId")
-        fields: dict[str, Any] = {"session_id": session}
-        if user is not None:
-            fields["user_id"] = user
         self._recorder.emit_event(LINK_MESSAGE, time.time_ns(), self._redacted(fields))
         self.outcomes.accepted()
         return Report(accepted=1)
@@ -232,15 +226,11 @@ class Events:
     ) -> Report:
         """Record a user's properties (``/v1/setUserProps``)."""
         doc = self._envelope(body, client)
-        session, user = self._who(doc, client, identity)
+        fields = self._fields(doc, client, identity)
         try:
-            props = _props(doc.props)
+            fields.update(_props(doc.props))
         except _Invalid as exc:
             self._malformed(client, exc.message, exc.path.lstrip("."))
-        fields: dict[str, Any] = {"session_id": session}
-        if user is not None:
-            fields["user_id"] = user
-        fields.update(props)
         self._recorder.emit_event(PROPS_MESSAGE, time.time_ns(), self._redacted(fields))
         self.outcomes.accepted()
         return Report(accepted=1)
@@ -248,19 +238,16 @@ class Events:
     # -- helpers ------------------------------------------------------------------------
 
     def _envelope(self, body: bytes, client: str) -> _Batch:
-        if not body.strip():
-            self._malformed(client, "body is empty: expected one JSON object", "")
         try:
-            return _BATCH.decode(body)
-        except msgspec.ValidationError as exc:
-            error = validation_error(exc)
-            self._malformed(client, error.message, error.path)
-        except msgspec.DecodeError as exc:
-            message = str(exc).removeprefix("JSON is malformed: ")
-            self._malformed(client, f"body is not valid JSON: {message}", "")
-        except RecursionError:
-            self._malformed(client, "body is nested too deeply", "")
+            return load(body, _BATCH.decode)
+        except PayloadError as exc:  # the payload's own words: empty, not JSON, wrong types
+            self._malformed(client, exc.message, exc.path)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fields(self, doc: _Batch, client: str, identity: Viewer | None) -> dict[str, Any]:
+        """Return a record's ``session_id`` and, as ``--user-labels`` allows, its ``user_id``."""
+        session, user = self._who(doc, client, identity)
+        return {"session_id": session} if user is None else {"session_id": session, "user_id": user}
 
     def _who(self, doc: _Batch, client: str, identity: Viewer | None) -> tuple[str, str | None]:
         """Return the batch's session id and the user as ``--user-labels`` allows to keep."""
@@ -269,7 +256,7 @@ class Events:
             self._malformed(client, f"sessionId is longer than {MAX_NAME} characters", "sessionId")
         if identity is not None:  # Grafana's word, not the batch's
             claimed = str(identity.id) if identity.id else identity.login
-            viewer = f"id:{identity.id}" if identity.id else f"login:{identity.login}"
+            viewer = viewer_key(identity)
         else:
             claimed = "" if doc.user_id is None else str(doc.user_id)
             viewer = f"id:{claimed}"  # a Grafana user id gets the panel's pseudonym

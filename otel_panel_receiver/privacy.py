@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Final, Literal
 
-from otel_panel_receiver.model import PanelEvent
+from otel_panel_receiver.model import PanelEvent, Viewer
 from otel_panel_receiver.stores import SessionStore
 
 __all__ = ["KEY_LIFETIME", "Pseudonyms", "UserLabels"]
@@ -36,7 +36,11 @@ _LABEL_BYTES: Final = 8  # 16 hex digits: distinct for any realistic number of d
 
 def viewer_id(event: PanelEvent) -> str:
     """Return what identifies the viewer in a payload: the user id, else the login."""
-    user = event.user
+    return viewer_key(event.user)
+
+
+def viewer_key(user: Viewer) -> str:
+    """Return what identifies a viewer: ``id:<user id>``, else ``login:<login>``."""
     return f"id:{user.id}" if user.id else f"login:{user.login}"
 
 

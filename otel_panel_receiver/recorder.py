@@ -115,16 +115,12 @@ class Recorder:
         )
         # Kept for alert rules written against the upstream receiver; always 1 here.
         meter.create_gauge(UP, description="Was the last scrape successful.").set(1)
-        self._logger = (
-            logger_provider.get_logger(INSTRUMENTATION_SCOPE, __version__)
-            if logger_provider is not None and session_log
-            else None
-        )
         self._event_logger = (
             logger_provider.get_logger(INSTRUMENTATION_SCOPE, __version__)
             if logger_provider is not None
             else None
         )
+        self._logger = self._event_logger if session_log else None
         self._users = users
         self._max_label_length = max_label_length
         self._pseudonym = pseudonym

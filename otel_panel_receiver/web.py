@@ -354,15 +354,8 @@ class WriteResource:
         _respond(resp, answer)
 
 
-class EventsResource:
+class EventsResource(WriteResource):
     """A route of the event API: ``POST`` its body, or ``GET`` with the same document in ``?q=``."""
-
-    def __init__(self, endpoint: WriteEndpoint) -> None:
-        self._endpoint = endpoint
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Read the body whatever its Content-Type (``navigator.sendBeacon`` sends text)."""
-        WriteResource(self._endpoint).on_post(req, resp)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Take the document from ``q`` (URL-encoded JSON), as a body of the same bytes."""

@@ -171,7 +171,7 @@ class MemorySeries(SeriesTable):
 
     def _absorb(self, family: Family) -> int:
         """Absorb one family's points (under the lock); return how many series it retired."""
-        meta = (family.name, family.kind, family.help, family.unit)
+        meta = _meta(family)
         rows = self._tables.get(meta)
         if rows is None:
             rows = self._tables[meta] = OrderedDict()

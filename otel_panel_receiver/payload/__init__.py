@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from otel_panel_receiver.payload._decode import decode, validation_error
+from otel_panel_receiver.payload._decode import decode, load, validation_error
 from otel_panel_receiver.payload._wire import MAX_TIME
 
-__all__ = ["MAX_TIME", "decode", "validation_error"]
+__all__ = ["MAX_TIME", "decode", "load", "validation_error"]

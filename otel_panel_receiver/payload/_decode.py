@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 from msgspec import UNSET
@@ -22,7 +22,9 @@ from otel_panel_receiver.payload import _wire
 from otel_panel_receiver.payload._convert import to_event
 from otel_panel_receiver.payload._flat import unflatten
 
-__all__ = ["decode", "validation_error"]
+__all__ = ["decode", "load", "validation_error"]
+
+T = TypeVar("T")
 
 # msgspec's Python type names in its messages, and the JSON names a client knows instead.
 _TYPE_NAMES: Final = {
@@ -41,9 +43,7 @@ def decode(body: bytes, *, now: int) -> PanelEvent:
 
     Raises :class:`PayloadError` naming the problem and its JSON path.
     """
-    if not body.strip():
-        raise PayloadError("body is empty: expected one JSON object")
-    doc = _load(body, _DECODER.decode)
+    doc = load(body, _DECODER.decode)
     if _lacks_groups(doc):
         doc = _load(body, _decode_generic)
     return to_event(doc, now)
@@ -59,7 +59,14 @@ def _lacks_groups(doc: _wire.Payload) -> bool:
     )
 
 
-def _load(body: bytes, how: Callable[[bytes], _wire.Payload]) -> _wire.Payload:
+def load(body: bytes, how: Callable[[bytes], T]) -> T:
+    """Decode one JSON object with ``how``; raise :class:`PayloadError` naming what is wrong."""
+    if not body.strip():
+        raise PayloadError("body is empty: expected one JSON object")
+    return _load(body, how)
+
+
+def _load(body: bytes, how: Callable[[bytes], T]) -> T:
     try:
         result = how(body)
     except msgspec.ValidationError as exc:
