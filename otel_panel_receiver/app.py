@@ -19,6 +19,7 @@ import falcon
 
 from otel_panel_receiver import web
 from otel_panel_receiver.access import Access, TokenFile, parse_networks
+from otel_panel_receiver.browser import BrowserMetrics, schema_setting
 from otel_panel_receiver.config import Settings
 from otel_panel_receiver.errors import ConfigError
 from otel_panel_receiver.events import Events, Report
@@ -222,7 +223,11 @@ def _assemble(
     trusted = parse_networks(settings.trusted_proxies)
     events = not settings.disable_event_api
     gate = web.AccessGate(
-        access, prefix=settings.path_prefix, trusted_proxies=trusted, events=events
+        access,
+        prefix=settings.path_prefix,
+        trusted_proxies=trusted,
+        events=events,
+        browser_metrics=True,
     )
     app = ReceiverApp(receiver, telemetry, closers, gate)
     app.inventory = inventory
@@ -252,6 +257,16 @@ def _assemble(
             strict=True,
         ):
             routes[path] = endpoint(path=path, consume=_consumer(take), outcomes=api.outcomes)
+    browser = BrowserMetrics(
+        schema_setting(settings.browser_metrics_schema),
+        telemetry.meter_provider,
+        put=telemetry.put,
+        sdk=telemetry.sdk_counters,
+        limit=settings.metric_cardinality_limit,
+        clock=clock,
+    )
+    path = settings.path_prefix + web.BROWSER_METRICS
+    pushes = endpoint(path=path, consume=_consumer(browser.batch), outcomes=browser.outcomes)
     web.add_routes(
         app,
         receiver,
@@ -261,15 +276,16 @@ def _assemble(
         prefix=settings.path_prefix,
         write=app.write,
         events=routes,
+        browser_metrics=pushes,
     )
     return app
 
 
 def _consumer(take: Callable[..., Report]) -> web.Consume:
-    """Return an event route's consumer: the report of ``take`` as a 202's document."""
+    """Return a batch route's consumer: the report of ``take`` as its answer (202, or 400)."""
 
     def consume(body: bytes, client: str, identity: Viewer | None) -> tuple[int, Any]:
-        return 202, take(body, client=client, identity=identity).document()
+        return take(body, client=client, identity=identity).answer()
 
     return consume
 

@@ -213,6 +213,13 @@ class Settings:
         "Do not serve the event API (/v1/events, /v1/setUserId, /v1/setUserProps): named "
         "events from pages and backends as log records and grafana_analytics_events_total.",
     )  # fmt: skip
+    browser_metrics_schema: str = _option(
+        "", str.strip,
+        "JSON file of the browser metrics POST /v1/metrics takes: names, kinds (counter, "
+        "gauge with ttl, histogram with buckets), label names and their allowed values. "
+        "Without one, every name is unknown and refused. See docs/browser-metrics.md.",
+        metavar="FILE",
+    )  # fmt: skip
     session_ttl: float = _option(
         86_400.0, parse_duration,
         "Forget a session after this long without events (a later event starts a new one).",

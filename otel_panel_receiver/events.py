@@ -8,10 +8,11 @@ A batch is one JSON object::
 Each valid event becomes one log record (``msg="Received event"``, its name, session, user,
 time and properties) and adds 1 to ``grafana_analytics_events_total{event}``; an invalid one is
 left out, counted and named in the answer (its index, what is wrong, its JSON path), and the
-rest of its batch is recorded. ``/v1/setUserId`` and ``/v1/setUserProps`` write one record each
-(``Session linked to user``, ``User properties set``): the receiver keeps no table of links,
-so what it holds stays bounded and every worker and host answers alike; a log query joins the
-records by ``session_id``.
+rest of its batch is recorded (202); a batch of invalid events only is a 400 naming the first.
+``/v1/setUserId`` and ``/v1/setUserProps`` write one record each (``Session linked to user``,
+``User properties set``): the receiver keeps no table of links, so what it holds stays
+bounded and every worker and host answers alike; a log query joins the records by
+``session_id``.
 
 The user follows ``--user-labels`` as the panel's viewers do (clear, a daily keyed pseudonym,
 or left out) and the fields named in ``--log-redact`` say ``[redacted]``. A viewer Grafana
@@ -28,7 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 from opentelemetry.metrics import MeterProvider
@@ -53,6 +54,8 @@ __all__ = [
     "PROPS_MESSAGE",
     "REQUESTS",
     "Events",
+    "Intake",
+    "InvalidItem",
     "ItemError",
     "Report",
 ]
@@ -81,6 +84,7 @@ MAX_LISTED: Final = 20
 _MAX_TS: Final = 253_402_300_799_999
 
 Scalar = str | int | float | bool | None
+T = TypeVar("T")
 
 
 class _Batch(msgspec.Struct, forbid_unknown_fields=False):
@@ -112,20 +116,42 @@ class ItemError:
 
 @dataclass(slots=True)
 class Report:
-    """What became of a batch: events recorded, events left out, the first errors."""
+    """What became of a batch: items recorded, items left out, the first errors."""
 
     accepted: int = 0
     rejected: int = 0
     errors: list[ItemError] = field(default_factory=list)
 
-    def document(self) -> dict[str, Any]:
-        """Return the answer's JSON document."""
+    @property
+    def refused(self) -> bool:
+        """Whether nothing of the batch could be taken (every item was invalid)."""
+        return self.rejected > 0 and not self.accepted
+
+    def reject(self, index: int, exc: InvalidItem, array: str) -> None:
+        """Count item ``index`` of ``array`` as left out; list it among the first errors."""
+        self.rejected += 1
+        if len(self.errors) < MAX_LISTED:
+            self.errors.append(ItemError(index, exc.message, f"{array}[{index}]{exc.path}"))
+
+    def answer(self) -> tuple[int, dict[str, Any]]:
+        """Return the answer's status and JSON document.
+
+        202 when something was recorded (or the batch was empty); 400 when every item was
+        invalid, with the first one's error and path in the shape of every other 400.
+        """
         doc: dict[str, Any] = {"accepted": self.accepted, "rejected": self.rejected}
         if self.errors:
             doc["errors"] = [
                 {"index": e.index, "error": e.error, "path": e.path} for e in self.errors
             ]
-        return doc
+        if self.refused:
+            first = self.errors[0]
+            return 400, {"error": first.error, "path": first.path, **doc}
+        return 202, doc
+
+    def document(self) -> dict[str, Any]:
+        """Return the answer's JSON document."""
+        return self.answer()[1]
 
 
 class Events:
@@ -154,18 +180,15 @@ class Events:
         self._redact = redact
         self._limit = max_label_length
         self._clock = clock
-        self.outcomes = Outcomes(
+        self._intake = Intake(
             meter_provider,
-            name=REQUESTS,
-            unit="{request}",
+            requests=REQUESTS,
+            rejected=REJECTED,
+            unit="{event}",
+            what="Event",
             description="Requests to the event API, by outcome: accepted, or why refused.",
-            what="Event request",
         )
-        meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
-        self._rejected = meter.create_counter(
-            REJECTED, unit="{event}", description="Events left out of their batch as invalid."
-        )
-        self._throttle = Throttle()
+        self.outcomes = self._intake.outcomes
 
     # -- the three requests -------------------------------------------------------------
 
@@ -175,28 +198,16 @@ class Events:
         An invalid event is left out and named in the report, whether or not others are valid.
         """
         doc = self._envelope(body, client)
-        if doc.events is None:
-            self._malformed(client, "events is missing: expected an array of events", "events")
-        assert doc.events is not None
-        if len(doc.events) > MAX_EVENTS:
-            self._malformed(
-                client,
-                f"events has {len(doc.events)} items, more than the limit of {MAX_EVENTS}",
-                "events",
-            )
+        events = self._intake.items(doc.events, "events", MAX_EVENTS, client)
         who = self._fields(doc, client, identity)
         now_ms = int(self._clock() * 1000)
         report = Report()
         names: Counter[str] = Counter()
-        for index, raw in enumerate(doc.events):
+        for index, raw in enumerate(events):
             try:
                 name, ts, props = _item(raw, now_ms)
-            except _Invalid as exc:
-                report.rejected += 1
-                if len(report.errors) < MAX_LISTED:
-                    report.errors.append(
-                        ItemError(index, exc.message, f"events[{index}]{exc.path}")
-                    )
+            except InvalidItem as exc:
+                report.reject(index, exc, "events")
                 continue
             report.accepted += 1
             names[cut(name, self._limit)] += 1
@@ -204,11 +215,7 @@ class Events:
             self._recorder.emit_event(EVENT_MESSAGE, ts * 1_000_000, self._redacted(fields))
         if names:
             self._recorder.count([(EVENTS, {"event": n}, c) for n, c in names.items()])
-        if report.rejected:
-            self._rejected.add(report.rejected)
-            first = report.errors[0]
-            self._log_rejected(client, report.rejected, f"{first.error} at {first.path}")
-        self.outcomes.accepted()
+        self._intake.done(report, client)
         return report
 
     def link(self, body: bytes, *, client: str = "", identity: Viewer | None = None) -> Report:
@@ -229,7 +236,7 @@ class Events:
         fields = self._fields(doc, client, identity)
         try:
             fields.update(_props(doc.props))
-        except _Invalid as exc:
+        except InvalidItem as exc:
             self._malformed(client, exc.message, exc.path.lstrip("."))
         self._recorder.emit_event(PROPS_MESSAGE, time.time_ns(), self._redacted(fields))
         self.outcomes.accepted()
@@ -238,11 +245,7 @@ class Events:
     # -- helpers ------------------------------------------------------------------------
 
     def _envelope(self, body: bytes, client: str) -> _Batch:
-        try:
-            return load(body, _BATCH.decode)
-        except PayloadError as exc:  # the payload's own words: empty, not JSON, wrong types
-            self._malformed(client, exc.message, exc.path)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._intake.envelope(body, _BATCH.decode, client)
 
     def _fields(self, doc: _Batch, client: str, identity: Viewer | None) -> dict[str, Any]:
         """Return a record's ``session_id`` and, as ``--user-labels`` allows, its ``user_id``."""
@@ -275,8 +278,74 @@ class Events:
         return fields
 
     def _malformed(self, client: str, message: str, path: str) -> None:
+        self._intake.malformed(client, message, path)
+
+
+class Intake:
+    """What every batch endpoint does around its items: count, refuse, log.
+
+    Requests are counted by outcome in ``requests`` (an :class:`Outcomes`), items left out of
+    their batch in ``rejected``; a line is logged for them at most every 10 s. ``what`` names
+    an item in the log (``Event``).
+    """
+
+    def __init__(
+        self,
+        meter_provider: MeterProvider,
+        *,
+        requests: str,
+        rejected: str,
+        unit: str,
+        what: str,
+        description: str,
+    ) -> None:
+        self.outcomes = Outcomes(
+            meter_provider,
+            name=requests,
+            unit="{request}",
+            description=description,
+            what=f"{what} request",
+        )
+        meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
+        self._rejected = meter.create_counter(
+            rejected, unit=unit, description=f"{what}s left out of their batch as invalid."
+        )
+        self._what = what
+        self._throttle = Throttle()
+
+    def envelope(self, body: bytes, decode: Callable[[bytes], T], client: str) -> T:
+        """Return the batch decoded strictly; a 400 naming the fault, counted, if it is not."""
+        try:
+            return load(body, decode)
+        except PayloadError as exc:  # the payload's own words: empty, not JSON, wrong types
+            self.malformed(client, exc.message, exc.path)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def items(self, items: list[T] | None, field: str, most: int, client: str) -> list[T]:
+        """Return the batch's array ``field``: present, and at most ``most`` items long."""
+        if items is None:
+            self.malformed(client, f"{field} is missing: expected an array", field)
+        assert items is not None
+        if len(items) > most:
+            message = f"{field} has {len(items)} items, more than the limit of {most}"
+            self.malformed(client, message, field)
+        return items
+
+    def malformed(self, client: str, message: str, path: str) -> None:
+        """Count and log a refused batch; raise the ``PayloadError`` its 400 names."""
         self.outcomes.rejected("malformed", status=400, client=client, detail=message)
         raise PayloadError(message, path)
+
+    def done(self, report: Report, client: str) -> None:
+        """Count the batch (accepted, or refused when none of its items was valid)."""
+        if report.rejected:
+            self._rejected.add(report.rejected)
+            first = report.errors[0]
+            self._log_rejected(client, report.rejected, f"{first.error} at {first.path}")
+        if report.refused:
+            self.outcomes.count("malformed")  # logged just above
+        else:
+            self.outcomes.accepted()
 
     def _log_rejected(self, client: str, count: int, first: str) -> None:
         unlogged = self._throttle.admit("item")
@@ -285,10 +354,12 @@ class Events:
         fields: dict[str, object] = {"client": client, "rejected": count, "first": first}
         if unlogged:
             fields["not_logged_since_last"] = unlogged
-        log.warning("Events left out of their batch", extra={"fields": fields})
+        log.warning(f"{self._what}s left out of their batch", extra={"fields": fields})
 
 
-class _Invalid(Exception):
+class InvalidItem(Exception):
+    """One item of a batch cannot be taken: what is wrong, and where in the item (``.a.b``)."""
+
     def __init__(self, message: str, path: str = "") -> None:
         super().__init__(message)
         self.message = message
@@ -296,23 +367,23 @@ class _Invalid(Exception):
 
 
 def _item(raw: msgspec.Raw, now_ms: int) -> tuple[str, int, dict[str, Any]]:
-    """Return one event's name, time (ms) and properties; raise ``_Invalid`` naming the fault."""
+    """Return one event's name, time (ms) and properties; raise ``InvalidItem`` naming the fault."""
     try:
         item = _ITEM.decode(raw)
     except msgspec.ValidationError as exc:
         error = validation_error(exc)
-        raise _Invalid(error.message, f".{error.path}" if error.path else "") from None
+        raise InvalidItem(error.message, f".{error.path}" if error.path else "") from None
     except RecursionError:
-        raise _Invalid("event is nested too deeply") from None
+        raise InvalidItem("event is nested too deeply") from None
     name = item.name
     if not name:
-        raise _Invalid("name is missing: expected the event's name", ".name")
+        raise InvalidItem("name is missing: expected the event's name", ".name")
     if len(name) > MAX_NAME:
-        raise _Invalid(f"name is longer than {MAX_NAME} characters", ".name")
+        raise InvalidItem(f"name is longer than {MAX_NAME} characters", ".name")
     ts = now_ms
     if item.ts is not None:
         if not math.isfinite(item.ts) or not 0 <= item.ts <= _MAX_TS:
-            raise _Invalid(
+            raise InvalidItem(
                 "ts must be a time in milliseconds since 1970 (as Date.now() gives)", ".ts"
             )
         ts = int(item.ts)
@@ -324,7 +395,7 @@ def _props(raw: dict[str, msgspec.Raw] | None) -> dict[str, Any]:
     if not raw:
         return {}
     if len(raw) > MAX_PROPS:
-        raise _Invalid(
+        raise InvalidItem(
             f"props has {len(raw)} entries, more than the limit of {MAX_PROPS}", ".props"
         )
     fields: dict[str, Any] = {}
@@ -335,11 +406,13 @@ def _props(raw: dict[str, msgspec.Raw] | None) -> dict[str, Any]:
         except msgspec.ValidationError as exc:
             got = str(exc).rpartition("got ")[2].strip("`") or "something else"
             got = {"object": "an object", "array": "an array"}.get(got, got)
-            raise _Invalid(
+            raise InvalidItem(
                 f"a property must be a string, number, boolean or null, got {got}", path
             ) from None
         except RecursionError:
-            raise _Invalid("a property must be a string, number, boolean or null", path) from None
+            raise InvalidItem(
+                "a property must be a string, number, boolean or null", path
+            ) from None
         if scalar is None:
             continue
         name = f"prop.{cut(key, MAX_NAME)}"

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from otel_panel_receiver.access import parse_networks
 from otel_panel_receiver.app import build_access
+from otel_panel_receiver.browser import schema_setting
 from otel_panel_receiver.config import PROGRAM, Settings
 from otel_panel_receiver.errors import ConfigError
 from otel_panel_receiver.export import check_otlp, clear_directory
@@ -201,9 +202,11 @@ def preflight(settings: Settings, environ: Mapping[str, str]) -> None:
     """Raise :class:`ConfigError` for a setting that would fail in the workers.
 
     The session store's URL (and an SQLite file's directory, and the Redis client library) and
-    every OTLP setting (protocols, timeouts, the gRPC extra) are checked; nothing connects.
+    every OTLP setting (protocols, timeouts, the gRPC extra) and the browser metrics schema
+    are checked; nothing connects.
     """
     check_store_url(settings.store_url)
     check_otlp(settings, environ)
+    schema_setting(settings.browser_metrics_schema)
     build_access(settings)  # token files, rate limit, trusted proxies, auth mode
     parse_networks(settings.trusted_proxies)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final
 
-__all__ = ["INSTRUMENTATION_SCOPE", "__version__"]
+__all__ = ["BROWSER_SCOPE", "INSTRUMENTATION_SCOPE", "__version__"]
 
 #: The name of the OpenTelemetry meter, logger and tracer of the receiver.
 INSTRUMENTATION_SCOPE: Final = "otel_panel_receiver"
+#: The scope of the browser metrics' instruments (the metrics a schema defines).
+BROWSER_SCOPE: Final = "otel_panel_receiver.browser"
 
 try:
     __version__ = version("otel-panel-receiver")

@@ -67,6 +67,8 @@ Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 UsageReport = Callable[[float, float | None], dict[str, Any]]
 #: The paths of the liveness and readiness probes, and of the usage report, under the prefix.
 HEALTH: Final = "/healthz"
+#: The browser metrics' route under the prefix.
+BROWSER_METRICS: Final = "/v1/metrics"
 READY: Final = "/readyz"
 USAGE: Final = "/api/dashboards/usage"
 _WINDOW: Final = 30 * 86_400.0
@@ -514,8 +516,9 @@ class AccessGate:
 
     The decisions are ``access.py``'s; this only gathers the request's facts, answers a
     refusal and adds the CORS headers an allowed origin gets. ``POST /write`` and, with
-    ``events``, the event API's routes decide for themselves (:class:`WriteEndpoint`, with the
-    same rules); their CORS preflights are answered here.
+    ``events`` and ``browser_metrics``, the event API's routes and ``/v1/metrics`` decide for
+    themselves (:class:`WriteEndpoint`, with the same rules); their CORS preflights are
+    answered here.
     """
 
     def __init__(
@@ -525,11 +528,14 @@ class AccessGate:
         prefix: str,
         trusted_proxies: tuple[Any, ...] = (),
         events: bool = False,
+        browser_metrics: bool = False,
     ) -> None:
         self._access = access
         self._writes = {f"{prefix}/write": "POST, OPTIONS"}
         if events:
             self._writes.update(dict.fromkeys(event_paths(prefix), "GET, POST, OPTIONS"))
+        if browser_metrics:
+            self._writes[prefix + BROWSER_METRICS] = "POST, OPTIONS"
         self._reads = (f"{prefix}/metrics", prefix + USAGE)
         self._trusted = trusted_proxies
 
@@ -591,6 +597,7 @@ def add_routes(
     max_body_size: int = 65_536,
     write: WriteEndpoint | None = None,
     events: dict[str, WriteEndpoint] | None = None,
+    browser_metrics: WriteEndpoint | None = None,
 ) -> None:
     """Serve the receiver on ``app`` under ``prefix``; ``/metrics`` only with a ``scrape``.
 
@@ -599,7 +606,8 @@ def add_routes(
     ``readiness`` (without it, the receiver's store is pinged). ``write`` answers
     ``POST /write`` (by default one anyone may post to, bodies up to ``max_body_size``); the
     access rules of the other routes, if any, come as an :class:`AccessGate` middleware given
-    to the app when it is made. ``events`` maps each route of the event API to its endpoint.
+    to the app when it is made. ``events`` maps each route of the event API to its endpoint;
+    ``browser_metrics`` answers ``POST /v1/metrics``.
     """
     if write is None:
         write = WriteEndpoint(receiver, path=f"{prefix}/write", max_body_size=max_body_size)
@@ -617,6 +625,8 @@ def add_routes(
         app.add_route(prefix + USAGE, UsageResource(usage_report))
     for path, endpoint in (events or {}).items():
         app.add_route(path, EventsResource(endpoint))
+    if browser_metrics is not None:
+        app.add_route(browser_metrics.path, WriteResource(browser_metrics))
 
 
 def event_paths(prefix: str = "") -> tuple[str, str, str]:

@@ -127,12 +127,14 @@ def test_invalid_events_are_left_out_named_by_index_and_path_and_the_rest_record
     assert "grafana_analytics_events_rejected_total 6.0" in a.metric("grafana_analytics_events_")
 
 
-def test_a_batch_with_no_valid_event_is_answered_with_its_first_errors(
+def test_a_batch_with_no_valid_event_is_a_400_with_its_first_errors(
     api: Callable[..., Api],
 ) -> None:
     a = api()
     r = a.post(batch(*({"props": {}} for _ in range(MAX_LISTED + 5))))
-    assert r.status_code == 202
+    assert r.status_code == 400
+    assert r.json["error"] == "name is missing: expected the event's name"
+    assert r.json["path"] == "events[0].name"
     assert r.json["accepted"] == 0 and r.json["rejected"] == MAX_LISTED + 5
     assert len(r.json["errors"]) == MAX_LISTED
     assert r.json["errors"][0] == {
@@ -141,6 +143,9 @@ def test_a_batch_with_no_valid_event_is_answered_with_its_first_errors(
         "error": "name is missing: expected the event's name",
     }
     assert a.lines() == [] and a.counted() == {}
+    requests = a.metric("grafana_analytics_event_requests_total")
+    assert 'outcome="malformed"} 1.0' in requests and "accepted" not in requests
+    assert a.post(batch()).status_code == 202  # an empty batch is not refused
 
 
 def test_odd_property_names_are_kept_and_bounded(api: Callable[..., Api]) -> None:

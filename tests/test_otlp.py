@@ -4,7 +4,9 @@ a collector that is down is reported once and costs ``/write`` nothing."""
 from __future__ import annotations
 
 import io
+import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import falcon.testing
@@ -237,3 +239,53 @@ class InMemoryLogs(ApiLoggerProvider):
                 return True
 
         return _Logger(name)
+
+
+BROWSER_SCHEMA = {
+    "metrics": {
+        "clicks": {"type": "counter", "labels": {"button": ["a", "b"]}},
+        "load": {"type": "histogram", "unit": "s", "buckets": [0.5, 1, 2]},
+        "tabs": {"type": "gauge", "ttl": 60},
+    }
+}
+
+
+@pytest.mark.parametrize("delay", [0, 60])
+def test_browser_metrics_go_over_otlp_and_count_once_in_metrics(
+    make_app: AppFactory, tmp_path: Path, delay: float
+) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(BROWSER_SCHEMA))
+    values = [0.2, 0.7, 0.7, 1.5, 9.0]
+    points = [{"name": "load", "value": v} for v in values] + [
+        {"name": "clicks", "labels": {"button": "a"}, "value": 3},
+        {"name": "tabs", "value": 2},
+    ]
+    with OtlpSink() as sink:
+        settings = Settings(
+            otlp_endpoint=sink.url, new_series_delay=delay, browser_metrics_schema=str(schema)
+        )
+        app = make_app(settings, stream=io.StringIO())
+        try:
+            client = falcon.testing.TestClient(app)
+            body = json.dumps({"metrics": points}).encode()
+            assert client.simulate_post("/v1/metrics", body=body).status_code == 202
+            app.telemetry.force_flush()
+            app.telemetry.force_flush()  # a second collection: the SDK's points must not add
+            [hist] = sink.latest_metric("load").histogram.data_points
+            [clicks] = sink.latest_metric("clicks").sum.data_points
+            [tabs] = sink.latest_metric("tabs").gauge.data_points
+            text = client.simulate_get("/metrics").text
+        finally:
+            app.close()
+    assert tabs.as_double == 2
+    if delay:  # new series: held at 0 over OTLP as in /metrics
+        assert (hist.count, list(hist.bucket_counts), clicks.as_double) == (0, [0, 0, 0, 0], 0)
+        assert "load_seconds_count 0.0" in text and 'clicks_total{button="a"} 0.0' in text
+        return
+    assert list(hist.explicit_bounds) == [0.5, 1, 2]
+    assert list(hist.bucket_counts) == [1, 2, 1, 1] and hist.count == 5
+    assert hist.sum == pytest.approx(sum(values))
+    assert clicks.as_double == 3
+    assert "load_seconds_count 5.0" in text and 'load_seconds_bucket{le="1.0"} 3.0' in text
+    assert 'clicks_total{button="a"} 3.0' in text and "tabs 2.0" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -264,4 +265,59 @@ def test_workers_tallying_one_series_at_once_lose_no_increment(tmp_path: Path) -
     assert [p.exitcode for p in procs] == [0, 0, 0]
     table = LmdbSeries(path, limit=10)
     assert series_of(table, "grafana_analytics_sessions") == {"x": 1500.0}
+    table.close()
+
+
+def histogram(*observations: float, bounds: tuple[float, ...] = (1.0, 5.0)) -> Family:
+    """A histogram family with one series holding ``observations`` (bucketed here)."""
+    counts = [0.0] * (len(bounds) + 1)
+    for value in observations:
+        counts[next((i for i, b in enumerate(bounds) if value <= b), len(bounds))] += 1
+    point = Series((("a", "x"),), sum(observations), 1.0, tuple(counts))
+    return Family("h", "histogram", "help", "", [point], bounds)
+
+
+def test_histogram_buckets_and_sums_add_up_in_either_table(table: SeriesTable) -> None:
+    table.absorb([histogram(0.5, 3.0)])
+    table.tally([histogram(7.0, 1.0, 1.0)])
+    [found] = [f for f in table.families() if f.name == "h"]
+    assert found.kind == "histogram" and found.bounds == (1.0, 5.0)
+    [point] = found.series
+    assert point.buckets == (3.0, 1.0, 1.0) and point.value == 12.5
+
+
+def test_a_histogram_series_is_retired_whole(table: SeriesTable) -> None:
+    for name in "pqrs":  # the limit is 3
+        h = histogram(2.0)
+        h.series = [Series((("a", name),), 2.0, 1.0, (0.0, 1.0, 0.0))]
+        table.absorb([h])
+    [found] = [f for f in table.families() if f.name == "h"]
+    assert sorted(dict(s.labels)["a"] for s in found.series) == ["q", "r", "s"]
+    assert all(s.buckets == (0.0, 1.0, 0.0) for s in found.series)
+
+
+def gauge(value: float, ttl: float, *labels: str) -> Family:
+    return Family("g", "gauge", "help", "", [Series((("a", x),), value) for x in labels], (), ttl)
+
+
+def test_a_gauge_not_set_for_its_ttl_leaves_the_table(table: SeriesTable) -> None:
+    table.absorb([gauge(3.0, 0.3, "old", "kept")])
+    time.sleep(0.2)
+    table.absorb([gauge(4.0, 0.3, "kept")])
+    time.sleep(0.2)  # "old" was set 0.4 s ago, "kept" 0.2 s ago
+    assert series_of(table, "g") == {"kept": 4.0}
+    time.sleep(0.2)
+    assert [f for f in table.families() if f.name == "g"] == []
+    table.absorb([gauge(5.0, 0.3, "old")])  # back, as a new series
+    assert series_of(table, "g") == {"old": 5.0}
+
+
+def test_an_expired_gauge_frees_its_place_under_the_limit(tmp_path: Path) -> None:
+    table = LmdbSeries(str(tmp_path / SERIES_FILE), limit=3)
+    table.absorb([gauge(1.0, 0.2, "a", "b", "c")])
+    time.sleep(0.3)
+    assert [f for f in table.families() if f.name == "g"] == []  # deleted from the file
+    table.absorb([gauge(2.0, 0.2, "d", "e", "f")])
+    assert series_of(table, "g") == {"d": 2.0, "e": 2.0, "f": 2.0}
+    assert [f for f in table.families() if f.name == RETIRED] == []  # none retired: room
     table.close()

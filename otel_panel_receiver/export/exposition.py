@@ -11,10 +11,11 @@ only withheld for a while. First exposures are remembered with the series (``ser
 memory, or with several workers in their shared file, so every worker answers a scrape the same
 way).
 
-The same rule holds for cumulative counters pushed over OTLP (:func:`hold_new_series`): a
-collector that turns them into Prometheus remote writes, or VictoriaMetrics, also takes a
-series' first value as its baseline, while a backend that reads the points' start times loses
-nothing by the zeros (the start time is kept).
+Histogram series (the browser metrics') are held the same way, every bucket with their count
+and sum. The same rule holds for cumulative counters and histograms pushed over OTLP
+(:func:`hold_new_series`): a collector that turns them into Prometheus remote writes, or
+VictoriaMetrics, also takes a series' first value as its baseline, while a backend that reads
+the points' start times loses nothing by the zeros (the start time is kept).
 
 With ``created``, the OpenMetrics exposition also carries ``_created`` for each counter series
 (when it began counting), for backends that turn a created timestamp into a zero sample
@@ -33,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
@@ -46,20 +47,29 @@ from opentelemetry.exporter.prometheus._mapping import (  # private: see pyproje
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
+    HistogramDataPoint,
     Metric,
     MetricsData,
-    NumberDataPoint,
     Sum,
 )
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.metrics_core import Metric as PrometheusFamily
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 __all__ = [
+    "ADDITIVE",
     "Exposition",
     "Exposures",
     "Family",
+    "Kind",
     "Labels",
     "MemoryExposures",
     "Series",
@@ -72,24 +82,44 @@ Labels = tuple[tuple[str, str], ...]
 _KEYS: Final = msgspec.json.Encoder()
 
 
+Kind = Literal["counter", "gauge", "histogram"]
+#: The kinds whose series only add up: held at 0 when new, summed across workers.
+ADDITIVE: Final = frozenset({"counter", "histogram"})
+
+
 @dataclass(frozen=True, slots=True)
 class Series:
-    """One series of a family: its labels, its value, and when it began (unix s, 0: unknown)."""
+    """One series of a family: its labels, its value, and when it began (unix s, 0: unknown).
+
+    A histogram's ``value`` is the sum of its observations and ``buckets`` the count of
+    observations in each bucket (not cumulative): one per bound of its family, then ``+Inf``.
+    """
 
     labels: Labels
     value: float
     created: float = 0.0
+    buckets: tuple[float, ...] = ()
+
+    def zero(self) -> Series:
+        """Return this series with nothing counted yet (what a new series shows at first)."""
+        return Series(self.labels, 0.0, self.created, (0.0,) * len(self.buckets))
 
 
 @dataclass(slots=True)
 class Family:
-    """One metric as Prometheus shows it: ``name`` without ``_total`` and without the unit."""
+    """One metric as Prometheus shows it: ``name`` without ``_total`` and without the unit.
+
+    ``bounds``: a histogram's bucket bounds (increasing, ``+Inf`` implied). ``ttl``: a gauge
+    series not set for that many seconds leaves ``/metrics`` (0: it stays).
+    """
 
     name: str
-    kind: Literal["counter", "gauge"]
+    kind: Kind
     help: str
     unit: str
     series: list[Series] = field(default_factory=list)
+    bounds: tuple[float, ...] = ()
+    ttl: float = 0.0
 
     def key(self, labels: Labels) -> str:
         """Return the text that names one series of this family across processes."""
@@ -101,18 +131,23 @@ def prometheus_name(metric: Metric) -> tuple[str, str]:
     return sanitize_full_name(metric.name), map_unit(metric.unit or "")
 
 
-def families_from_otel(data: MetricsData | None) -> list[Family]:
+def families_from_otel(
+    data: MetricsData | None, *, skip_scopes: Collection[str] = ()
+) -> list[Family]:
     """Return the families of OTel metrics: monotonic sums are counters, the rest gauges.
 
     Label keys are sanitised as the OTel Prometheus exporter does; a counter series'
     ``created`` is its point's start time (for a cumulative sum, when the SDK first recorded
-    the series; for a delta, when its interval began).
+    the series; for a delta, when its interval began). Metrics of ``skip_scopes`` (an
+    instrumentation scope's name) are left out.
     """
     out: list[Family] = []
     if data is None:
         return out
     for rm in data.resource_metrics:
         for sm in rm.scope_metrics:
+            if sm.scope.name in skip_scopes:
+                continue
             for metric in sm.metrics:
                 family = _family(metric)
                 if family is not None:
@@ -124,7 +159,7 @@ def _family(metric: Metric) -> Family | None:
     data = metric.data
     counter = isinstance(data, Sum) and data.is_monotonic
     if not counter and not isinstance(data, Gauge | Sum):
-        return None  # histograms: the receiver records none
+        return None  # histograms: the browser metrics', which reach the table another way
     name, unit = prometheus_name(metric)
     family = Family(name, "counter" if counter else "gauge", metric.description or "", unit)
     for point in data.data_points:
@@ -156,7 +191,22 @@ def _label_key(key: str) -> str:
 
 def counter_family(name: str, unit: str, description: str, series: list[Series]) -> Family:
     """Return the family the OTel Prometheus exporter would make of a counter and its series."""
-    return Family(sanitize_full_name(name), "counter", description, map_unit(unit), series)
+    return named_family("counter", name, unit, description, series)
+
+
+def named_family(
+    kind: Kind,
+    name: str,
+    unit: str,
+    description: str,
+    series: list[Series],
+    *,
+    bounds: tuple[float, ...] = (),
+    ttl: float = 0.0,
+) -> Family:
+    """Return the family of an OTel instrument's name and unit, as its exporter names it."""
+    name, unit = sanitize_full_name(name), map_unit(unit)
+    return Family(name, kind, description, unit, series, bounds, ttl)
 
 
 def _label_value(value: Any) -> str:
@@ -226,7 +276,7 @@ class Exposition:
         keys = [
             family.key(series.labels)
             for family in families
-            if family.kind == "counter"
+            if family.kind in ADDITIVE
             for series in family.series
         ]
         if not keys:
@@ -234,10 +284,8 @@ class Exposition:
         now = self._clock()
         young = iter([now - first < self.delay for first in self._exposures.first(keys, now)])
         for family in families:
-            if family.kind == "counter":
-                family.series = [
-                    Series(s.labels, 0.0, s.created) if next(young) else s for s in family.series
-                ]
+            if family.kind in ADDITIVE:
+                family.series = [s.zero() if next(young) else s for s in family.series]
         return families
 
     def scrape(self, accept: str = "") -> tuple[bytes, str]:
@@ -251,7 +299,7 @@ class Exposition:
 def hold_new_series(
     data: MetricsData, *, delay: float, exposures: Exposures, now: float
 ) -> tuple[MetricsData, list[str]]:
-    """Return ``data`` with each cumulative counter point at 0 for ``delay`` s after its first.
+    """Return ``data`` with each cumulative counter and histogram point at 0 for ``delay`` s.
 
     The rule of :class:`Exposition`, for points pushed over OTLP: the first point a backend
     stores of a new series is 0, whatever it makes of start times. Delta points are never held
@@ -282,22 +330,31 @@ def hold_new_series(
 def _hold(metric: Metric, delay: float, exposures: Exposures, now: float, new: list[str]) -> Metric:
     data = metric.data
     if not (
-        isinstance(data, Sum)
-        and data.is_monotonic
+        ((isinstance(data, Sum) and data.is_monotonic) or isinstance(data, HistogramData))
         and data.aggregation_temporality is AggregationTemporality.CUMULATIVE
     ):
         return metric
-    points = [p for p in data.data_points if isinstance(p, NumberDataPoint)]
+    points: list[Any] = list(data.data_points)
     keys = [
         _KEYS.encode((metric.name, sorted((p.attributes or {}).items()))).decode() for p in points
     ]
     firsts = exposures.first(keys, now)
     new += [key for key, first in zip(keys, firsts, strict=True) if first == now]
     held = [
-        dataclasses.replace(point, value=0) if now - first < delay else point
+        _nothing_yet(point) if now - first < delay else point
         for point, first in zip(points, firsts, strict=True)
     ]
-    return dataclasses.replace(metric, data=dataclasses.replace(data, data_points=held))
+    changed: Any = data  # a Sum or a Histogram: both have data_points
+    return dataclasses.replace(metric, data=dataclasses.replace(changed, data_points=held))
+
+
+def _nothing_yet(point: Any) -> Any:
+    """Return a cumulative point with nothing counted (its start time kept)."""
+    if isinstance(point, HistogramDataPoint):
+        return dataclasses.replace(
+            point, count=0, sum=0, bucket_counts=[0] * len(point.bucket_counts), min=0, max=0
+        )
+    return dataclasses.replace(point, value=0)
 
 
 class _Collected:
@@ -329,9 +386,30 @@ def _prometheus_family(family: Family, *, created: bool) -> PrometheusFamily:
         for row, series in rows:
             gauge.add_metric(row, series.value)
         return gauge
+    if family.kind == "histogram":
+        return _histogram(family, keys, rows, created=created)
     counter = CounterMetricFamily(family.name, family.help, labels=keys, unit=family.unit)
     for row, series in rows:
         counter.add_metric(
             row, series.value, created=series.created if created and series.created else None
         )
     return counter
+
+
+def _histogram(
+    family: Family, keys: list[str], rows: list[tuple[list[str], Series]], *, created: bool
+) -> PrometheusFamily:
+    bounds = [floatToGoString(bound) for bound in family.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+    histogram = HistogramMetricFamily(family.name, family.help, labels=keys, unit=family.unit)
+    for row, series in rows:
+        total, cumulative = 0.0, []
+        for le, count in zip(bounds, series.buckets, strict=True):
+            total += count
+            cumulative.append((le, total))
+        histogram.add_metric(row, cumulative, series.value)
+        if created and series.created:
+            histogram.samples.append(
+                Sample(f"{histogram.name}_created", dict(zip(keys, row, strict=True)),
+                       series.created)
+            )  # fmt: skip
+    return histogram

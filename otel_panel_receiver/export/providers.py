@@ -44,7 +44,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from otel_panel_receiver.attributes import METRIC_LABELS, USER_LABELS
 from otel_panel_receiver.config import Settings
-from otel_panel_receiver.export.exposition import Exposition
+from otel_panel_receiver.export.exposition import Exposition, Family
 from otel_panel_receiver.export.logproviders import (
     Flushable,
     StdoutLoggerProvider,
@@ -62,7 +62,7 @@ from otel_panel_receiver.export.series import (
 from otel_panel_receiver.export.sink import LineSink, sink_for
 from otel_panel_receiver.recorder import COUNTERS, DURATION, SESSIONS, Tally
 from otel_panel_receiver.traces import SESSION_IDS
-from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
+from otel_panel_receiver.version import BROWSER_SCOPE, INSTRUMENTATION_SCOPE, __version__
 
 __all__ = [
     "SessionIdGenerator",
@@ -130,6 +130,8 @@ class Telemetry:
     tally: Tally | None = None
     #: Whether the payload counters must also be recorded in the SDK (an OTLP reader reads them).
     sdk_counters: bool = True
+    #: Puts counts recorded outside the SDK (the browser metrics) in the table, or None.
+    put: Callable[[list[Family]], None] | None = None
     #: The health of each OTLP export, reported by ``/readyz``.
     exports: list[ExportHealth] = field(default_factory=list)
     #: Where stdout's lines queue (the payload log's and the receiver's own), flushed last.
@@ -197,7 +199,12 @@ def build_telemetry(
     table = series_table(settings)
     # The payload counters go to the table straight from the recorder (one worker's or the
     # workers' shared one, then before each answer); the SDK's points of them are left out.
-    series = SeriesReader(table, settings.multiproc_export_interval, tallied=COUNTERS)
+    series = SeriesReader(
+        table,
+        settings.multiproc_export_interval,
+        tallied=COUNTERS,
+        direct_scopes=(BROWSER_SCOPE,),  # the browser metrics reach the table by put
+    )
     readers: list[MetricReader] = [series]
     exposition = Exposition(
         series.families,
@@ -227,6 +234,7 @@ def build_telemetry(
         recorded=series.recorded,
         tally=series.tally,
         sdk_counters=otlp_metrics is not None,
+        put=series.put,
         exports=healths,
         log_sink=(sink := sink_for(stream)),
     )

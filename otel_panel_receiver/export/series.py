@@ -28,6 +28,7 @@ The table also remembers when each series was first exposed to a scraper (``firs
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -35,7 +36,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -53,6 +54,7 @@ from opentelemetry.sdk.metrics import (
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
 
 from otel_panel_receiver.export.exposition import (
+    ADDITIVE,
     Family,
     Labels,
     Series,
@@ -85,7 +87,7 @@ _RETIRED_HELP: Final = (
 _LOG_EVERY: Final = 10.0
 #: The shared table's file in the workers' metrics directory.
 SERIES_FILE: Final = "series.mdb"
-_Meta = tuple[str, str, str, str]  # name, kind, help, unit
+_Meta = tuple[str, str, str, str, tuple[float, ...], float]  # name, kind, help, unit, bounds, ttl
 
 
 class SeriesTable:
@@ -145,6 +147,20 @@ class SeriesTable:
 class _Row:
     value: float
     created: float
+    touched: float
+    buckets: list[float] | None = None
+
+    def add(self, kind: str, point: Series) -> None:
+        """Add a counter's or histogram's delta; set a gauge's value."""
+        if kind == "gauge":
+            self.value = point.value
+            return
+        self.value += point.value
+        if point.buckets:
+            if self.buckets is None:
+                self.buckets = list(point.buckets)
+            else:
+                self.buckets = [a + b for a, b in zip(self.buckets, point.buckets, strict=True)]
 
 
 class MemorySeries(SeriesTable):
@@ -159,17 +175,18 @@ class MemorySeries(SeriesTable):
     def absorb(self, families: Sequence[Family]) -> None:
         """Add counter deltas into their series; set gauges to their latest values."""
         retired: dict[str, int] = {}
+        now = self._clock()
         with self._lock:
             for family in families:
-                gone = self._absorb(family)
+                gone = self._absorb(family, now)
                 if gone:
                     retired[family.name] = gone
             if retired:
-                self._absorb(self._retired_family(retired))
+                self._absorb(self._retired_family(retired), now)
         for name, gone in retired.items():
             self._report(name, gone)
 
-    def _absorb(self, family: Family) -> int:
+    def _absorb(self, family: Family, now: float) -> int:
         """Absorb one family's points (under the lock); return how many series it retired."""
         meta = _meta(family)
         rows = self._tables.get(meta)
@@ -183,18 +200,26 @@ class MemorySeries(SeriesTable):
                     old, _ = rows.popitem(last=False)
                     self._exposed.pop(family.key(old), None)
                     retired += 1
-                row = _Row(0.0, series.created)
-            row.value = row.value + series.value if family.kind == "counter" else series.value
+                row = _Row(0.0, series.created, now)
+            row.add(family.kind, series)
+            row.touched = now
             rows[series.labels] = row  # the most recently updated at the end
         return retired
 
     def families(self) -> list[Family]:
-        """Return every series now."""
+        """Return every series now (a gauge's not set for its ``ttl`` forgotten)."""
+        now = self._clock()
         with self._lock:
+            for (*_, ttl), rows in self._tables.items():
+                if ttl:  # least recently set first
+                    while rows and now - next(iter(rows.values())).touched > ttl:
+                        rows.popitem(last=False)
             return [
                 Family(name, kind, help_text, unit,  # type: ignore[arg-type]
-                       [Series(labels, row.value, row.created) for labels, row in rows.items()])
-                for (name, kind, help_text, unit), rows in self._tables.items()
+                       [Series(labels, row.value, row.created, tuple(row.buckets or ()))
+                        for labels, row in rows.items()],
+                       bounds, ttl)
+                for (name, kind, help_text, unit, bounds, ttl), rows in self._tables.items()
                 if rows
             ]  # fmt: skip
 
@@ -210,11 +235,14 @@ _LABELS_KEPT: Final = 4096
 #: What a table raises when it cannot take counts now (a full disk, a full map).
 _REFUSALS: Final = (lmdb.Error, OSError)
 _NAMES: Final = (b"series", b"age", b"counts")
-_HEAD: Final = struct.Struct(">dddQ")  # value, created, first exposure (0: never), touched
+#: value, created, first exposure (0: never), touched, parts (a histogram's buckets), followed
+#: by the parts (doubles) and the row's JSON.
+_HEAD: Final = struct.Struct(">dddQH")
 _AGE: Final = struct.Struct(">8sQ16s")  # the metric's hash, touched, the series' hash
 _COUNT: Final = struct.Struct(">Q")
 _ENCODE: Final = msgspec.json.Encoder()
-_ROW: Final = msgspec.json.Decoder(tuple[str, str, str, str, Labels])
+_RowMeta = tuple[str, str, str, str, Labels, tuple[float, ...], float]
+_ROW: Final = msgspec.json.Decoder(_RowMeta)
 #: Series whose hash is remembered by a table, by metric and label set (bounded, emptied when
 #: full), and whose decoded names a scrape remembers.
 _HASHES_KEPT: Final = 16_384
@@ -235,7 +263,8 @@ class LmdbSeries(SeriesTable):
     every worker's series, so the bound is the same however many workers write. Tables:
 
     * ``series``: the series' hash (16 bytes of the family's key) -> value, created, first
-      exposure, touched, then the metric's name, kind, help, unit and labels (JSON);
+      exposure, touched, a histogram's bucket counts, then the metric's name, kind, help, unit,
+      labels, bounds and ttl (JSON);
     * ``age``: the metric's hash, touched, the series' hash: the least recently updated of a
       metric first, which retirement takes;
     * ``counts``: the metric's hash -> its series.
@@ -258,7 +287,7 @@ class LmdbSeries(SeriesTable):
         self._map = Mapped.attach(path, _NAMES, most=most, subdir=False)
         self._closed = False
         self._hashes: dict[tuple[str, str, Labels], bytes] = {}
-        self._rows: dict[bytes, tuple[str, str, str, str, Labels]] = {}  # hash -> decoded row
+        self._rows: dict[bytes, _RowMeta] = {}  # hash -> decoded row
 
     def _key(self, family: Family, labels: Labels) -> bytes:
         hashes = self._hashes
@@ -314,23 +343,25 @@ class LmdbSeries(SeriesTable):
         """Write one family's points in the open transaction; return how many were retired."""
         series, age, counts = self._map.dbs
         added = 0
+        meta = (family.name, family.kind, family.help, family.unit)
+        shape = (family.bounds, family.ttl)
         for h, point in points:
             old = txn.get(h, db=series)
             if old is None:
-                row = _ENCODE.encode(
-                    (family.name, family.kind, family.help, family.unit, point.labels)
-                )
-                txn.put(h, _HEAD.pack(point.value, point.created, 0.0, tick) + row, db=series)
+                row = _ENCODE.encode((*meta, point.labels, *shape))
+                head = _pack(point.value, point.created, 0.0, tick, point.buckets)
+                txn.put(h, head + row, db=series)
                 added += 1
             else:
-                value, created, exposed, touched = _HEAD.unpack_from(old)
+                value, created, exposed, touched, buckets, end = _unpack(old)
                 txn.delete(_AGE.pack(name, touched, h), db=age)
-                if family.kind == "counter":
-                    value += point.value
-                else:
+                if family.kind == "gauge":
                     value = point.value
-                txn.put(h, _HEAD.pack(value, created, exposed, tick) + old[_HEAD.size :],
-                        db=series)  # fmt: skip
+                else:
+                    value += point.value
+                    if buckets:
+                        buckets = tuple(a + b for a, b in zip(buckets, point.buckets, strict=True))
+                txn.put(h, _pack(value, created, exposed, tick, buckets) + old[end:], db=series)
             txn.put(_AGE.pack(name, tick, h), b"", db=age)
         if not added:
             return 0
@@ -354,22 +385,47 @@ class LmdbSeries(SeriesTable):
             return cast("list[tuple[bytes, bytes]]", list(txn.cursor(self._map.dbs[0])))
 
         rows = self._map.run(read, write=False)
+        now = time.time_ns()
         known, decoded = self._rows, {}
         out: dict[_Meta, Family] = {}
+        expired: list[tuple[bytes, str, float]] = []
         for h, value in rows:
-            row = known.get(h) or _ROW.decode(value[_HEAD.size :])
+            point, created, _, touched, buckets, end = _unpack(value)
+            row = known.get(h) or _ROW.decode(value[end:])
+            name, kind, help_text, unit, labels, bounds, ttl = row
+            if ttl and now - touched > ttl * 1e9:
+                expired.append((h, name, ttl))
+                continue
             decoded[h] = row
-            name, kind, help_text, unit, labels = row
-            family = out.get((name, kind, help_text, unit))
+            meta = (name, kind, help_text, unit, bounds, ttl)
+            family = out.get(meta)
             if family is None:
-                family = Family(name, kind, help_text, unit)  # type: ignore[arg-type]
-                out[name, kind, help_text, unit] = family
-            point, created, _, _ = _HEAD.unpack_from(value)
-            family.series.append(Series(labels, point, created))
+                family = Family(name, kind, help_text, unit, [], bounds, ttl)  # type: ignore[arg-type]
+                out[meta] = family
+            family.series.append(Series(labels, point, created, buckets))
         self._rows = decoded  # the rows of this scrape: bounded by the table
+        if expired:
+            self._map.run(functools.partial(self._expire, expired, now))
         for family in out.values():
             family.series.sort(key=lambda s: s.labels)
         return [out[meta] for meta in sorted(out)]
+
+    def _expire(self, expired: list[tuple[bytes, str, float]], now: int, txn: Any) -> None:
+        """Delete the gauge series not set for their ttl (unless set since they were read)."""
+        series, age, counts = self._map.dbs
+        for h, name, ttl in expired:
+            old = txn.get(h, db=series)
+            if old is None:
+                continue
+            touched = _HEAD.unpack_from(old)[3]
+            if now - touched <= ttl * 1e9:
+                continue
+            metric = _hash(name, 8)
+            txn.delete(h, db=series)
+            txn.delete(_AGE.pack(metric, touched, h), db=age)
+            known = txn.get(metric, db=counts)
+            if known:
+                txn.put(metric, _COUNT.pack(max(0, _COUNT.unpack(known)[0] - 1)), db=counts)
 
     def first(self, keys: Sequence[str], now: float) -> list[float]:
         """Return each series' first exposure, recording ``now`` for those never exposed."""
@@ -383,11 +439,11 @@ class LmdbSeries(SeriesTable):
                 if old is None:
                     out.append(now)
                     continue
-                value, created, exposed, touched = _HEAD.unpack_from(old)
+                value, created, exposed, touched, parts = _HEAD.unpack_from(old)
                 if not exposed:
                     exposed = now
-                    txn.put(h, _HEAD.pack(value, created, now, touched) + old[_HEAD.size :],
-                            db=series)  # fmt: skip
+                    txn.put(h, _HEAD.pack(value, created, now, touched, parts)
+                            + old[_HEAD.size :], db=series)  # fmt: skip
                 out.append(exposed)
             return out
 
@@ -412,7 +468,23 @@ def clear_directory(path: str) -> None:
 
 
 def _meta(family: Family) -> _Meta:
-    return family.name, family.kind, family.help, family.unit
+    return family.name, family.kind, family.help, family.unit, family.bounds, family.ttl
+
+
+def _pack(
+    value: float, created: float, exposed: float, touched: int, parts: tuple[float, ...]
+) -> bytes:
+    """Return a series' head: its numbers and a histogram's bucket counts."""
+    head = _HEAD.pack(value, created, exposed, touched, len(parts))
+    return head + struct.pack(f">{len(parts)}d", *parts) if parts else head
+
+
+def _unpack(raw: bytes | memoryview) -> tuple[float, float, float, int, tuple[float, ...], int]:
+    """Return a series' numbers, bucket counts, and where its JSON begins."""
+    value, created, exposed, touched, n = _HEAD.unpack_from(raw)
+    end = _HEAD.size + 8 * n
+    parts = struct.unpack_from(f">{n}d", raw, _HEAD.size) if n else ()
+    return value, created, exposed, touched, parts, end
 
 
 def reader_limits(limit: int) -> dict[type, int]:
@@ -432,8 +504,9 @@ class SeriesReader(MetricReader):
     payload is answered, so a worker killed after it answered loses none of them; the SDK's
     points of those counters are then left out of the collections (they would count twice).
     Deltas the table cannot take now (a full disk) are kept, merged, and given again at the
-    next collection. The collecting thread starts with the reader: build it in the process
-    that records (after a fork). ``shutdown`` makes a last collection.
+    next collection. Instruments of the ``direct_scopes`` are left out too: what they record
+    reaches the table by :meth:`put`. The collecting thread starts with the reader: build it
+    in the process that records (after a fork). ``shutdown`` makes a last collection.
     """
 
     def __init__(
@@ -441,6 +514,7 @@ class SeriesReader(MetricReader):
         table: SeriesTable,
         interval: float = 1.0,
         tallied: Mapping[str, tuple[str, str]] | None = None,
+        direct_scopes: Collection[str] = (),
     ) -> None:
         delta, cumulative = AggregationTemporality.DELTA, AggregationTemporality.CUMULATIVE
         super().__init__(
@@ -463,6 +537,7 @@ class SeriesReader(MetricReader):
             for family in (counter_family(name, *meta, []),)
         }
         self._skip = {name for name, _, _ in self._tallied_meta.values()}
+        self._direct = frozenset(direct_scopes)
         # Attributes seen -> their labels: a payload's label set is almost always one seen
         # before; bounded, emptied when full (clients choose the values).
         self._labels: dict[tuple[tuple[str, Any], ...], Labels] = {}
@@ -483,7 +558,7 @@ class SeriesReader(MetricReader):
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> None:
-        families = families_from_otel(metrics_data)
+        families = families_from_otel(metrics_data, skip_scopes=self._direct)
         if self._skip:
             families = [family for family in families if family.name not in self._skip]
         with self._collecting:
@@ -548,6 +623,14 @@ class SeriesReader(MetricReader):
             family, help_text, unit = meta[name]
             series = [Series(labels, value, now)]
             families.append(Family(family, "counter", help_text, unit, series))
+        self.put(families)
+
+    def put(self, families: list[Family]) -> None:
+        """Put counts recorded outside the SDK in the table now (the tallied counters' path).
+
+        Counters and histograms add, gauges are set. If the table cannot take them (a full
+        disk), they are kept with the deltas held for the next collection.
+        """
         try:
             self.table.tally(families)
         except _REFUSALS as exc:
@@ -588,13 +671,14 @@ def _merge(families: Sequence[Family]) -> list[Family]:
         points = out.setdefault(_meta(family), {})
         for point in family.series:
             before = points.get(point.labels)
-            if before is not None and family.kind == "counter":
+            if before is not None and family.kind in ADDITIVE:
+                buckets = tuple(a + b for a, b in zip(before.buckets, point.buckets, strict=True))
                 points[point.labels] = Series(
-                    point.labels, before.value + point.value, before.created
+                    point.labels, before.value + point.value, before.created, buckets
                 )
             else:
                 points[point.labels] = point
     return [
-        Family(name, kind, help_text, unit, list(points.values()))  # type: ignore[arg-type]
-        for (name, kind, help_text, unit), points in out.items()
+        Family(name, kind, help_text, unit, list(points.values()), bounds, ttl)  # type: ignore[arg-type]
+        for (name, kind, help_text, unit, bounds, ttl), points in out.items()
     ]

@@ -109,6 +109,19 @@ class OtlpSink:
                             series[labels] = point.as_double or float(point.as_int)
         return out
 
+    def latest_metric(self, name: str) -> Any:
+        """Return the metric ``name`` as the latest export that had it carried it (or None)."""
+        with self.lock:
+            requests = list(self.requests["/v1/metrics"])
+        found = None
+        for req in requests:
+            for rm in req.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        if metric.name == name:
+                            found = metric
+        return found
+
     def start_times(self, name: str) -> list[int]:
         """Return the start time (unix ns) of every point of the sum ``name`` received."""
         with self.lock:
