@@ -410,3 +410,24 @@ def test_the_sdk_instruments_carry_the_same_points() -> None:
     assert [p.value for p in got["clicks"]] == [2]  # type: ignore[union-attr]
     assert [p.value for p in got["tabs"]] == [4]  # type: ignore[union-attr]
     provider.shutdown()
+
+
+def test_in_memory_telemetry_shows_browser_metrics_in_metrics_and_its_reader(
+    tmp_path: Path,
+) -> None:
+    from otel_panel_receiver.testing import in_memory_telemetry
+
+    settings = Settings(new_series_delay=0, browser_metrics_schema=write_schema(tmp_path, SCHEMA))
+    telemetry = in_memory_telemetry(settings)
+    app = create_app(settings, telemetry=telemetry, stream=io.StringIO())
+    try:
+        a = Api(app)
+        a.post(
+            *[{"name": "load", "labels": {"page": "home"}, "value": 0.7}] * 2, {"name": "clicks"}
+        )
+        telemetry.force_flush()  # an SDK collection: the table must not count them again
+        assert a.samples("load_seconds")["load_seconds_count", (("page", "home"),)] == 2
+        assert a.samples("clicks") == {("clicks_total", ()): 1.0}
+        assert telemetry.points("clicks") == [({}, 1)]
+    finally:
+        app.close()

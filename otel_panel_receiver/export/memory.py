@@ -23,6 +23,7 @@ from otel_panel_receiver.export.providers import (
     session_views,
 )
 from otel_panel_receiver.export.series import SeriesReader, reader_limits
+from otel_panel_receiver.version import BROWSER_SCOPE
 
 __all__ = ["MemoryTelemetry", "in_memory_telemetry"]
 
@@ -73,7 +74,11 @@ def in_memory_telemetry(settings: Settings | None = None) -> MemoryTelemetry:
     metric_reader = InMemoryMetricReader(
         cardinality_limits=reader_limits(settings.metric_cardinality_limit)
     )
-    pull = SeriesReader(series_table(settings), settings.multiproc_export_interval)
+    pull = SeriesReader(
+        series_table(settings),
+        settings.multiproc_export_interval,
+        direct_scopes=(BROWSER_SCOPE,),  # the browser metrics reach the table by put
+    )
     resource = build_resource()
     meter_provider = MeterProvider(
         resource=resource,
@@ -102,6 +107,7 @@ def in_memory_telemetry(settings: Settings | None = None) -> MemoryTelemetry:
         ),
         tracer_provider=tracer_provider,
         recorded=pull.recorded,
+        put=pull.put,
         metric_reader=metric_reader,
         log_exporter=log_exporter,
         span_exporter=span_exporter,
