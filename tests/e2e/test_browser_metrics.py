@@ -125,8 +125,8 @@ def test_two_workers_and_prometheus_count_every_browser_point(tmp_path: Path) ->
         assert {status for status, _ in answers} == {202}
         assert sum(doc["accepted"] for _, doc in answers) == sum(map(len, batches))
         # The gauge, set by one worker then another (the last value wins).
-        for value in (3, 1, 4):
-            post(port, [{"name": "tabs", "labels": {"page": "home"}, "value": value}])
+        for tabs in (3, 1, 4):
+            post(port, [{"name": "tabs", "labels": {"page": "home"}, "value": tabs}])
         for _ in range(4):
             assert [v for _, v in scrape(f"http://127.0.0.1:{port}/metrics", "tabs")] == [4.0]
         time.sleep(DELAY + 1.5)  # every series is out of its delay
