@@ -192,6 +192,24 @@ def test_label_values_stay_within_the_documented_sets(flask_client: Client) -> N
     assert {r["http_request_method"] for r in routes} <= {"GET", "PATCH", "_OTHER"}
 
 
+def test_a_100_kb_agent_and_referrer_are_read_from_their_first_bytes_only(
+    flask_client: Client,
+) -> None:
+    chrome = next(iter(AGENTS))  # Chrome on Windows
+    huge = chrome + " (" + "a;" * 50_000 + ")"  # 100 KB: what a hostile client may send
+    assert classify_agent(huge) == classify_agent(huge[:512])
+    assert (classify_agent(huge).kind, classify_agent(huge).browser) == ("browser", "Chrome")
+    assert classify_agent("(" * 100_000).kind in ("browser", "bot", "client", "unknown")
+    for agent in (huge, "(" * 100_000, "Mozilla/5.0 " + "x" * 100_000):
+        referer = "https://" + "a." * 50_000 + "com/"
+        r = flask_client.get("/", headers={"User-Agent": agent, "Referer": referer}, buffered=True)
+        assert r.status_code == 200
+    text = flask_client.get("/metrics").get_data(as_text=True)
+    assert set(by(text, "agent")) <= {"browser", "bot", "client", "unknown"}
+    assert set(by(text, "referrer")) <= {"other", "direct"}
+    assert max(len(value) for value in by(text, "browser")) <= 64
+
+
 def test_behind_a_trusted_proxy_the_client_is_the_last_untrusted_hop(
     flask_client: Client,
 ) -> None:
