@@ -45,7 +45,7 @@ import msgspec
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from otel_panel_receiver.errors import ConfigError
-from otel_panel_receiver.events import Intake, InvalidItem, Report
+from otel_panel_receiver.events import Intake, InvalidItem, Report, decode_item
 from otel_panel_receiver.export.exposition import Family, Labels, Series, named_family
 from otel_panel_receiver.model import Viewer
 from otel_panel_receiver.payload import validation_error
@@ -323,13 +323,7 @@ class BrowserMetrics:
 
     def _point(self, raw: msgspec.Raw) -> tuple[MetricSpec, Labels, float]:
         """Return one point's metric, labels and value; raise ``InvalidItem`` naming the fault."""
-        try:
-            point = _POINT.decode(raw)
-        except msgspec.ValidationError as exc:
-            error = validation_error(exc)
-            raise InvalidItem(error.message, f".{error.path}" if error.path else "") from None
-        except RecursionError:
-            raise InvalidItem("point is nested too deeply") from None
+        point = decode_item(raw, _POINT.decode, "point")
         if not point.name:
             raise InvalidItem("name is missing: expected a metric's name", ".name")
         spec = self.schema.metrics.get(point.name)

@@ -58,6 +58,7 @@ __all__ = [
     "InvalidItem",
     "ItemError",
     "Report",
+    "decode_item",
 ]
 
 log = logging.getLogger(__name__)
@@ -366,15 +367,20 @@ class InvalidItem(Exception):
         self.path = path
 
 
-def _item(raw: msgspec.Raw, now_ms: int) -> tuple[str, int, dict[str, Any]]:
-    """Return one event's name, time (ms) and properties; raise ``InvalidItem`` naming the fault."""
+def decode_item(raw: msgspec.Raw, decode: Callable[[msgspec.Raw], T], what: str) -> T:
+    """Decode one item of a batch; raise ``InvalidItem`` naming the fault and where."""
     try:
-        item = _ITEM.decode(raw)
+        return decode(raw)
     except msgspec.ValidationError as exc:
         error = validation_error(exc)
         raise InvalidItem(error.message, f".{error.path}" if error.path else "") from None
     except RecursionError:
-        raise InvalidItem("event is nested too deeply") from None
+        raise InvalidItem(f"{what} is nested too deeply") from None
+
+
+def _item(raw: msgspec.Raw, now_ms: int) -> tuple[str, int, dict[str, Any]]:
+    """Return one event's name, time (ms) and properties; raise ``InvalidItem`` naming the fault."""
+    item = decode_item(raw, _ITEM.decode, "event")
     name = item.name
     if not name:
         raise InvalidItem("name is missing: expected the event's name", ".name")
