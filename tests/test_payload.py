@@ -7,6 +7,7 @@ The fields are those of docs/protocol.md, "Fields"; the forms those of "Flattene
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -265,6 +266,43 @@ def test_a_key_both_value_and_parent_keeps_the_nested_keys_in_either_order() -> 
     assert unflatten({"": 1, ".x": 2}) == {"": {"x": 2}}
     event = decode(b'{"x": 5, "x.y": 1, "user.login": "jdoe", "type": "start"}', now=NOW)
     assert event.user.login == "jdoe"
+
+
+def reference_unflatten(flat: dict[str, Any]) -> Any:
+    """The plain two-pass reading of flat's unflatten: build the tree, then make lists."""
+    root: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = root
+        for part in parents:
+            if type(node.get(part)) is not dict:
+                node[part] = {}
+            node = node[part]
+        if not (type(node.get(leaf)) is dict and node[leaf]):
+            node[leaf] = value
+
+    def lists(node: dict[str, Any]) -> Any:
+        items = {k: lists(v) if type(v) is dict else v for k, v in node.items()}
+        if items and all(k.isascii() and k.isdigit() for k in items):
+            return [items[k] for k in sorted(items, key=int)]
+        return items
+
+    return lists(root)
+
+
+segments = st.sampled_from(["0", "1", "2", "10", "a", "b", "", "\u00b2", "07"])
+flat_keys = st.lists(segments, min_size=1, max_size=4).map(".".join)
+flat_values = st.one_of(
+    st.integers(), st.text(max_size=3), st.builds(dict), st.builds(list),
+    st.builds(lambda: {"0": 1, "1": 2}), st.builds(lambda: {"x": {"0": "y"}}),
+)  # fmt: skip
+
+
+@settings(max_examples=500)
+@given(flat=st.dictionaries(flat_keys, flat_values, max_size=12))
+def test_unflatten_reads_any_flat_body_as_the_two_pass_reading_does(flat: dict[str, Any]) -> None:
+    # Each on its own copy: the walk inserts into the objects a body carries as values.
+    assert unflatten(copy.deepcopy(flat)) == reference_unflatten(copy.deepcopy(flat))
 
 
 json_values = st.recursive(

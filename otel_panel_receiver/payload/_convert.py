@@ -159,16 +159,18 @@ def _variables(ws: list[wire.Variable] | None) -> tuple[Variable, ...]:
     if not ws:
         return ()
     return tuple(
-        Variable(
-            name=w.name or "",
-            label=w.label or "",
-            type=w.type or "",
-            multi=bool(w.multi)
-            if w.values is not None or w.multi is not None
-            else isinstance(w.value, list),
-            values=_values(w.values if w.values is not None else w.value),
-        )
-        for w in ws
+        [
+            Variable(
+                name=w.name or "",
+                label=w.label or "",
+                type=w.type or "",
+                multi=bool(w.multi)
+                if w.values is not None or w.multi is not None
+                else isinstance(w.value, list),
+                values=_values(w.values if w.values is not None else w.value),
+            )
+            for w in ws
+        ]
     )
 
 
@@ -177,7 +179,10 @@ def _values(raw: str | list[wire.Scalar] | None) -> tuple[str, ...]:
         return ()
     if isinstance(raw, str):  # 1.x sent the bare current value
         return (raw,) if raw else ()
-    return tuple(v if isinstance(v, str) else _scalar_text(v) for v in raw)
+    for value in raw:  # strings, almost always: kept as they are
+        if type(value) is not str:
+            return tuple([v if type(v) is str else _scalar_text(v) for v in raw])
+    return tuple(raw)  # type: ignore[arg-type]  # every item is a str
 
 
 def _scalar_text(value: wire.Scalar) -> str:
