@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any, Final
 
+import msgspec
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import (
     LogRecordExporter,
@@ -34,11 +35,14 @@ from otel_panel_receiver import (
     session_key,
 )
 from otel_panel_receiver.export.logformat import LineRenderer
+from otel_panel_receiver.payload._flat import unflatten
 
-__all__ = ["SDK_PATH_COMMIT", "run"]
+__all__ = ["SDK_PATH_COMMIT", "UNFLATTEN_COMMIT", "run", "two_pass_unflatten"]
 
 #: The commit that moved the stdout-only log line off the SDK's LoggerProvider.
 SDK_PATH_COMMIT: Final = "3ae6d59"
+#: The commit that made lists of unflattened objects as they are found, without a second walk.
+UNFLATTEN_COMMIT: Final = "5d64f56"
 
 
 class _NoRecorder:
@@ -91,6 +95,43 @@ def _sdk_logger_provider(devnull: IO[str]) -> LoggerProvider:
 
 
 Work = Callable[[], None]
+
+
+def two_pass_unflatten(flat: dict[str, Any]) -> Any:
+    """Undo flat.flatten() as the receiver did before UNFLATTEN_COMMIT: build, then walk again.
+
+    Rebuilt here (the receiver no longer has it) to measure the change in the same run.
+    """
+    root: dict[str, Any] = {}
+    for key, value in flat.items():
+        node, leaf = root, key
+        if "." in key:
+            *parents, leaf = key.split(".")
+            for part in parents:
+                child = node.get(part)
+                if type(child) is not dict:
+                    child = node[part] = {}
+                node = child
+        old = node.get(leaf)
+        if type(old) is dict and old:
+            continue
+        node[leaf] = value
+    return _listify(root)
+
+
+def _listify(node: dict[str, Any]) -> Any:
+    items = {key: _listify(value) if type(value) is dict else value for key, value in node.items()}
+    if items and all(key.isascii() and key.isdigit() for key in items):
+        return [items[key] for key in sorted(items, key=int)]
+    return items
+
+
+def _unflattening(docs: Sequence[dict[str, Any]], how: Callable[[Any], Any]) -> Callable[[], Work]:
+    def work() -> None:
+        for doc in docs:
+            how(doc)
+
+    return lambda: work
 
 
 def _cpu_us(prepare: Callable[[], Work], count: int, repeats: int) -> float:
@@ -175,7 +216,10 @@ def _measure(bodies: Sequence[bytes], repeats: int, devnull: IO[str]) -> dict[st
     sdk = _sdk_logger_provider(devnull)
     counting_sdk = Recorder(build_telemetry(silent).meter_provider, sdk)
     whole_sdk = Recorder(build_telemetry(silent).meter_provider, sdk)
+    flat = [msgspec.json.decode(b) for b in bodies if b"options.flatten" in b]
     steps = {
+        "unflatten": _unflattening(flat, unflatten),
+        "unflatten, two passes": _unflattening(flat, two_pass_unflatten),
         "decode": _decoding(bodies, now),
         "session": _updating(events),
         "counters": _recording(counting, updates),
@@ -185,7 +229,11 @@ def _measure(bodies: Sequence[bytes], repeats: int, devnull: IO[str]) -> dict[st
         "whole, silent": _handling(_service_recorder(silent, devnull), bodies),
         "whole, sdk log": _handling(whole_sdk, bodies),
     }
-    return {name: _cpu_us(prepare, len(bodies), repeats) for name, prepare in steps.items()}
+    counts = {"unflatten": len(flat), "unflatten, two passes": len(flat)}
+    return {
+        name: _cpu_us(prepare, counts.get(name, len(bodies)) or 1, repeats)
+        for name, prepare in steps.items()
+    }
 
 
 def run(plan: Plan) -> list[Table]:
@@ -202,6 +250,7 @@ def run(plan: Plan) -> list[Table]:
         ("step", "session log", "CPU µs/payload", "target", "met"),
     )
     table.add("decode (payload.decode)", "", f"{us['decode']:.1f}", "", "")
+    table.add("of which: unflatten, per flattened payload", "", f"{us['unflatten']:.1f}", "", "")
     table.add("session update (key, rules, memory store)", "", f"{us['session']:.1f}", "", "")
     table.add("counters (attributes, 2 counters)", "", f"{us['counters']:.1f}", "", "")
     table.add("log record (render logfmt, write)", "logfmt → /dev/null", f"{log:.1f}", "", "")
@@ -222,6 +271,8 @@ def run(plan: Plan) -> list[Table]:
         {
             "pipeline: whole, logged": us["whole, logged"],
             "pipeline: whole, sdk log": us["whole, sdk log"],
+            "pipeline: unflatten": us["unflatten"],
+            "pipeline: unflatten, two passes": us["unflatten, two passes"],
         }
     )
     starts, beats, ends = (mix.count(k) for k in ("start", "heartbeat", "end"))
