@@ -431,3 +431,14 @@ def test_in_memory_telemetry_shows_browser_metrics_in_metrics_and_its_reader(
         assert telemetry.points("clicks") == [({}, 1)]
     finally:
         app.close()
+
+
+def test_the_route_and_its_preflight_follow_the_path_prefix(api: Callable[..., Api]) -> None:
+    a = api(path_prefix="/analytics", allowed_origins="https://app.example")
+    body = json.dumps({"metrics": [{"name": "clicks"}]}).encode()
+    origin = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    assert a.client.simulate_options("/analytics/v1/metrics", headers=origin).status_code == 204
+    assert a.client.simulate_post("/analytics/v1/metrics", body=body).status_code == 202
+    assert a.client.simulate_post(PATH, body=body).status_code == 404
+    text = a.client.simulate_get("/analytics/metrics").text
+    assert "clicks_total 1.0" in text
