@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import random
 
 import pytest
 
@@ -121,3 +122,20 @@ def test_keys_for_n_variables_of_one_name_cost_a_bounded_number_of_probes_each(n
     for _ in range(5_000):
         keys.add(name)
     assert CountingSet.probes <= 3 * 5_000
+
+
+def test_the_remembered_pairs_stay_bounded_and_every_line_renders_as_without_them() -> None:
+    rng = random.Random(9)
+    renderer = LineRenderer("logfmt")
+    for n in range(20_000):  # random keys and values, some of them long, as clients may send
+        fields = {
+            f"var{rng.randrange(300)}": "".join(rng.choices('ab "=\\', k=rng.randrange(600)))
+            for _ in range(4)
+        }
+        fields["user_login"] = f"user-{n}"
+        line = renderer.render("info", "Received session data", fields)
+        if n % 97 == 0:
+            assert line == render_logfmt("info", "Received session data", fields)
+    pairs = renderer._pairs
+    assert len(pairs) <= 64 and all(len(values) <= 512 for values in pairs.values())
+    assert all(len(value) <= 256 for values in pairs.values() for value in values)

@@ -24,19 +24,25 @@ _ESCAPES: Final = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\
 _TO_ESCAPE: Final = re.compile(r'["\\\x00-\x1f\x7f]')
 _ENCODER: Final = msgspec.json.Encoder()
 _PAIRS_MAX: Final = 8192
+#: The pairs kept: values of at most this many characters, this many values a key and this
+#: many keys (each emptied when full): about 25 MiB at worst, whatever clients send.
+_PAIR_LONGEST: Final = 256
+_VALUES_KEPT: Final = 512
+_KEYS_KEPT: Final = 64
 
 
 class LineRenderer:
     """Render lines in one format, remembering the logfmt pairs that repeat.
 
     Most key/value pairs repeat from line to line (host, user, dashboard, variables), so their
-    rendered form is kept; the memory is bounded and emptied when full, since values can be
-    anything a client sends.
+    rendered form is kept, by key then value (two lookups of strings, whose hashes Python
+    keeps, cost less than building and hashing a pair); the memory is bounded and emptied when
+    full, since values can be anything a client sends.
     """
 
     def __init__(self, fmt: LogFormat = "logfmt") -> None:
         self.fmt: LogFormat = fmt
-        self._pairs: dict[tuple[str, str], str] = {}
+        self._pairs: dict[str, dict[str, str]] = {}
 
     def render(self, level: str, msg: str, fields: Mapping[str, Any]) -> str:
         """Return one line (with its newline) in this renderer's format."""
@@ -49,7 +55,7 @@ def render_logfmt(
     level: str,
     msg: str,
     fields: Mapping[str, Any],
-    pairs: dict[tuple[str, str], str] | None = None,
+    pairs: dict[str, dict[str, str]] | None = None,
 ) -> str:
     """Return ``level=.. msg=.. key=value ...``; a key is never lost nor repeated.
 
@@ -69,11 +75,18 @@ def render_logfmt(
             return _render_renaming(parts[:2], fields)
         cls = value.__class__
         if cls is str:
-            pair = pairs.get((key, value))
-            if pair is None:
-                if len(pairs) >= _PAIRS_MAX:
+            by_value = pairs.get(key)
+            if by_value is None:
+                if len(pairs) >= _KEYS_KEPT:
                     pairs.clear()
-                pair = pairs[key, value] = f"{key}={_value(value)}"
+                by_value = pairs[key] = {}
+            pair = by_value.get(value)
+            if pair is None:
+                pair = f"{key}={_value(value)}"
+                if len(value) <= _PAIR_LONGEST:
+                    if len(by_value) >= _VALUES_KEPT:
+                        by_value.clear()
+                    by_value[value] = pair
             append(pair)
         elif cls is int:
             append(f"{key}={value}")
