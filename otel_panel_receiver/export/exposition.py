@@ -378,9 +378,7 @@ def _prometheus_family(family: Family, *, created: bool) -> PrometheusFamily:
     # Every series gets every label key of the family, "" where it has none (as the OTel
     # exporter writes them), in sorted order.
     keys = sorted({key for series in family.series for key, _ in series.labels})
-    rows = [
-        ([dict(series.labels).get(key, "") for key in keys], series) for series in family.series
-    ]
+    rows = [(_row(series.labels, keys), series) for series in family.series]
     if family.kind == "gauge":
         gauge = GaugeMetricFamily(family.name, family.help, labels=keys, unit=family.unit)
         for row, series in rows:
@@ -394,6 +392,12 @@ def _prometheus_family(family: Family, *, created: bool) -> PrometheusFamily:
             row, series.value, created=series.created if created and series.created else None
         )
     return counter
+
+
+def _row(labels: Labels, keys: list[str]) -> list[str]:
+    """Return the values of ``labels`` in the order of ``keys``, "" for a key it lacks."""
+    values = dict(labels)
+    return [values.get(key, "") for key in keys]
 
 
 def _histogram(
