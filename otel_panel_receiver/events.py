@@ -150,10 +150,6 @@ class Report:
             return 400, {"error": first.error, "path": first.path, **doc}
         return 202, doc
 
-    def document(self) -> dict[str, Any]:
-        """Return the answer's JSON document."""
-        return self.answer()[1]
-
 
 class Events:
     """Decode event batches and user links; record them through the receiver's recorder.

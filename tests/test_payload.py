@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from otel_panel_receiver.errors import PayloadError
 from otel_panel_receiver.model import EventKind, PanelEvent
-from otel_panel_receiver.payload import MAX_TIME, decode
+from otel_panel_receiver.payload import MAX_TIME, _flat, decode
 from otel_panel_receiver.payload._flat import unflatten
 from otel_panel_receiver.testing import SAMPLE_PAYLOADS, sample_payload
 
@@ -353,3 +353,11 @@ def test_mutated_samples_only_ever_raise_payload_error(
         doc[key] = value
     with contextlib.suppress(PayloadError):  # anything else fails the test
         dec(doc)
+
+
+def test_unflatten_remembers_short_keys_only_and_a_bounded_number_of_them() -> None:
+    for n in range(5_000):  # keys a client makes up, some of them long
+        key = f"a.k{n}.{'x' * (n % 600)}"
+        assert unflatten({key: 1}) == {"a": {f"k{n}": {"x" * (n % 600): 1}}}
+    assert len(_flat._PATHS) <= 4096
+    assert all(len(key) <= 256 for key in _flat._PATHS)

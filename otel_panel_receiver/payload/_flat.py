@@ -8,10 +8,11 @@ __all__ = ["unflatten"]
 
 #: A dotted key's parents (each with whether it is a list index) and its leaf, likewise.
 _Path = tuple[tuple[tuple[str, bool], ...], str, bool]
-#: The paths of keys seen: the panel sends the same few dozen keys again and again. Bounded,
-#: emptied when full (a client chooses the keys).
+#: The paths of keys seen: the panel sends the same few dozen keys again and again. Bounded
+#: (keys of at most 256 characters, 4,096 of them, emptied when full): a client chooses them.
 _PATHS: dict[str, _Path] = {}
 _PATHS_KEPT: Final = 4096
+_PATH_LONGEST: Final = 256
 
 
 def unflatten(flat: dict[str, Any]) -> Any:
@@ -65,9 +66,10 @@ def unflatten(flat: dict[str, Any]) -> Any:
 def _path(key: str) -> _Path:
     *parents, leaf = key.split(".")
     path = (tuple((part, _is_index(part)) for part in parents), leaf, _is_index(leaf))
-    if len(_PATHS) >= _PATHS_KEPT:
-        _PATHS.clear()
-    _PATHS[key] = path
+    if len(key) <= _PATH_LONGEST:
+        if len(_PATHS) >= _PATHS_KEPT:
+            _PATHS.clear()
+        _PATHS[key] = path
     return path
 
 
