@@ -44,6 +44,7 @@ from typing import Any, Final, Literal, TypeVar
 import msgspec
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
+from otel_panel_receiver.attributes import cut
 from otel_panel_receiver.errors import ConfigError
 from otel_panel_receiver.events import Intake, InvalidItem, Report, decode_item
 from otel_panel_receiver.export.exposition import Family, Labels, Series, named_family
@@ -391,7 +392,7 @@ def _unknown(name: str, any_known: bool) -> str:
 
 def _quoted(text: str) -> str:
     """Return client text quoted for an error message, cut to 64 characters."""
-    return msgspec.json.encode(text[:64] + ("…" if len(text) > 64 else "")).decode()
+    return msgspec.json.encode(cut(text, 64)).decode()
 
 
 # -- the SDK's instruments ----------------------------------------------------------------
