@@ -8,10 +8,11 @@ upstream "Received session data" line, in the same order (docs/protocol.md, "Its
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
-from otel_panel_receiver.model import PanelEvent, Variable
+from otel_panel_receiver.memo import Memo
+from otel_panel_receiver.model import Host, PanelEvent, Variable, Viewer
 
 __all__ = [
     "CUT_MARK",
@@ -19,6 +20,9 @@ __all__ = [
     "METRIC_LABELS",
     "REDACTED",
     "USER_LABELS",
+    "LogAttributes",
+    "LogFields",
+    "SharedPart",
     "UniqueKeys",
     "cut",
     "log_attributes",
@@ -126,24 +130,153 @@ REDACTED: Final = "[redacted]"
 
 def log_attributes(
     event: PanelEvent, *, variables: bool = True, redact: frozenset[str] = frozenset()
-) -> dict[str, Any]:
+) -> LogFields:
     """Return the fields of the per-payload log line, variables last unless disabled.
 
     A variable whose name is empty or equal to a fixed field or an earlier variable is logged
     under ``var_<name>`` (then ``var_<name>_2``, ...): no line is dropped and no field is
     overwritten, unlike upstream. The fields named in ``redact`` say :data:`REDACTED`.
+    (:class:`LogAttributes` makes the same fields, remembering the parts that repeat.)
     """
-    host, user, build, lic, tr = (
-        event.host,
-        event.user,
-        event.host.build,
-        event.host.license,
-        event.time_range,
-    )
-    attrs: dict[str, Any] = {
-        "uuid": event.uuid,
-        "type": event.type,
-        "has_focus": event.has_focus,
+    return LogAttributes(variables=variables, redact=redact)(event)
+
+
+class LogFields(Mapping[str, Any]):
+    """The fields of one per-payload log line: a read-only mapping, and its ``parts``.
+
+    ``parts`` are the dicts the fields are made of, in order, with distinct keys. A part that
+    is a :class:`SharedPart` is shared by every line of its group and never changed, so a
+    renderer may remember how it rendered it (``export/logformat.py``) and need not merge the
+    parts at all; they are merged into one dict the first time the fields are read as a
+    mapping (by the OTLP export, say).
+    """
+
+    __slots__ = ("_merged", "parts")
+
+    def __init__(self, parts: tuple[dict[str, Any], ...]) -> None:
+        self.parts = parts
+        self._merged: dict[str, Any] | None = None
+
+    def _fields(self) -> dict[str, Any]:
+        merged = self._merged
+        if merged is None:
+            merged = {}
+            for part in self.parts:
+                merged.update(part)
+            self._merged = merged
+        return merged
+
+    def __getitem__(self, key: str) -> Any:
+        return self._fields()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields())
+
+    def __len__(self) -> int:
+        return len(self._fields())
+
+    def __bool__(self) -> bool:  # without merging the parts
+        return any(self.parts)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._fields()
+
+    def items(self) -> Any:
+        """Return the fields' items (a dict's view)."""
+        return self._fields().items()
+
+    def keys(self) -> Any:
+        """Return the fields' keys (a dict's view)."""
+        return self._fields().keys()
+
+    def values(self) -> Any:
+        """Return the fields' values (a dict's view)."""
+        return self._fields().values()
+
+    def __eq__(self, other: object) -> bool:
+        return self._fields() == (other._fields() if isinstance(other, LogFields) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"LogFields({self._fields()!r})"
+
+
+class SharedPart(dict[str, Any]):
+    """The log fields of one host, dashboard, viewer or set of variables: made once, never
+    changed, shared by the lines of every payload that carries the same group."""
+
+    __slots__ = ()
+
+
+class LogAttributes:
+    """Make the fields of the per-payload log line (see :func:`log_attributes`).
+
+    The fields of a host, a dashboard (with the payload's time zone), a viewer and a set of
+    variables are made once per distinct group and remembered (:class:`Memo`), as
+    :class:`SharedPart` s; only the session, time and event fields are made per payload.
+    """
+
+    def __init__(self, *, variables: bool = True, redact: frozenset[str] = frozenset()) -> None:
+        self._variables = variables
+        self._redact = redact
+        self._hosts: Memo[Any, SharedPart] = Memo()
+        self._dashboards: Memo[tuple[Any, str], SharedPart] = Memo()
+        self._viewers: Memo[Any, SharedPart] = Memo()
+        self._variable_sets: Memo[tuple[Variable, ...], SharedPart] = Memo()
+
+    def __call__(self, event: PanelEvent) -> LogFields:
+        """Return the fields of ``event``'s line."""
+        tr = event.time_range
+        head = {"uuid": event.uuid, "type": event.type, "has_focus": event.has_focus}
+        tail = {
+            "time_from": tr.start,
+            "time_to": tr.end,
+            "time_from_raw": tr.raw_start,
+            "time_to_raw": tr.raw_end,
+            "timeorigin": event.time_origin,
+            "time": event.time,
+        }
+        if self._redact:
+            head, tail = self._redacted(head), self._redacted(tail)
+        host = self._hosts.get(event.host)
+        if host is None:
+            host = self._hosts.put(event.host, self._shared(_host_fields(event.host)))
+        dashboard_key = (event.dashboard, event.time_zone)
+        dashboard = self._dashboards.get(dashboard_key)
+        if dashboard is None:
+            fields = {
+                "dashboard_name": event.dashboard.name,
+                "dashboard_uid": event.dashboard.uid,
+                "dashboard_timezone": event.time_zone,
+            }
+            dashboard = self._dashboards.put(dashboard_key, self._shared(fields))
+        user = self._viewers.get(event.user)
+        if user is None:
+            user = self._viewers.put(event.user, self._shared(_viewer_fields(event.user)))
+        variables = event.variables
+        if not (self._variables and variables):
+            return LogFields((head, host, dashboard, user, tail))
+        named = self._variable_sets.get(variables)
+        if named is None:
+            texts = map(_variable_text, variables)
+            fields = dict(zip(variable_keys(variables), texts, strict=True))
+            named = self._variable_sets.put(variables, self._shared(fields))
+        return LogFields((head, host, dashboard, user, tail, named))
+
+    def _shared(self, fields: dict[str, Any]) -> SharedPart:
+        return SharedPart(self._redacted(fields))
+
+    def _redacted(self, fields: dict[str, Any]) -> dict[str, Any]:
+        for key in self._redact:
+            if key in fields:
+                fields[key] = REDACTED
+        return fields
+
+
+def _host_fields(host: Host) -> dict[str, Any]:
+    build, lic = host.build, host.license
+    return {
         "host": f"{host.protocol}//{host.address}",
         "build": (
             f"(commit={build.commit}, edition={build.edition}, env={build.env}, "
@@ -153,9 +286,11 @@ def log_attributes(
             f"(state={lic.state_info}, expiry={lic.expiry}, "
             f"license={'true' if lic.has_license else 'false'})"
         ),
-        "dashboard_name": event.dashboard.name,
-        "dashboard_uid": event.dashboard.uid,
-        "dashboard_timezone": event.time_zone,
+    }
+
+
+def _viewer_fields(user: Viewer) -> dict[str, Any]:
+    return {
         "user_id": user.id,
         "user_login": user.login,
         "user_email": user.email,
@@ -164,20 +299,7 @@ def log_attributes(
         "user_role": user.role,
         "user_locale": user.locale,
         "user_timezone": user.timezone,
-        "time_from": tr.start,
-        "time_to": tr.end,
-        "time_from_raw": tr.raw_start,
-        "time_to_raw": tr.raw_end,
-        "timeorigin": event.time_origin,
-        "time": event.time,
     }
-    if variables and event.variables:
-        for key, var in zip(variable_keys(event.variables), event.variables, strict=True):
-            attrs[key] = _variable_text(var)
-    for key in redact:
-        if key in attrs:
-            attrs[key] = REDACTED
-    return attrs
 
 
 def variable_keys(variables: tuple[Variable, ...]) -> list[str]:

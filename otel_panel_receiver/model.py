@@ -1,4 +1,9 @@
-"""Frozen value types for one decoded panel payload and for what a session update produced."""
+"""Frozen value types for one decoded panel payload and for what a session update produced.
+
+The groups a viewer's payloads repeat (options, host, dashboard, viewer, variables) keep their
+hash once computed (``cache_hash``): the decoder hands out one value per distinct group, and the
+recorder looks up what it derived from them by that value.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ class EventKind(enum.Enum):
     END = "end"
 
 
-class PanelOptions(msgspec.Struct, frozen=True):
+class PanelOptions(msgspec.Struct, frozen=True, cache_hash=True):
     """The panel options the receiver acts on or logs (``analyticsOptions``)."""
 
     server: str = ""
@@ -43,7 +48,7 @@ class PanelOptions(msgspec.Struct, frozen=True):
     flatten: bool = False
 
 
-class BuildInfo(msgspec.Struct, frozen=True):
+class BuildInfo(msgspec.Struct, frozen=True, cache_hash=True):
     """Grafana's ``config.buildInfo``."""
 
     version: str = ""
@@ -52,7 +57,7 @@ class BuildInfo(msgspec.Struct, frozen=True):
     edition: str = ""
 
 
-class LicenseInfo(msgspec.Struct, frozen=True):
+class LicenseInfo(msgspec.Struct, frozen=True, cache_hash=True):
     """Grafana's ``config.licenseInfo``."""
 
     has_license: bool = False
@@ -60,7 +65,7 @@ class LicenseInfo(msgspec.Struct, frozen=True):
     state_info: str = ""
 
 
-class Host(msgspec.Struct, frozen=True):
+class Host(msgspec.Struct, frozen=True, cache_hash=True):
     """Where Grafana runs, as the browser saw it (``location`` and build facts)."""
 
     hostname: str = ""
@@ -75,14 +80,14 @@ class Host(msgspec.Struct, frozen=True):
         return f"{self.hostname}:{self.port}" if self.port else self.hostname
 
 
-class Dashboard(msgspec.Struct, frozen=True):
+class Dashboard(msgspec.Struct, frozen=True, cache_hash=True):
     """The dashboard the panel sits on."""
 
     name: str = ""
     uid: str = ""
 
 
-class Viewer(msgspec.Struct, frozen=True):
+class Viewer(msgspec.Struct, frozen=True, cache_hash=True):
     """The Grafana user looking at the dashboard (``config.bootData.user``)."""
 
     is_signed_in: bool = False
@@ -115,7 +120,7 @@ class Viewer(msgspec.Struct, frozen=True):
         return "user"
 
 
-class Variable(msgspec.Struct, frozen=True):
+class Variable(msgspec.Struct, frozen=True, cache_hash=True):
     """One dashboard template variable; non-string values are kept as their JSON text."""
 
     name: str = ""

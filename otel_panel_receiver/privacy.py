@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Final, Literal
 
-from otel_panel_receiver.model import PanelEvent, Viewer
+from otel_panel_receiver.memo import Memo
+from otel_panel_receiver.model import Dashboard, Host, PanelEvent, Viewer
 from otel_panel_receiver.stores import SessionStore
 
 __all__ = ["KEY_LIFETIME", "Pseudonyms", "UserLabels"]
@@ -53,6 +54,8 @@ class Pseudonyms:
         self._lock = threading.Lock()
         self._day = -1
         self._key = b""
+        # Viewer markers by the day and the groups they are made of.
+        self._markers: Memo[tuple[int, Host, Dashboard, Viewer], int] = Memo()
 
     def day(self) -> int:
         """Return the current UTC day (days since 1970-01-01, by the receiver's clock)."""
@@ -60,10 +63,12 @@ class Pseudonyms:
 
     def _today(self) -> tuple[int, bytes]:
         day = self.day()
+        if day == self._day:  # read without the lock: the pair changes once a day
+            return day, self._key
         with self._lock:
             if day != self._day:  # once a day per process: the store is asked, not each payload
-                self._key = self._store.secret(f"pseudonym-key:{day}", KEY_LIFETIME)
-                self._day = day
+                key = self._store.secret(f"pseudonym-key:{day}", KEY_LIFETIME)
+                self._key, self._day = key, day  # the key first: a reader sees the day after it
             return self._day, self._key
 
     def prepare(self) -> None:
@@ -88,12 +93,22 @@ class Pseudonyms:
 
     def marker(self, event: PanelEvent) -> int:
         """Return the store key that marks this viewer on this dashboard today."""
-        return self.day_marker("viewer", event.host.address, event.dashboard.uid, viewer_id(event))
+        day, key = self._today()
+        groups = (day, event.host, event.dashboard, event.user)
+        marker = self._markers.get(groups)
+        if marker is None:
+            parts = (event.host.address, event.dashboard.uid, viewer_id(event))
+            marker = self._markers.put(groups, _marker(day, key, "viewer", parts))
+        return marker
 
     def day_marker(self, kind: str, *parts: str) -> int:
         """Return a store key for ``parts`` today: a keyed hash that means nothing without
         the day's key (the web middleware's visitors use it too)."""
         day, key = self._today()
-        text = "\x1f".join((kind, str(day), *parts))
-        digest = hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
-        return int.from_bytes(digest[:16], "big")
+        return _marker(day, key, kind, parts)
+
+
+def _marker(day: int, key: bytes, kind: str, parts: tuple[str, ...]) -> int:
+    text = "\x1f".join((kind, str(day), *parts))
+    digest = hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+    return int.from_bytes(digest[:16], "big")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from opentelemetry._logs import LoggerProvider, SeverityNumber
 from opentelemetry.metrics import MeterProvider
 
-from otel_panel_receiver.attributes import log_attributes, metric_attributes, raw_payload
+from otel_panel_receiver.attributes import LogAttributes, metric_attributes, raw_payload
+from otel_panel_receiver.memo import Memo
 from otel_panel_receiver.model import EventKind, PanelEvent, SessionUpdate
 from otel_panel_receiver.traces import SessionTracer
 from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
@@ -123,9 +124,12 @@ class Recorder:
         self._logger = self._event_logger if session_log else None
         self._users = users
         self._max_label_length = max_label_length
+        # Label set L by the groups it is made of: one shared, read-only dict per label set.
+        self._labels: Memo[tuple[Any, ...], dict[str, str]] = Memo()
         self._pseudonym = pseudonym
         self._redact = redact
         self._variables = variable_log
+        self._log_attributes = LogAttributes(variables=variable_log, redact=redact)
         self._raw = raw_log
         self.tracer = tracer
         self._tally = tally
@@ -141,8 +145,18 @@ class Recorder:
         ``first_visit``: the viewer's first session on this dashboard today.
         """
         pseudonym = self._pseudonym(event) if self._pseudonym is not None and self._users else None
-        limit = self._max_label_length
-        attrs = metric_attributes(event, users=self._users, max_length=limit, pseudonym=pseudonym)
+        groups = (event.host, event.dashboard, event.time_zone, event.user, pseudonym)
+        attrs = self._labels.get(groups)
+        if attrs is None:
+            attrs = self._labels.put(
+                groups,
+                metric_attributes(
+                    event,
+                    users=self._users,
+                    max_length=self._max_label_length,
+                    pseudonym=pseudonym,
+                ),
+            )
         counts: list[Count] = []
         if first_visit:
             counts.append((VIEWERS, _dashboard_attributes(attrs), 1))
@@ -191,11 +205,12 @@ class Recorder:
                 body=INVALID_TYPE_MESSAGE,
                 attributes={"uuid": event.uuid, "type": event.type},
             )
+        attributes: Mapping[str, Any]
         if self._raw:
             data = raw_payload(event, variables=self._variables, redact=self._redact)
             attributes = {"data": data}
         else:
-            attributes = log_attributes(event, variables=self._variables, redact=self._redact)
+            attributes = self._log_attributes(event)
         self._logger.emit(
             timestamp=now,
             observed_timestamp=now,

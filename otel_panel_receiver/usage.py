@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from otel_panel_receiver.attributes import cut
-from otel_panel_receiver.model import PanelEvent, SessionUpdate
+from otel_panel_receiver.memo import Memo
+from otel_panel_receiver.model import PanelEvent, SessionUpdate, Viewer
 from otel_panel_receiver.privacy import viewer_id
 from otel_panel_receiver.stores import SessionStore
 from otel_panel_receiver.stores.usage import DashboardUsage, UsageLedger
@@ -95,6 +96,7 @@ class Usage:
         self._written: dict[tuple[str, str], float] = {}
         self._key = b""
         self._key_until = 0.0
+        self._hashed: Memo[tuple[bytes, Viewer], bytes] = Memo()  # viewers' keyed hashes
         #: Writes to the ledger by this process (what the last-view gauge watches).
         self.changes = 0
 
@@ -117,7 +119,11 @@ class Usage:
         viewer = b""
         if self.viewers and (event.user.id or event.user.login):
             key = self._viewer_key(now)
-            viewer = hmac.new(key, viewer_id(event).encode(), hashlib.sha256).digest()[:16]
+            hashed = self._hashed.get((key, event.user))
+            if hashed is None:
+                digest = hmac.new(key, viewer_id(event).encode(), hashlib.sha256).digest()
+                hashed = self._hashed.put((key, event.user), digest[:16])
+            viewer = hashed
         name = cut(event.dashboard.name, limit)
         self.ledger.record(host, uid, name, now, started=update.started, viewer=viewer)
         self.changes += 1

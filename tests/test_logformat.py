@@ -9,9 +9,18 @@ import random
 
 import pytest
 
-from otel_panel_receiver.attributes import UniqueKeys
+from otel_panel_receiver.attributes import (
+    REDACTED,
+    LogAttributes,
+    LogFields,
+    SharedPart,
+    UniqueKeys,
+)
 from otel_panel_receiver.export.logformat import LineRenderer, render_json, render_logfmt
 from otel_panel_receiver.export.oplog import LineHandler
+from otel_panel_receiver.model import PanelEvent
+from otel_panel_receiver.payload import decode
+from otel_panel_receiver.testing import sample_payload
 
 
 def test_logfmt_quotes_only_values_that_need_it() -> None:
@@ -139,3 +148,56 @@ def test_the_remembered_pairs_stay_bounded_and_every_line_renders_as_without_the
     pairs = renderer._pairs
     assert len(pairs) <= 64 and all(len(values) <= 512 for values in pairs.values())
     assert all(len(value) <= 256 for values in pairs.values() for value in values)
+
+
+def hostile_events(count: int, seed: int) -> list[PanelEvent]:
+    """Events of a few hosts, viewers and dashboards, with variables clients could name."""
+    rng = random.Random(seed)
+    doc = json.loads(sample_payload("v2-start.json"))
+    names = ["env", "a b", "", "type", "x=y", "uuid", "msg", 'q"', "env"]
+    events = []
+    for n in range(count):
+        doc["uuid"] = f"s{n % 50}"
+        doc["time"] = 1_700_000_000 + n
+        doc["user"]["login"] = rng.choice(["jdoe", "ann", "bob b", "e=mc2", 'x"y'])
+        doc["host"]["hostname"] = rng.choice(["g1", "g 2"])
+        doc["dashboard"]["uid"] = rng.choice(["d1", "d2", "d3"])
+        doc["timeZone"] = rng.choice(["utc", "browser"])
+        doc["variables"] = [
+            {"name": rng.choice(names), "values": [rng.choice(["1", "a b", "\n"])]}
+            for _ in range(rng.randrange(4))
+        ]
+        events.append(decode(json.dumps(doc).encode(), now=0))
+    return events
+
+
+@pytest.mark.parametrize("redact", [frozenset(), frozenset({"uuid", "user_login", "env"})])
+def test_lines_from_remembered_parts_are_the_lines_of_the_plain_fields(
+    redact: frozenset[str],
+) -> None:
+    remembering, renderer, json_renderer = (
+        LogAttributes(redact=redact),
+        LineRenderer(),
+        LineRenderer("json"),
+    )
+    for event in hostile_events(2_000, seed=len(redact)):
+        fields = remembering(event)
+        plain = dict(LogAttributes(redact=redact)(event))  # nothing remembered
+        assert dict(fields) == plain
+        assert renderer.render("info", "m", fields) == render_logfmt("info", "m", plain)
+        assert json_renderer.render("info", "m", fields) == render_json("info", "m", plain)
+        assert all(plain[key] == REDACTED for key in redact if key in plain)
+
+
+def test_the_remembered_part_texts_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_panel_receiver.export import logformat
+
+    monkeypatch.setattr(logformat, "_PARTS_KEPT", 40)
+    renderer, attributes = LineRenderer(), LogAttributes()
+    for event in hostile_events(3_000, seed=3):
+        fields = attributes(event)
+        assert renderer.render("info", "m", fields) == render_logfmt("info", "m", dict(fields))
+        assert len(renderer._parts) <= 40
+    long = SharedPart({"k": "v" * 10_000})  # longer than a text worth keeping
+    renderer.render("info", "m", LogFields(({"uuid": "u"}, long)))
+    assert all(part is not long for part, _ in renderer._parts.values())

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from otel_panel_receiver.errors import PayloadError
 from otel_panel_receiver.model import EventKind, PanelEvent
-from otel_panel_receiver.payload import MAX_TIME, _flat, decode
+from otel_panel_receiver.payload import MAX_TIME, _decode, _flat, decode
+from otel_panel_receiver.payload._convert import to_event
 from otel_panel_receiver.payload._flat import unflatten
 from otel_panel_receiver.testing import SAMPLE_PAYLOADS, sample_payload
 
@@ -361,3 +362,78 @@ def test_unflatten_remembers_short_keys_only_and_a_bounded_number_of_them() -> N
         assert unflatten({key: 1}) == {"a": {f"k{n}": {"x" * (n % 600): 1}}}
     assert len(_flat._PATHS) <= 4096
     assert all(len(key) <= 256 for key in _flat._PATHS)
+
+
+def typed_outcome(body: bytes) -> PanelEvent | tuple[str, str]:
+    """Decode as the receiver did before the groups were remembered: the typed path alone."""
+    try:
+        doc = _decode.load(body, _decode._DECODER.decode)
+        if _decode._lacks_groups(doc):
+            doc = _decode._load(body, _decode._decode_generic)
+        return to_event(doc, NOW)
+    except PayloadError as exc:
+        return exc.message, exc.path
+
+
+def outcome(body: bytes) -> PanelEvent | tuple[str, str]:
+    try:
+        return decode(body, now=NOW)
+    except PayloadError as exc:
+        return exc.message, exc.path
+
+
+group_fields = st.sampled_from(
+    ["options.heartbeatInterval", "options.postEnd", "host.hostname", "host.port",
+     "host.buildInfo", "host.buildInfo.env", "host.licenseInfo.expiry", "dashboard.uid",
+     "dashboard", "user", "user.id", "user.login", "user.isGrafanaAdmin", "user.orgCount",
+     "variables", "variables.0.values", "variables.0.value", "variables.1.multi", "type", "uuid",
+     "timeRange.raw.from", "environment", "context", "time"]
+)  # fmt: skip
+
+
+def put(doc: Any, path: str, value: Any) -> None:
+    """Set ``value`` at a dotted path, making the objects on the way where they are missing."""
+    *parents, leaf = path.split(".")
+    for part in parents:
+        if isinstance(doc, list):
+            doc = doc[int(part)] if int(part) < len(doc) else {}
+        else:
+            if not isinstance(doc.get(part), dict | list):
+                doc[part] = {}
+            doc = doc[part]
+    if isinstance(doc, dict):
+        doc[leaf] = value
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sample=st.sampled_from([n for n in SAMPLE_PAYLOADS if not n.startswith("v1")]),
+    changes=st.lists(st.tuples(group_fields, json_values), max_size=4),
+    repeat=st.booleans(),
+)
+def test_remembered_groups_decode_any_payload_as_the_typed_path_does(
+    sample: str, changes: list[tuple[str, Any]], repeat: bool
+) -> None:
+    doc = load(sample)
+    for path, value in changes:
+        put(doc, path, value)
+    body = json.dumps(doc).encode()
+    expected = typed_outcome(body)
+    assert outcome(body) == expected
+    if repeat:  # the second time from remembered groups: the same event, or the same error
+        assert outcome(body) == expected
+
+
+def test_a_repeated_group_is_one_value_and_the_memory_of_groups_is_bounded() -> None:
+    doc = load("v2-heartbeat.json")
+    first, second = decode(json.dumps(doc).encode(), now=NOW), dec(doc)
+    assert first.user is second.user and first.host is second.host
+    for n in range(_decode.GROUPS_KEPT + 500):  # viewers one after another
+        put(doc, "user.login", f"viewer-{n}")
+        assert dec(doc).user.login == f"viewer-{n}"
+        assert len(_decode._USER.kept) <= _decode.GROUPS_KEPT
+    put(doc, "user.name", "x" * _decode.GROUP_LONGEST)  # a group too long to keep
+    kept = len(_decode._USER.kept)
+    assert dec(doc).user.name == "x" * _decode.GROUP_LONGEST
+    assert len(_decode._USER.kept) == kept
+    assert dec(doc).user is not dec(doc).user

@@ -126,3 +126,25 @@ def test_redacted_log_fields_never_reach_a_line_logfmt_or_raw(make_app: AppFacto
     make_app(Settings(log_redact=redact, log_raw=True), stream=raw).receiver.handle(START)
     user = json.loads(raw.getvalue())["data"]["user"]
     assert (user["login"], user["email"], user["name"], user["id"]) == ("[redacted]",) * 4
+
+
+def test_a_remembered_viewer_marker_is_the_days_keyed_hash_and_changes_with_the_day() -> None:
+    from otel_panel_receiver.payload import decode
+    from otel_panel_receiver.privacy import viewer_id
+
+    clock = FakeClock(T0)
+    pseudonyms = Pseudonyms(MemorySessionStore(clock=clock), clock)
+
+    def expected(body: bytes) -> int:
+        event = decode(body, now=0)
+        parts = (event.host.address, event.dashboard.uid, viewer_id(event))
+        return pseudonyms.day_marker("viewer", *parts)
+
+    bodies = [as_user(START, f"user{n}", n, f"{n:012x}") for n in range(1, 4)]
+    today = [pseudonyms.marker(decode(body, now=0)) for body in bodies * 2]  # then remembered
+    assert today == [expected(body) for body in bodies * 2]
+    assert len(set(today)) == 3
+    clock.advance(DAY)
+    tomorrow = [pseudonyms.marker(decode(body, now=0)) for body in bodies]
+    assert tomorrow == [expected(body) for body in bodies]
+    assert not set(tomorrow) & set(today)

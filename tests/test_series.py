@@ -321,3 +321,34 @@ def test_an_expired_gauge_frees_its_place_under_the_limit(tmp_path: Path) -> Non
     assert series_of(table, "g") == {"d": 2.0, "e": 2.0, "f": 2.0}
     assert [f for f in table.families() if f.name == RETIRED] == []  # none retired: room
     table.close()
+
+
+def test_counting_points_is_tallying_their_families_retirements_and_first_exposures_too(
+    table: SeriesTable,
+) -> None:
+    from otel_panel_receiver.export.series import point_families
+
+    reference = MemorySeries(limit=3)
+    meta = ("c", "counter", "help", "", (), 0.0)
+    x, y = (family("c").key((("a", name),)) for name in "xy")
+    for names in (["x", "y", "x"], ["z"], ["w", "x"], ["v"], ["x", "x"]):  # past the limit
+        points = [(meta, (("a", name),), 1.5) for name in names]
+        table.count(points, 10.0)
+        reference.tally(point_families(points, 10.0))
+        if names == ["x", "y", "x"]:
+            assert table.first([x, y], 1.0) == [1.0, 1.0]  # both exposed
+    assert series_of(table, "c") == series_of(reference, "c") == {"w": 1.5, "x": 7.5, "v": 1.5}
+    retired = {f.name: [s.value for s in f.series] for f in table.families()}[RETIRED]
+    assert retired == [2.0]  # y, then z: the least recently updated
+    assert table.first([x, y], 99.0) == [1.0, 99.0]  # y, retired, forgot its first exposure
+
+
+def test_the_reader_tallies_by_label_content_whichever_dict_carries_it() -> None:
+    tallied = {"grafana_analytics_sessions": ("{session}", "Sessions.")}
+    reader = SeriesReader(MemorySeries(limit=100), interval=3600, tallied=tallied)
+    shared = {"a": "x"}
+    for attrs in (shared, shared, {"a": "x"}, {"a": "y"}, shared):
+        reader.tally([("grafana_analytics_sessions", attrs, 1.0)])
+    [found] = [f for f in reader.table.families() if f.name == "grafana_analytics_sessions"]
+    assert {dict(s.labels)["a"]: s.value for s in found.series} == {"x": 4.0, "y": 1.0}
+    reader.shutdown()

@@ -12,7 +12,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from otel_panel_receiver.attributes import UniqueKeys
+from otel_panel_receiver.attributes import LogFields, SharedPart, UniqueKeys
 
 __all__ = ["LineRenderer", "LogFormat", "render_json", "render_logfmt"]
 
@@ -29,26 +29,67 @@ _PAIRS_MAX: Final = 8192
 _PAIR_LONGEST: Final = 256
 _VALUES_KEPT: Final = 512
 _KEYS_KEPT: Final = 64
+#: The rendered shared parts kept (each of at most this many characters); emptied when full.
+_PARTS_KEPT: Final = 1024
+_PART_LONGEST: Final = 4096
 
 
 class LineRenderer:
-    """Render lines in one format, remembering the logfmt pairs that repeat.
+    """Render lines in one format, remembering the logfmt text that repeats.
 
     Most key/value pairs repeat from line to line (host, user, dashboard, variables), so their
     rendered form is kept, by key then value (two lookups of strings, whose hashes Python
-    keeps, cost less than building and hashing a pair); the memory is bounded and emptied when
-    full, since values can be anything a client sends.
+    keeps, cost less than building and hashing a pair). The per-payload fields come as
+    :class:`LogFields`, whose shared parts (a host's, a viewer's, ...) are rendered once
+    and their text kept, by the part itself. The memory is bounded and emptied when full,
+    since values can be anything a client sends.
     """
 
     def __init__(self, fmt: LogFormat = "logfmt") -> None:
         self.fmt: LogFormat = fmt
         self._pairs: dict[str, dict[str, str]] = {}
+        self._parts: dict[int, tuple[SharedPart, str]] = {}
+        self._heads: dict[tuple[str, str], str] = {}  # a few (level, msg): the code's own
 
     def render(self, level: str, msg: str, fields: Mapping[str, Any]) -> str:
         """Return one line (with its newline) in this renderer's format."""
         if self.fmt == "json":
             return render_json(level, msg, fields)
+        if type(fields) is LogFields:
+            line = self._render_parts(level, msg, fields)
+            if line is not None:
+                return line
         return render_logfmt(level, msg, fields, self._pairs)
+
+    def _render_parts(self, level: str, msg: str, fields: LogFields) -> str | None:
+        """Return the line from its parts' texts, the shared ones from memory; None if some
+        key must change (the general rendering renames it)."""
+        head = self._heads.get((level, msg))
+        if head is None:
+            head = f"level={_value(level)} msg={_value(msg)}"
+            if len(self._heads) < _KEYS_KEPT:
+                self._heads[level, msg] = head
+        texts = [head]
+        kept = self._parts
+        for part in fields.parts:
+            if type(part) is SharedPart:
+                # By identity: the entry keeps the part, so its id cannot be reused meanwhile.
+                entry = kept.get(id(part))
+                if entry is not None and entry[0] is part:
+                    text: str | None = entry[1]
+                else:
+                    text = _pairs_text(part, self._pairs)
+                    if text is not None and len(text) <= _PART_LONGEST:
+                        if len(kept) >= _PARTS_KEPT:
+                            kept.clear()
+                        kept[id(part)] = (part, text)
+            else:
+                text = _pairs_text(part, self._pairs)
+            if text is None:
+                return None
+            if text:
+                texts.append(text)
+        return " ".join(texts) + "\n"
 
 
 def render_logfmt(
@@ -63,16 +104,26 @@ def render_logfmt(
     on the line is written as ``var_<key>`` (numbered if needed) instead of dropping the line.
     ``pairs`` remembers rendered string pairs between calls (see :class:`LineRenderer`).
     """
-    if pairs is None:
-        pairs = {}
-    parts = [f"level={_value(level)}", f"msg={_value(msg)}"]
+    head = f"level={_value(level)} msg={_value(msg)}"
+    text = _pairs_text(fields, {} if pairs is None else pairs)
+    if text is None:
+        return _render_renaming([head], fields)
+    return f"{head} {text}\n" if text else f"{head}\n"
+
+
+def _pairs_text(fields: Mapping[str, Any], pairs: dict[str, dict[str, str]]) -> str | None:
+    """Return ``key=value ...`` for fields whose keys are all clean, else None.
+
+    The common line: every key already clean and none of level/msg, so no two can collide (a
+    mapping's keys are distinct, and so are those of a line's parts) and each pair is rendered
+    alone, most from memory.
+    """
+    parts: list[str] = []
     append = parts.append
     clean_keys = _CLEAN_KEYS
-    # The common line: every key already clean and none of level/msg, so no two can collide
-    # (a mapping's keys are distinct) and each pair is rendered alone, most from memory.
     for key, value in fields.items():
         if key not in clean_keys and not _is_clean(key):
-            return _render_renaming(parts[:2], fields)
+            return None
         cls = value.__class__
         if cls is str:
             by_value = pairs.get(key)
@@ -90,9 +141,11 @@ def render_logfmt(
             append(pair)
         elif cls is int:
             append(f"{key}={value}")
+        elif cls is bool:
+            append(f"{key}=true" if value else f"{key}=false")
         else:
             append(f"{key}={_value(value)}")
-    return " ".join(parts) + "\n"
+    return " ".join(parts)
 
 
 #: Keys known clean (kept as they are on a logfmt line) and not ``level`` or ``msg``; bounded.

@@ -106,7 +106,8 @@ class _LineWriter:
         self.sink = sink_for(stream)
 
     def write(self, level: str | None, body: AnyValue | None, attributes: Attributes) -> None:
-        self.sink.write(self._renderer.render(level or "info", str(body), attributes or {}))
+        fields = {} if attributes is None else attributes
+        self.sink.write(self._renderer.render(level or "info", str(body), fields))
 
     def flush(self, timeout: float = 5.0) -> None:
         self.sink.flush(timeout)

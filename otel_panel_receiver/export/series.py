@@ -88,6 +88,8 @@ _LOG_EVERY: Final = 10.0
 #: The shared table's file in the workers' metrics directory.
 SERIES_FILE: Final = "series.mdb"
 _Meta = tuple[str, str, str, str, tuple[float, ...], float]  # name, kind, help, unit, bounds, ttl
+#: One increment of a counter's series: its family's meta, its labels, the increment.
+Point = tuple[_Meta, Labels, float]
 
 
 class SeriesTable:
@@ -130,6 +132,10 @@ class SeriesTable:
     def tally(self, families: Sequence[Family]) -> None:
         """Add one payload's counter deltas into their series, now (a shared table's path)."""
         self.absorb(families)
+
+    def count(self, points: Sequence[Point], created: float) -> None:
+        """Add counter increments into their series, as :meth:`tally` of their families."""
+        self.tally(point_families(points, created))
 
     def families(self) -> list[Family]:
         """Return every series now, and the count of retired ones."""
@@ -189,22 +195,52 @@ class MemorySeries(SeriesTable):
     def _absorb(self, family: Family, now: float) -> int:
         """Absorb one family's points (under the lock); return how many series it retired."""
         meta = _meta(family)
-        rows = self._tables.get(meta)
-        if rows is None:
-            rows = self._tables[meta] = OrderedDict()
+        rows = self._rows(meta)
         retired = 0
         for series in family.series:
             row = rows.pop(series.labels, None)
             if row is None:
-                if len(rows) >= self.limit:
-                    old, _ = rows.popitem(last=False)
-                    self._exposed.pop(family.key(old), None)
-                    retired += 1
+                retired += self._make_room(rows, meta)
                 row = _Row(0.0, series.created, now)
             row.add(family.kind, series)
             row.touched = now
             rows[series.labels] = row  # the most recently updated at the end
         return retired
+
+    def count(self, points: Sequence[Point], created: float) -> None:
+        """Add counter increments into their series: :meth:`tally` without the families."""
+        retired: dict[str, int] = {}
+        now = self._clock()
+        with self._lock:
+            for meta, labels, value in points:
+                rows = self._rows(meta)
+                row = rows.pop(labels, None)
+                if row is None:
+                    if self._make_room(rows, meta):
+                        retired[meta[0]] = retired.get(meta[0], 0) + 1
+                    row = _Row(0.0, created, now)
+                row.value += value
+                row.touched = now
+                rows[labels] = row
+            if retired:
+                self._absorb(self._retired_family(retired), now)
+        for name, gone in retired.items():
+            self._report(name, gone)
+
+    def _rows(self, meta: _Meta) -> OrderedDict[Labels, _Row]:
+        rows = self._tables.get(meta)
+        if rows is None:
+            rows = self._tables[meta] = OrderedDict()
+        return rows
+
+    def _make_room(self, rows: OrderedDict[Labels, _Row], meta: _Meta) -> int:
+        """Retire the least recently updated series if a new one would pass the limit."""
+        if len(rows) < self.limit:
+            return 0
+        old, _ = rows.popitem(last=False)
+        name, kind, help_text, unit, *_ = meta
+        self._exposed.pop(Family(name, kind, help_text, unit).key(old), None)  # type: ignore[arg-type]
+        return 1
 
     def families(self) -> list[Family]:
         """Return every series now (a gauge's not set for its ``ttl`` forgotten)."""
@@ -471,6 +507,14 @@ def _meta(family: Family) -> _Meta:
     return family.name, family.kind, family.help, family.unit, family.bounds, family.ttl
 
 
+def point_families(points: Sequence[Point], created: float) -> list[Family]:
+    """Return counter increments as families, one series each."""
+    return [
+        Family(name, kind, help_text, unit, [Series(labels, value, created)], bounds, ttl)  # type: ignore[arg-type]
+        for (name, kind, help_text, unit, bounds, ttl), labels, value in points
+    ]
+
+
 def _pack(
     value: float, created: float, exposed: float, touched: int, parts: tuple[float, ...]
 ) -> bytes:
@@ -532,15 +576,16 @@ class SeriesReader(MetricReader):
         self.tallied = dict(tallied or {})
         # Each tallied instrument's family as the exporter names it, computed once.
         self._tallied_meta = {
-            name: (family.name, family.help, family.unit)
-            for name, meta in self.tallied.items()
-            for family in (counter_family(name, *meta, []),)
+            name: _meta(counter_family(name, *meta, [])) for name, meta in self.tallied.items()
         }
-        self._skip = {name for name, _, _ in self._tallied_meta.values()}
+        self._skip = {meta[0] for meta in self._tallied_meta.values()}
         self._direct = frozenset(direct_scopes)
         # Attributes seen -> their labels: a payload's label set is almost always one seen
-        # before; bounded, emptied when full (clients choose the values).
+        # before; bounded, emptied when full (clients choose the values). The recorder hands
+        # the same attributes dict for the same label set, so it is first looked up by
+        # identity (the entry keeps the dict, so its id cannot be reused meanwhile).
         self._labels: dict[tuple[tuple[str, ...], tuple[Any, ...]], Labels] = {}
+        self._by_dict: dict[int, tuple[Mapping[str, Any], Labels]] = {}
         self._interval = interval
         self._burst = max(1, table.limit // 2)
         self._pending = 0
@@ -610,21 +655,35 @@ class SeriesReader(MetricReader):
         """
         if not counts:
             return
-        now = self._clock()
-        meta, known = self._tallied_meta, self._labels
-        families = []
+        meta, by_dict = self._tallied_meta, self._by_dict
+        points: list[Point] = []
         for name, attrs, value in counts:
-            # Keys and values apart: two flat tuples of strings hash faster than one of pairs.
-            key = (tuple(attrs), tuple(attrs.values()))
-            labels = known.get(key)
-            if labels is None:
-                if len(known) >= _LABELS_KEPT:
-                    known.clear()
-                labels = known[key] = labels_of(attrs)
-            family, help_text, unit = meta[name]
-            series = [Series(labels, value, now)]
-            families.append(Family(family, "counter", help_text, unit, series))
-        self.put(families)
+            entry = by_dict.get(id(attrs))
+            if entry is not None and entry[0] is attrs:
+                labels = entry[1]
+            else:
+                labels = self._labels_of(attrs)
+                if len(by_dict) >= _LABELS_KEPT:
+                    by_dict.clear()
+                by_dict[id(attrs)] = (attrs, labels)
+            points.append((meta[name], labels, value))
+        now = self._clock()
+        try:
+            self.table.count(points, now)
+        except _REFUSALS as exc:
+            with self._collecting:
+                self._held = _merge([*self._held, *point_families(points, now)])
+            self._failed(exc)
+
+    def _labels_of(self, attrs: Mapping[str, Any]) -> Labels:
+        # Keys and values apart: two flat tuples of strings hash faster than one of pairs.
+        key = (tuple(attrs), tuple(attrs.values()))
+        labels = self._labels.get(key)
+        if labels is None:
+            if len(self._labels) >= _LABELS_KEPT:
+                self._labels.clear()
+            labels = self._labels[key] = labels_of(attrs)
+        return labels
 
     def put(self, families: list[Family]) -> None:
         """Put counts recorded outside the SDK in the table now (the tallied counters' path).

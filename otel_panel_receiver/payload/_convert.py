@@ -28,7 +28,15 @@ from otel_panel_receiver.model import (
 )
 from otel_panel_receiver.payload import _wire as wire
 
-__all__ = ["to_event"]
+__all__ = [
+    "assemble",
+    "to_dashboard",
+    "to_event",
+    "to_host",
+    "to_options",
+    "to_user",
+    "to_variables",
+]
 
 _KINDS: Final = {kind.value: kind for kind in EventKind}
 
@@ -37,19 +45,42 @@ def to_event(doc: wire.Payload, now: int) -> PanelEvent:
     """Return the event a decoded payload describes; ``now`` stands in for a missing ``time``."""
     if doc.type is None and doc.uuid is None and _is_set(doc.environment, doc.context):
         return _legacy_event(doc, now)
+    return assemble(
+        doc,
+        now,
+        options=to_options(doc.options if isinstance(doc.options, wire.Options) else None),
+        host=to_host(doc.host if isinstance(doc.host, wire.Host) else None),
+        dashboard=to_dashboard(
+            doc.dashboard if isinstance(doc.dashboard, wire.Dashboard) else None
+        ),
+        user=to_user(doc.user if isinstance(doc.user, wire.User) else None),
+        variables=to_variables(doc.variables),
+    )
+
+
+def assemble(
+    doc: wire.Payload | wire.Envelope,
+    now: int,
+    *,
+    options: PanelOptions,
+    host: Host,
+    dashboard: Dashboard,
+    user: Viewer,
+    variables: tuple[Variable, ...],
+) -> PanelEvent:
+    """Return the event of a v2 payload whose groups are already converted."""
     type_ = doc.type or ""
-    opts = _options(doc.options if isinstance(doc.options, wire.Options) else None)
     return PanelEvent(
         uuid=doc.uuid or "",
         kind=_KINDS.get(type_, EventKind.HEARTBEAT),
         type=type_,
         time=now if doc.time is None else doc.time,
         has_focus=bool(doc.has_focus),
-        options=opts,
-        host=_host(doc.host if isinstance(doc.host, wire.Host) else None),
-        dashboard=_dashboard(doc.dashboard if isinstance(doc.dashboard, wire.Dashboard) else None),
-        user=_user(doc.user if isinstance(doc.user, wire.User) else None),
-        variables=_variables(doc.variables),
+        options=options,
+        host=host,
+        dashboard=dashboard,
+        user=user,
+        variables=variables,
         time_range=_time_range(
             doc.time_range if isinstance(doc.time_range, wire.TimeRange) else None
         ),
@@ -74,17 +105,17 @@ def _legacy_event(doc: wire.Payload, now: int) -> PanelEvent:
         kind=EventKind.START,
         type="start",
         time=now if doc.time is None else doc.time,
-        options=_options(doc.options if isinstance(doc.options, wire.Options) else None),
+        options=to_options(doc.options if isinstance(doc.options, wire.Options) else None),
         host=Host(hostname=hostname, port=port),
-        dashboard=_dashboard(env.dashboard),
-        user=_user(doc.context if isinstance(doc.context, wire.User) else None),
-        variables=_variables(doc.variables),
+        dashboard=to_dashboard(env.dashboard),
+        user=to_user(doc.context if isinstance(doc.context, wire.User) else None),
+        variables=to_variables(doc.variables),
         time_range=_time_range(env.time_range),
         legacy=True,
     )
 
 
-def _options(w: wire.Options | None) -> PanelOptions:
+def to_options(w: wire.Options | None) -> PanelOptions:
     if w is None:
         return PanelOptions()
     return PanelOptions(
@@ -116,7 +147,7 @@ def _interval(value: float | str | None) -> float:
     return float(value)
 
 
-def _host(w: wire.Host | None) -> Host:
+def to_host(w: wire.Host | None) -> Host:
     if w is None:
         return Host()
     b = w.build_info or wire.BuildInfo()
@@ -130,11 +161,11 @@ def _host(w: wire.Host | None) -> Host:
     )
 
 
-def _dashboard(w: wire.Dashboard | None) -> Dashboard:
+def to_dashboard(w: wire.Dashboard | None) -> Dashboard:
     return Dashboard() if w is None else Dashboard(w.name or "", w.uid or "")
 
 
-def _user(w: wire.User | None) -> Viewer:
+def to_user(w: wire.User | None) -> Viewer:
     if w is None:
         return Viewer()
     return Viewer(
@@ -155,7 +186,7 @@ def _user(w: wire.User | None) -> Viewer:
     )
 
 
-def _variables(ws: list[wire.Variable] | None) -> tuple[Variable, ...]:
+def to_variables(ws: list[wire.Variable] | None) -> tuple[Variable, ...]:
     if not ws:
         return ()
     return tuple(

@@ -1,30 +1,53 @@
 """Decode one request body into a :class:`PanelEvent`.
 
-The fast path is a typed msgspec decode of the nested v2 schema. Payloads that lack the nested
-groups (the panel's ``flatten`` option, hand-made minimal bodies, 1.x payloads) take a second,
-generic path: decode to plain JSON values, undo ``flat.flatten()``, then convert with the same
-types. Either way only :class:`PayloadError` leaves this module, with the JSON path of the
-problem in the payload's own key names.
+The fast path reads a nested v2 payload as an :class:`~._wire.Envelope`: its scalars typed,
+its repeating groups (options, host, dashboard, user, variables) as raw JSON text. A viewer's
+payloads repeat those groups byte for byte, so each distinct text is decoded and converted
+once and its frozen model value remembered (:class:`_Groups`, bounded): a heartbeat then costs
+the envelope and five lookups. Equal texts give equal values, so the event is the one the
+typed path below would build.
+
+Anything else takes the typed path: a typed msgspec decode of the nested schema, or, for
+payloads that lack the nested groups (the panel's ``flatten`` option, hand-made minimal
+bodies, 1.x payloads), a generic decode to plain JSON values, ``flat.flatten()`` undone, then
+the same types. So does any body the fast path finds wrong, so that its error is named by the
+typed path: only :class:`PayloadError` leaves this module, with the JSON path of the problem
+in the payload's own key names.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import msgspec
 from msgspec import UNSET
 
 from otel_panel_receiver.errors import PayloadError
+from otel_panel_receiver.memo import Memo
 from otel_panel_receiver.model import PanelEvent
 from otel_panel_receiver.payload import _wire
-from otel_panel_receiver.payload._convert import to_event
+from otel_panel_receiver.payload._convert import (
+    assemble,
+    to_dashboard,
+    to_event,
+    to_host,
+    to_options,
+    to_user,
+    to_variables,
+)
 from otel_panel_receiver.payload._flat import unflatten
 
 __all__ = ["decode", "load", "validation_error"]
 
 T = TypeVar("T")
+V = TypeVar("V")
+
+#: Each group remembers at most this many distinct texts (then forgets them all and starts
+#: again), each of at most this many bytes: a bound whatever clients send.
+GROUPS_KEPT: Final = 1024
+GROUP_LONGEST: Final = 2048
 
 # msgspec's Python type names in its messages, and the JSON names a client knows instead.
 _TYPE_NAMES: Final = {
@@ -36,6 +59,33 @@ _TYPE_WORDS: Final = re.compile(r"\b(int|str|float|bool)\b")
 
 _DECODER: Final = msgspec.json.Decoder(_wire.Payload)
 _GENERIC: Final = msgspec.json.Decoder()
+_ENVELOPE: Final = msgspec.json.Decoder(_wire.Envelope)
+
+
+class _Group(Generic[V]):
+    """One repeating group: its distinct JSON texts, each decoded and converted once."""
+
+    __slots__ = ("_convert", "_decode", "kept")
+
+    def __init__(self, wire_type: Any, convert: Callable[[Any], V]) -> None:
+        self._decode = msgspec.json.Decoder(wire_type).decode
+        self._convert = convert
+        self.kept: Memo[bytes, V] = Memo(GROUPS_KEPT, GROUP_LONGEST, size=len)
+
+    def __call__(self, raw: msgspec.Raw) -> V:
+        text = bytes(raw)
+        value = self.kept.get(text)
+        if value is None:
+            value = self.kept.put(text, self._convert(self._decode(text)))
+        return value
+
+
+_OPTIONS: Final = _Group(_wire.Options | None, to_options)
+_HOST: Final = _Group(_wire.Host | None, to_host)
+_DASHBOARD: Final = _Group(_wire.Dashboard | None, to_dashboard)
+_USER: Final = _Group(_wire.User | None, to_user)
+_VARIABLES: Final = _Group(list[_wire.Variable] | None, to_variables)
+_MSGSPEC_ERRORS: Final = (msgspec.MsgspecError, RecursionError)
 
 
 def decode(body: bytes, *, now: int) -> PanelEvent:
@@ -43,10 +93,40 @@ def decode(body: bytes, *, now: int) -> PanelEvent:
 
     Raises :class:`PayloadError` naming the problem and its JSON path.
     """
+    try:
+        event = _fast(body, now)
+    except _MSGSPEC_ERRORS:
+        event = None  # the typed path names the problem
+    if event is not None:
+        return event
     doc = load(body, _DECODER.decode)
     if _lacks_groups(doc):
         doc = _load(body, _decode_generic)
     return to_event(doc, now)
+
+
+def _fast(body: bytes, now: int) -> PanelEvent | None:
+    """Return the event of a nested v2 payload, from remembered groups; None for other forms."""
+    doc = _ENVELOPE.decode(body)
+    if (
+        not doc.options
+        or not doc.host
+        or not doc.dashboard
+        or not doc.user
+        or doc.time_range is UNSET
+        or doc.environment
+        or doc.context
+    ):
+        return None  # flattened, minimal or 1.x: the typed path tells them apart
+    return assemble(
+        doc,
+        now,
+        options=_OPTIONS(doc.options),
+        host=_HOST(doc.host),
+        dashboard=_DASHBOARD(doc.dashboard),
+        user=_USER(doc.user),
+        variables=_VARIABLES(doc.variables) if doc.variables else (),
+    )
 
 
 def _lacks_groups(doc: _wire.Payload) -> bool:

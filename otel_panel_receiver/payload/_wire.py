@@ -15,6 +15,7 @@ __all__ = [
     "MAX_TIME",
     "BuildInfo",
     "Dashboard",
+    "Envelope",
     "Environment",
     "Host",
     "LicenseInfo",
@@ -135,3 +136,30 @@ class Payload(msgspec.Struct, rename="camel"):
     time: UnixTime | None = None
     environment: Environment | UnsetType | None = UNSET  # 1.x
     context: User | UnsetType | None = UNSET  # 1.x
+
+
+_NONE: Final = msgspec.Raw(b"")  # a group the payload does not have
+
+
+class Envelope(msgspec.Struct, rename="camel"):
+    """A payload with its repeating groups left as their JSON text, for the fast path.
+
+    The groups a viewer's payloads repeat unchanged (options, host, dashboard, user,
+    variables) stay ``msgspec.Raw``: the decoder converts each distinct text once. A missing
+    group is an empty ``msgspec.Raw``. The 1.x groups are only noticed, for the general path.
+    """
+
+    uuid: str | None = None
+    type: str | None = None
+    has_focus: bool | None = None
+    options: msgspec.Raw = _NONE
+    host: msgspec.Raw = _NONE
+    dashboard: msgspec.Raw = _NONE
+    user: msgspec.Raw = _NONE
+    variables: msgspec.Raw = _NONE
+    time_range: TimeRange | UnsetType | None = UNSET
+    time_zone: str | None = None
+    time_origin: UnixTime | None = None
+    time: UnixTime | None = None
+    environment: msgspec.Raw = _NONE  # 1.x
+    context: msgspec.Raw = _NONE  # 1.x

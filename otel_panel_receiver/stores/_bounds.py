@@ -62,6 +62,8 @@ class Bounded:
     def _dropped(self, sessions: Iterable[tuple[int, int]], *, idle: bool) -> int:
         """Count and report the ``(key, packed state)`` a store dropped; return how many."""
         dropped = list(sessions)
+        if not dropped:  # the common case: no lock taken
+            return 0
         with self._counting:
             if idle:
                 self.expired += len(dropped)
