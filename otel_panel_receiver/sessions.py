@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import re
 from collections.abc import Callable
 from typing import Final
 
@@ -55,9 +56,10 @@ class SessionState(msgspec.Struct, frozen=True):
 
 def pack(state: SessionState) -> int:
     """Pack a state into one non-negative integer (see :func:`unpack`)."""
-    value = 0
+    value, first = 0, state.first
     for t in reversed(state.times):
-        value = (value << _OFFSET_BITS) | min(t - state.first, _OFFSET_MAX)
+        offset = t - first
+        value = (value << _OFFSET_BITS) | (offset if offset < _OFFSET_MAX else _OFFSET_MAX)
     value = (value << _COUNT_BITS) | len(state.times)
     value = (value << _TIME_BITS) | state.first
     return (value << 2) | (state.heartbeats << 1) | state.ended
@@ -104,6 +106,11 @@ class SessionRules:
         ``adopt``: a session the store does not know (``state`` None) was counted before the
         store lost it; it is tracked from this event on but not started again.
         """
+        return self._apply(state, event, self.cap(event), adopt)
+
+    def _apply(
+        self, state: SessionState | None, event: PanelEvent, cap: float, adopt: bool
+    ) -> tuple[SessionState, SessionUpdate]:
         kind, t = event.kind, event.time
         if state is None:
             ended = kind is EventKind.END
@@ -112,7 +119,7 @@ class SessionRules:
         if kind is EventKind.START:  # a repeated or late start changes nothing (upstream drops it)
             return state, SessionUpdate(False, 0.0, False, state.first)
         heartbeats = state.heartbeats or kind is EventKind.HEARTBEAT
-        added = self._added(state, kind, t, heartbeats=heartbeats, cap=self.cap(event))
+        added = self._added(state, kind, t, heartbeats, cap)
         new = SessionState(
             min(state.first, t),
             _insert(state.times, t),
@@ -131,17 +138,19 @@ class SessionRules:
         whether a session the store does not know is to be adopted rather than started.
         """
 
+        apply, cap = self._apply, self.cap(event)
+
         def update(packed: int | None) -> tuple[int, SessionUpdate]:
             if packed is None:
-                state, result = self.apply(None, event, adopt=adopt is not None and adopt())
+                state, result = apply(None, event, cap, adopt is not None and adopt())
             else:
-                state, result = self.apply(unpack(packed), event)
+                state, result = apply(unpack(packed), event, cap, False)
             return pack(state), result
 
         return update
 
     def _added(
-        self, state: SessionState, kind: EventKind, t: int, *, heartbeats: bool, cap: float
+        self, state: SessionState, kind: EventKind, t: int, heartbeats: bool, cap: float
     ) -> float:
         times = state.times
         if t in times:
@@ -173,7 +182,7 @@ def _insert(times: tuple[int, ...], t: int) -> tuple[int, ...]:
     return grown[-WINDOW:]
 
 
-_UUID_HEX: Final = frozenset("0123456789abcdef")
+_CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def session_key(event: PanelEvent) -> int:
@@ -186,12 +195,8 @@ def session_key(event: PanelEvent) -> int:
     """
     uuid = event.uuid
     if uuid:
-        if (
-            len(uuid) == 36
-            and uuid[8] == uuid[13] == uuid[18] == uuid[23] == "-"
-            and _UUID_HEX.issuperset(hexa := uuid.replace("-", ""))
-        ):
-            return int(hexa, 16)
+        if _CANONICAL_UUID.fullmatch(uuid):
+            return int(uuid.replace("-", ""), 16)
         return _hash("uuid", uuid)
     user = str(event.user.id) if event.user.id else f"login:{event.user.login}"
     origin = event.time if event.legacy else event.time_origin

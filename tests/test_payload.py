@@ -437,3 +437,30 @@ def test_a_repeated_group_is_one_value_and_the_memory_of_groups_is_bounded() -> 
     assert dec(doc).user.name == "x" * _decode.GROUP_LONGEST
     assert len(_decode._USER.kept) == kept
     assert dec(doc).user is not dec(doc).user
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sample=st.sampled_from(SAMPLE_PAYLOADS),
+    nested=st.lists(st.tuples(group_fields, json_values), max_size=3),
+    flat=st.lists(st.tuples(field_names | group_fields, json_values), max_size=3),
+    dropped=st.lists(st.sampled_from(["options", "host", "user", "variables", "time"]), max_size=2),
+)
+def test_remembered_flat_groups_decode_any_flattened_payload_as_the_typed_path_does(
+    sample: str,
+    nested: list[tuple[str, Any]],
+    flat: list[tuple[str, Any]],
+    dropped: list[str],
+) -> None:
+    doc = load(sample)
+    for path, value in nested:
+        put(doc, path, value)
+    doc = flatten(doc)
+    for key, value in flat:  # keys of either form, a group sent whole among them
+        doc[key] = value
+    for head in dropped:  # a group, or a field, left out
+        doc = {k: v for k, v in doc.items() if k.partition(".")[0] != head}
+    body = json.dumps(doc).encode()
+    expected = typed_outcome(body)
+    assert outcome(body) == expected
+    assert outcome(body) == expected  # again, from the remembered groups

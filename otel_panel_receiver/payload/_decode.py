@@ -63,14 +63,21 @@ _ENVELOPE: Final = msgspec.json.Decoder(_wire.Envelope)
 
 
 class _Group(Generic[V]):
-    """One repeating group: its distinct JSON texts, each decoded and converted once."""
+    """One repeating group: its distinct JSON texts, each decoded and converted once.
 
-    __slots__ = ("_convert", "_decode", "kept")
+    A flattened payload's group is its flat keys and values (``user.login``, ...), remembered
+    by their JSON text (so ``1``, ``1.0`` and ``true`` stay apart) in a memory of their own.
+    """
 
-    def __init__(self, wire_type: Any, convert: Callable[[Any], V]) -> None:
+    __slots__ = ("_convert", "_decode", "_type", "flat_kept", "kept", "name")
+
+    def __init__(self, name: str, wire_type: Any, convert: Callable[[Any], V]) -> None:
+        self.name = name
+        self._type = wire_type
         self._decode = msgspec.json.Decoder(wire_type).decode
         self._convert = convert
         self.kept: Memo[bytes, V] = Memo(GROUPS_KEPT, GROUP_LONGEST, size=len)
+        self.flat_kept: Memo[bytes, V] = Memo(GROUPS_KEPT, GROUP_LONGEST, size=len)
 
     def __call__(self, raw: msgspec.Raw) -> V:
         text = bytes(raw)
@@ -79,13 +86,32 @@ class _Group(Generic[V]):
             value = self.kept.put(text, self._convert(self._decode(text)))
         return value
 
+    def flat(self, items: list[tuple[str, Any]]) -> V:
+        """Return the group of a flattened payload from its flat ``(key, value)`` items."""
+        text = _ENCODE(items)
+        value = self.flat_kept.get(text)
+        if value is None:
+            tree = unflatten(dict(items)).get(self.name) if items else None
+            value = self.flat_kept.put(text, self._convert(msgspec.convert(tree, self._type)))
+        return value
 
-_OPTIONS: Final = _Group(_wire.Options | None, to_options)
-_HOST: Final = _Group(_wire.Host | None, to_host)
-_DASHBOARD: Final = _Group(_wire.Dashboard | None, to_dashboard)
-_USER: Final = _Group(_wire.User | None, to_user)
-_VARIABLES: Final = _Group(list[_wire.Variable] | None, to_variables)
-_MSGSPEC_ERRORS: Final = (msgspec.MsgspecError, RecursionError)
+
+_ENCODE: Final = msgspec.json.Encoder().encode
+_OPTIONS: Final = _Group("options", _wire.Options | None, to_options)
+_HOST: Final = _Group("host", _wire.Host | None, to_host)
+_DASHBOARD: Final = _Group("dashboard", _wire.Dashboard | None, to_dashboard)
+_USER: Final = _Group("user", _wire.User | None, to_user)
+_VARIABLES: Final = _Group("variables", list[_wire.Variable] | None, to_variables)
+_GROUP_NAMES: Final = ("options", "host", "dashboard", "user", "variables")
+_LEGACY: Final = frozenset({"environment", "context"})
+#: The first segment of each flat key seen (the panel sends the same few dozen keys).
+_HEADS: Final[Memo[str, str]] = Memo(4096, 256, size=len)
+#: The groups a flattened payload may still carry whole: null, or empty as flat keeps them.
+_WHOLE: Final = {"options": dict, "host": dict, "dashboard": dict, "user": dict,
+                 "variables": list, "timeRange": dict}  # fmt: skip
+#: Whatever the fast paths find wrong is left to the typed path, which names the problem
+#: (and finds the first of several, as it always did).
+_FAST_ERRORS: Final = (msgspec.MsgspecError, RecursionError, PayloadError)
 
 
 def decode(body: bytes, *, now: int) -> PanelEvent:
@@ -95,8 +121,8 @@ def decode(body: bytes, *, now: int) -> PanelEvent:
     """
     try:
         event = _fast(body, now)
-    except _MSGSPEC_ERRORS:
-        event = None  # the typed path names the problem
+    except _FAST_ERRORS:
+        event = None
     if event is not None:
         return event
     doc = load(body, _DECODER.decode)
@@ -106,7 +132,7 @@ def decode(body: bytes, *, now: int) -> PanelEvent:
 
 
 def _fast(body: bytes, now: int) -> PanelEvent | None:
-    """Return the event of a nested v2 payload, from remembered groups; None for other forms."""
+    """Return the event of a v2 payload, from remembered groups; None for other forms."""
     doc = _ENVELOPE.decode(body)
     if (
         not doc.options
@@ -114,10 +140,10 @@ def _fast(body: bytes, now: int) -> PanelEvent | None:
         or not doc.dashboard
         or not doc.user
         or doc.time_range is UNSET
-        or doc.environment
-        or doc.context
     ):
-        return None  # flattened, minimal or 1.x: the typed path tells them apart
+        return _flattened(body, now)  # or minimal, or 1.x
+    if doc.environment or doc.context:
+        return None  # 1.x: the typed path tells
     return assemble(
         doc,
         now,
@@ -126,6 +152,44 @@ def _fast(body: bytes, now: int) -> PanelEvent | None:
         dashboard=_DASHBOARD(doc.dashboard),
         user=_USER(doc.user),
         variables=_VARIABLES(doc.variables) if doc.variables else (),
+    )
+
+
+def _flattened(body: bytes, now: int) -> PanelEvent | None:
+    """Return the event of a v2 payload whose groups are flattened (or missing), each group
+    from its flat keys remembered; None for a 1.x payload."""
+    document = _GENERIC.decode(body)
+    if not isinstance(document, dict):
+        return None
+    groups: dict[str, list[tuple[str, Any]]] = {name: [] for name in _GROUP_NAMES}
+    rest: dict[str, Any] = {}
+    dotted = False
+    heads = _HEADS
+    for key, value in document.items():
+        head = heads.get(key)
+        if head is None:
+            head = heads.put(key, key.partition(".")[0])
+        dot = len(head) < len(key)
+        if head in _LEGACY:
+            return None
+        whole = not dot and head in _WHOLE and value is not None
+        if whole and (type(value) is not _WHOLE[head] or value):
+            return None  # a group sent whole: the typed path checks it
+        items = groups.get(head)
+        if items is not None:
+            items.append((key, value))
+        else:
+            rest[key] = value
+            dotted = dotted or dot
+    doc = msgspec.convert(unflatten(rest) if dotted else rest, _wire.Payload)
+    return assemble(
+        doc,
+        now,
+        options=_OPTIONS.flat(groups["options"]),
+        host=_HOST.flat(groups["host"]),
+        dashboard=_DASHBOARD.flat(groups["dashboard"]),
+        user=_USER.flat(groups["user"]),
+        variables=_VARIABLES.flat(groups["variables"]),
     )
 
 
