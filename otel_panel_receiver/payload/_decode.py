@@ -173,7 +173,7 @@ def _flattened(body: bytes, now: int) -> PanelEvent | None:
         if head in _LEGACY:
             return None
         whole = not dot and head in _WHOLE and value is not None
-        if whole and (type(value) is not _WHOLE[head] or value):
+        if whole and (not isinstance(value, _WHOLE[head]) or value):
             return None  # a group sent whole: the typed path checks it
         items = groups.get(head)
         if items is not None:
