@@ -107,8 +107,8 @@ _LEGACY: Final = frozenset({"environment", "context"})
 #: The first segment of each flat key seen (the panel sends the same few dozen keys).
 _HEADS: Final[Memo[str, str]] = Memo(4096, 256, size=len)
 #: The groups a flattened payload may still carry whole: null, or empty as flat keeps them.
-_WHOLE: Final = {"options": dict, "host": dict, "dashboard": dict, "user": dict,
-                 "variables": list, "timeRange": dict}  # fmt: skip
+_WHOLE: Final[dict[str, object]] = {"options": {}, "host": {}, "dashboard": {}, "user": {},
+                                    "variables": [], "timeRange": {}}  # fmt: skip
 #: Whatever the fast paths find wrong is left to the typed path, which names the problem
 #: (and finds the first of several, as it always did).
 _FAST_ERRORS: Final = (msgspec.MsgspecError, RecursionError, PayloadError)
@@ -172,8 +172,7 @@ def _flattened(body: bytes, now: int) -> PanelEvent | None:
         dot = len(head) < len(key)
         if head in _LEGACY:
             return None
-        whole = not dot and head in _WHOLE and value is not None
-        if whole and (not isinstance(value, _WHOLE[head]) or value):
+        if not dot and head in _WHOLE and value is not None and value != _WHOLE[head]:
             return None  # a group sent whole: the typed path checks it
         items = groups.get(head)
         if items is not None:
