@@ -29,7 +29,7 @@ from typing import Final
 
 from otel_panel_receiver.attributes import cut
 from otel_panel_receiver.memo import Memo
-from otel_panel_receiver.model import PanelEvent, SessionUpdate, Viewer
+from otel_panel_receiver.model import Dashboard, Host, PanelEvent, SessionUpdate, Viewer
 from otel_panel_receiver.privacy import viewer_id
 from otel_panel_receiver.stores import SessionStore
 from otel_panel_receiver.stores.usage import DashboardUsage, UsageLedger
@@ -97,6 +97,8 @@ class Usage:
         self._key = b""
         self._key_until = 0.0
         self._hashed: Memo[tuple[bytes, Viewer], bytes] = Memo()  # viewers' keyed hashes
+        # (host, uid) and name as noted, by the groups they are cut from
+        self._places: Memo[tuple[Host, Dashboard], tuple[tuple[str, str], str]] = Memo()
         #: Writes to the ledger by this process (what the last-view gauge watches).
         self.changes = 0
 
@@ -105,17 +107,24 @@ class Usage:
 
         Raises ``StoreUnavailable`` when the ledger cannot take it now.
         """
-        limit = self._max_length  # what a client names is kept no longer than a label
-        uid = cut(event.dashboard.uid, limit)
+        groups = (event.host, event.dashboard)
+        place = self._places.get(groups)
+        if place is None:
+            limit = self._max_length  # what a client names is kept no longer than a label
+            at = (cut(event.host.address, limit), cut(event.dashboard.uid, limit))
+            place = self._places.put(groups, (at, cut(event.dashboard.name, limit)))
+        at, name = place
+        host, uid = at
         if not uid:
             return
-        host, now = cut(event.host.address, limit), self._clock()
+        now = self._clock()
+        # Read without the lock: a race costs one more note of the same view, nothing more.
+        if not update.started and now - self._written.get(at, 0.0) < self._refresh:
+            return
         with self._lock:
-            if not update.started and now - self._written.get((host, uid), 0.0) < self._refresh:
-                return
             if len(self._written) >= _KEYS_HELD:
                 self._written.clear()
-            self._written[host, uid] = now
+            self._written[at] = now
         viewer = b""
         if self.viewers and (event.user.id or event.user.login):
             key = self._viewer_key(now)
@@ -124,7 +133,6 @@ class Usage:
                 digest = hmac.new(key, viewer_id(event).encode(), hashlib.sha256).digest()
                 hashed = self._hashed.put((key, event.user), digest[:16])
             viewer = hashed
-        name = cut(event.dashboard.name, limit)
         self.ledger.record(host, uid, name, now, started=update.started, viewer=viewer)
         self.changes += 1
 
