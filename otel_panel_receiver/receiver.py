@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 
@@ -119,14 +118,18 @@ class Receiver:
         first_visit = False
         if update.started and self._viewers is not None and (event.user.id or event.user.login):
             # The session is recorded even if the mark fails: only this visit goes uncounted.
-            with contextlib.suppress(StoreUnavailable):
+            try:  # noqa: SIM105  # contextlib.suppress costs 0.3 µs a payload, a try nothing
                 first_visit = self.store.mark(self._viewers.marker(event), KEY_LIFETIME)
+            except StoreUnavailable:
+                pass
         self.recorder.record(event, update, key, first_visit=first_visit)
         if self.usage is not None:
             # After the update, so it must not fail the payload: a view the ledger cannot take
             # now is lost (the store's outage is logged by its guard).
-            with contextlib.suppress(StoreUnavailable):
+            try:  # noqa: SIM105  # as above
                 self.usage.seen(event, update)
+            except StoreUnavailable:
+                pass
         if self.outcomes is not None:
             self.outcomes.accepted()
         if self._recorded is not None:
