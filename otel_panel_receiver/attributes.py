@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from otel_panel_receiver.memo import Memo
-from otel_panel_receiver.model import Host, PanelEvent, Variable, Viewer
+from otel_panel_receiver.model import Dashboard, Host, PanelEvent, Variable, Viewer
 
 __all__ = [
     "CUT_MARK",
@@ -220,9 +220,9 @@ class LogAttributes:
     def __init__(self, *, variables: bool = True, redact: frozenset[str] = frozenset()) -> None:
         self._variables = variables
         self._redact = redact
-        self._hosts: Memo[Any, SharedPart] = Memo()
-        self._dashboards: Memo[tuple[Any, str], SharedPart] = Memo()
-        self._viewers: Memo[Any, SharedPart] = Memo()
+        self._hosts: Memo[Host, SharedPart] = Memo()
+        self._dashboards: Memo[tuple[Dashboard, str], SharedPart] = Memo()
+        self._viewers: Memo[Viewer, SharedPart] = Memo()
         self._variable_sets: Memo[tuple[Variable, ...], SharedPart] = Memo()
 
     def __call__(self, event: PanelEvent) -> LogFields:

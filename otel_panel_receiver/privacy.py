@@ -54,8 +54,9 @@ class Pseudonyms:
         self._lock = threading.Lock()
         self._day = -1
         self._key = b""
-        # Viewer markers by the day and the groups they are made of.
+        # Viewer markers and labels by the day and the groups they are made of.
         self._markers: Memo[tuple[int, Host, Dashboard, Viewer], int] = Memo()
+        self._labels: Memo[tuple[int, Viewer], str] = Memo()
 
     def day(self) -> int:
         """Return the current UTC day (days since 1970-01-01, by the receiver's clock)."""
@@ -83,13 +84,15 @@ class Pseudonyms:
         """Return today's pseudonym of the event's viewer (``""`` for an anonymous one)."""
         if not event.user.id and not event.user.login:
             return ""
-        return self.label_of(viewer_id(event))
+        day, key = self._today()
+        label = self._labels.get((day, event.user))
+        if label is None:
+            label = self._labels.put((day, event.user), _label(key, viewer_id(event)))
+        return label
 
     def label_of(self, viewer: str) -> str:
         """Return today's pseudonym of ``viewer`` (``id:<user id>`` or ``login:<login>``)."""
-        _, key = self._today()
-        digest = hmac.new(key, viewer.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
-        return "u" + digest[:_LABEL_BYTES].hex()
+        return _label(self._today()[1], viewer)
 
     def marker(self, event: PanelEvent) -> int:
         """Return the store key that marks this viewer on this dashboard today."""
@@ -106,6 +109,11 @@ class Pseudonyms:
         the day's key (the web middleware's visitors use it too)."""
         day, key = self._today()
         return _marker(day, key, kind, parts)
+
+
+def _label(key: bytes, viewer: str) -> str:
+    digest = hmac.new(key, viewer.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+    return "u" + digest[:_LABEL_BYTES].hex()
 
 
 def _marker(day: int, key: bytes, kind: str, parts: tuple[str, ...]) -> int:

@@ -72,9 +72,10 @@ class Recorder:
     also goes to its session's span. ``tally``, when given, also receives each payload's
     increments of the payload counters (:data:`COUNTERS`) before ``record`` returns: how the
     service puts them in its table of series (the workers' shared one, before the payload is
-    answered). ``sdk_counters=False`` (only with a ``tally``) records them nowhere else: what
-    the service does when no SDK reader but the table's would read them, which spares each
-    payload the SDK's per-measurement attribute handling.
+    answered); the attributes dicts it is given are shared by every payload of their label
+    set, to be read and never changed. ``sdk_counters=False`` (only with a ``tally``) records
+    them nowhere else: what the service does when no SDK reader but the table's would read
+    them, which spares each payload the SDK's per-measurement attribute handling.
     """
 
     def __init__(

@@ -128,7 +128,7 @@ def test_redacted_log_fields_never_reach_a_line_logfmt_or_raw(make_app: AppFacto
     assert (user["login"], user["email"], user["name"], user["id"]) == ("[redacted]",) * 4
 
 
-def test_a_remembered_viewer_marker_is_the_days_keyed_hash_and_changes_with_the_day() -> None:
+def test_remembered_viewer_markers_and_labels_are_the_days_keyed_hashes_and_change_daily() -> None:
     from otel_panel_receiver.payload import decode
     from otel_panel_receiver.privacy import viewer_id
 
@@ -140,11 +140,20 @@ def test_a_remembered_viewer_marker_is_the_days_keyed_hash_and_changes_with_the_
         parts = (event.host.address, event.dashboard.uid, viewer_id(event))
         return pseudonyms.day_marker("viewer", *parts)
 
+    def labels() -> list[str]:
+        return [pseudonyms.label(decode(body, now=0)) for body in bodies * 2]
+
+    def expected_labels() -> list[str]:
+        return [pseudonyms.label_of(viewer_id(decode(body, now=0))) for body in bodies * 2]
+
     bodies = [as_user(START, f"user{n}", n, f"{n:012x}") for n in range(1, 4)]
     today = [pseudonyms.marker(decode(body, now=0)) for body in bodies * 2]  # then remembered
     assert today == [expected(body) for body in bodies * 2]
     assert len(set(today)) == 3
+    today_labels = labels()
+    assert today_labels == expected_labels() and len(set(today_labels)) == 3
     clock.advance(DAY)
     tomorrow = [pseudonyms.marker(decode(body, now=0)) for body in bodies]
     assert tomorrow == [expected(body) for body in bodies]
     assert not set(tomorrow) & set(today)
+    assert labels() == expected_labels() and not set(labels()) & set(today_labels)

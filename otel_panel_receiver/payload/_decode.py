@@ -1,18 +1,20 @@
 """Decode one request body into a :class:`PanelEvent`.
 
-The fast path reads a nested v2 payload as an :class:`~._wire.Envelope`: its scalars typed,
-its repeating groups (options, host, dashboard, user, variables) as raw JSON text. A viewer's
+The fast path reads a payload as an :class:`~._wire.Envelope`: its scalars typed, its
+repeating groups (options, host, dashboard, user, variables) as raw JSON text. A viewer's
 payloads repeat those groups byte for byte, so each distinct text is decoded and converted
-once and its frozen model value remembered (:class:`_Groups`, bounded): a heartbeat then costs
-the envelope and five lookups. Equal texts give equal values, so the event is the one the
-typed path below would build.
+once and its frozen model value remembered (:class:`_Group`, bounded): a heartbeat then costs
+the envelope and five lookups. A payload whose groups are flattened (the panel's ``flatten``
+option) or missing is decoded to plain JSON values, its flat keys sorted into their groups by
+their first segment, and each group remembered by the JSON text of its flat keys and values.
+Equal texts give equal values, so the event is the one the typed path below would build.
 
-Anything else takes the typed path: a typed msgspec decode of the nested schema, or, for
-payloads that lack the nested groups (the panel's ``flatten`` option, hand-made minimal
-bodies, 1.x payloads), a generic decode to plain JSON values, ``flat.flatten()`` undone, then
-the same types. So does any body the fast path finds wrong, so that its error is named by the
-typed path: only :class:`PayloadError` leaves this module, with the JSON path of the problem
-in the payload's own key names.
+The typed path takes the rest: 1.x payloads, groups sent whole in a flattened body, and any
+body the fast path finds wrong, so that its error is named as it always was. It is a typed
+msgspec decode of the nested schema or, for payloads that lack the nested groups, a generic
+decode to plain JSON values, ``flat.flatten()`` undone, then the same types. Either way only
+:class:`PayloadError` leaves this module, with the JSON path of the problem in the payload's
+own key names.
 """
 
 from __future__ import annotations
