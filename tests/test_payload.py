@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from otel_panel_receiver import memo
 from otel_panel_receiver.errors import PayloadError
 from otel_panel_receiver.model import EventKind, PanelEvent
 from otel_panel_receiver.payload import MAX_TIME, _decode, _flat, decode
@@ -428,13 +429,13 @@ def test_a_repeated_group_is_one_value_and_the_memory_of_groups_is_bounded() -> 
     doc = load("v2-heartbeat.json")
     first, second = decode(json.dumps(doc).encode(), now=NOW), dec(doc)
     assert first.user is second.user and first.host is second.host
-    for n in range(_decode.GROUPS_KEPT + 500):  # viewers one after another
+    for n in range(memo.KEPT + 500):  # viewers one after another
         put(doc, "user.login", f"viewer-{n}")
         assert dec(doc).user.login == f"viewer-{n}"
-        assert len(_decode._USER.kept) <= _decode.GROUPS_KEPT
-    put(doc, "user.name", "x" * _decode.GROUP_LONGEST)  # a group too long to keep
+        assert len(_decode._USER.kept) <= memo.KEPT
+    put(doc, "user.name", "x" * memo.LARGEST)  # a group too long to keep
     kept = len(_decode._USER.kept)
-    assert dec(doc).user.name == "x" * _decode.GROUP_LONGEST
+    assert dec(doc).user.name == "x" * memo.LARGEST
     assert len(_decode._USER.kept) == kept
     assert dec(doc).user is not dec(doc).user
 

@@ -76,6 +76,7 @@ __all__ = [
     "families_from_otel",
     "hold_new_series",
     "prometheus_name",
+    "series_key",
 ]
 
 Labels = tuple[tuple[str, str], ...]
@@ -123,7 +124,12 @@ class Family:
 
     def key(self, labels: Labels) -> str:
         """Return the text that names one series of this family across processes."""
-        return _KEYS.encode((self.name, self.unit, labels)).decode()
+        return series_key(self.name, self.unit, labels)
+
+
+def series_key(name: str, unit: str, labels: Labels) -> str:
+    """Return the text that names one series of a family across processes."""
+    return _KEYS.encode((name, unit, labels)).decode()
 
 
 def prometheus_name(metric: Metric) -> tuple[str, str]:

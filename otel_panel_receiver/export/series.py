@@ -61,6 +61,7 @@ from otel_panel_receiver.export.exposition import (
     counter_family,
     families_from_otel,
     labels_of,
+    series_key,
 )
 from otel_panel_receiver.stores.lmdb import Mapped
 from otel_panel_receiver.throttle import Throttle
@@ -90,6 +91,10 @@ SERIES_FILE: Final = "series.mdb"
 _Meta = tuple[str, str, str, str, tuple[float, ...], float]  # name, kind, help, unit, bounds, ttl
 #: One increment of a counter's series: its family's meta, its labels, the increment.
 Point = tuple[_Meta, Labels, float]
+#: A point as the LMDB table writes it: the series' hash, labels, value or delta, created,
+#: a histogram's bucket counts; and a family's points with its meta and metric hash.
+_Point = tuple[bytes, Labels, float, float, tuple[float, ...]]
+_Keyed = tuple[_Meta, bytes, list[_Point]]
 
 
 class SeriesTable:
@@ -238,8 +243,7 @@ class MemorySeries(SeriesTable):
         if len(rows) < self.limit:
             return 0
         old, _ = rows.popitem(last=False)
-        name, kind, help_text, unit, *_ = meta
-        self._exposed.pop(Family(name, kind, help_text, unit).key(old), None)  # type: ignore[arg-type]
+        self._exposed.pop(series_key(meta[0], meta[3], old), None)
         return 1
 
     def families(self) -> list[Family]:
@@ -323,46 +327,68 @@ class LmdbSeries(SeriesTable):
         self._map = Mapped.attach(path, _NAMES, most=most, subdir=False)
         self._closed = False
         self._hashes: dict[tuple[str, str, Labels], bytes] = {}
+        self._names: dict[str, bytes] = {}
         self._rows: dict[bytes, _RowMeta] = {}  # hash -> decoded row
 
-    def _key(self, family: Family, labels: Labels) -> bytes:
+    def _key(self, name: str, unit: str, labels: Labels) -> bytes:
         hashes = self._hashes
-        h = hashes.get((family.name, family.unit, labels))
+        h = hashes.get((name, unit, labels))
         if h is None:
             if len(hashes) >= _HASHES_KEPT:
                 hashes.clear()
-            h = hashes[family.name, family.unit, labels] = _hash(family.key(labels))
+            h = hashes[name, unit, labels] = _hash(series_key(name, unit, labels))
         return h
 
     def absorb(self, families: Sequence[Family]) -> None:
         """Add counter deltas into their series; set gauges; retire past the limit."""
         if any(family.series for family in families):
-            self._write(families)
+            self._write(self._keyed(families))
 
     def tally(self, families: Sequence[Family]) -> None:
         """Add one payload's counter deltas in one short transaction."""
-        self._write(families)
+        self._write(self._keyed(families))
 
-    def _write(self, families: Sequence[Family]) -> None:
-        """Write every family in one transaction; count and report what was retired."""
-        keyed = [
-            (family, _hash(family.name, 8), [(self._key(family, s.labels), s) for s in points])
-            for family in families
-            for points in (family.series,)
-        ]
+    def count(self, points: Sequence[Point], created: float) -> None:
+        """Add counter increments into their series, in one short transaction."""
+        keyed: list[_Keyed] = []
+        for meta, labels, value in points:
+            h = self._key(meta[0], meta[3], labels)
+            keyed.append((meta, self._name(meta[0]), [(h, labels, value, created, ())]))
+        self._write(keyed)
+
+    def _name(self, name: str) -> bytes:
+        """Return the metric's hash, the prefix of its rows in ``age`` and its ``counts`` key."""
+        h = self._names.get(name)
+        if h is None:
+            if len(self._names) >= _HASHES_KEPT:
+                self._names.clear()
+            h = self._names[name] = _hash(name, 8)
+        return h
+
+    def _keyed(self, families: Sequence[Family]) -> list[_Keyed]:
+        keyed: list[_Keyed] = []
+        for family in families:
+            name, unit = family.name, family.unit
+            points = [
+                (self._key(name, unit, s.labels), s.labels, s.value, s.created, s.buckets)
+                for s in family.series
+            ]
+            keyed.append((_meta(family), self._name(name), points))
+        return keyed
+
+    def _write(self, keyed: list[_Keyed]) -> None:
+        """Write every family's points in one transaction; count and report what was retired."""
 
         def write(txn: lmdb.Transaction) -> dict[str, int]:
             tick = time.time_ns()
             retired: dict[str, int] = {}
-            for family, name, points in keyed:
-                gone = self._put(txn, family, name, points, tick)
+            for meta, name, points in keyed:
+                gone = self._put(txn, meta, name, points, tick)
                 if gone:
-                    retired[family.name] = gone
+                    retired[meta[0]] = gone
             if retired:
-                family = self._retired_family(retired)
-                name = _hash(family.name, 8)
-                points = [(self._key(family, s.labels), s) for s in family.series]
-                self._put(txn, family, name, points, tick)
+                [(meta, name, points)] = self._keyed([self._retired_family(retired)])
+                self._put(txn, meta, name, points, tick)
             return retired
 
         for name, gone in self._map.run(write).items():
@@ -371,32 +397,31 @@ class LmdbSeries(SeriesTable):
     def _put(
         self,
         txn: lmdb.Transaction,
-        family: Family,
+        meta: _Meta,
         name: bytes,
-        points: list[tuple[bytes, Series]],
+        points: list[_Point],
         tick: int,
     ) -> int:
         """Write one family's points in the open transaction; return how many were retired."""
         series, age, counts = self._map.dbs
         added = 0
-        meta = (family.name, family.kind, family.help, family.unit)
-        shape = (family.bounds, family.ttl)
-        for h, point in points:
+        family, kind, help_text, unit, bounds, ttl = meta
+        for h, labels, delta, since, deltas in points:
             old = txn.get(h, db=series)
             if old is None:
-                row = _ENCODE.encode((*meta, point.labels, *shape))
-                head = _pack(point.value, point.created, 0.0, tick, point.buckets)
+                row = _ENCODE.encode((family, kind, help_text, unit, labels, bounds, ttl))
+                head = _pack(delta, since, 0.0, tick, deltas)
                 txn.put(h, head + row, db=series)
                 added += 1
             else:
                 value, created, exposed, touched, buckets, end = _unpack(old)
                 txn.delete(_AGE.pack(name, touched, h), db=age)
-                if family.kind == "gauge":
-                    value = point.value
+                if kind == "gauge":
+                    value = delta
                 else:
-                    value += point.value
+                    value += delta
                     if buckets:
-                        buckets = tuple(a + b for a, b in zip(buckets, point.buckets, strict=True))
+                        buckets = tuple(a + b for a, b in zip(buckets, deltas, strict=True))
                 txn.put(h, _pack(value, created, exposed, tick, buckets) + old[end:], db=series)
             txn.put(_AGE.pack(name, tick, h), b"", db=age)
         if not added:

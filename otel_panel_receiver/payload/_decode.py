@@ -46,11 +46,6 @@ __all__ = ["decode", "load", "validation_error"]
 T = TypeVar("T")
 V = TypeVar("V")
 
-#: Each group remembers at most this many distinct texts (then forgets them all and starts
-#: again), each of at most this many bytes: a bound whatever clients send.
-GROUPS_KEPT: Final = 1024
-GROUP_LONGEST: Final = 2048
-
 # msgspec's Python type names in its messages, and the JSON names a client knows instead.
 _TYPE_NAMES: Final = {
     "int": "integer", "str": "string", "float": "number", "bool": "boolean",
@@ -78,8 +73,8 @@ class _Group(Generic[V]):
         self._type = wire_type
         self._decode = msgspec.json.Decoder(wire_type).decode
         self._convert = convert
-        self.kept: Memo[bytes, V] = Memo(GROUPS_KEPT, GROUP_LONGEST, size=len)
-        self.flat_kept: Memo[bytes, V] = Memo(GROUPS_KEPT, GROUP_LONGEST, size=len)
+        self.kept: Memo[bytes, V] = Memo(size=len)  # bounded: see memo.py
+        self.flat_kept: Memo[bytes, V] = Memo(size=len)
 
     def __call__(self, raw: msgspec.Raw) -> V:
         text = bytes(raw)
@@ -107,7 +102,7 @@ _VARIABLES: Final = _Group("variables", list[_wire.Variable] | None, to_variable
 _GROUP_NAMES: Final = ("options", "host", "dashboard", "user", "variables")
 _LEGACY: Final = frozenset({"environment", "context"})
 #: The first segment of each flat key seen (the panel sends the same few dozen keys).
-_HEADS: Final[Memo[str, str]] = Memo(4096, 256, size=len)
+_HEADS: Final[Memo[str, str]] = Memo(largest=256, size=len)
 #: The groups a flattened payload may still carry whole: null, or empty as flat keeps them.
 _WHOLE: Final[dict[str, object]] = {"options": {}, "host": {}, "dashboard": {}, "user": {},
                                     "variables": [], "timeRange": {}}  # fmt: skip
