@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import threading
@@ -198,11 +199,25 @@ def _recording(
     return lambda: work
 
 
-def _service_recorder(settings: Settings, devnull: IO[str]) -> Recorder:
-    """Return the recorder the service builds for ``settings``, its log lines to ``devnull``."""
-    return create_app(
-        settings, telemetry=build_telemetry(settings, stream=devnull)
-    ).receiver.recorder
+def _service_recorder(
+    settings: Settings, devnull: IO[str], closing: contextlib.ExitStack
+) -> Recorder:
+    """Return the recorder the service builds for ``settings``, its log lines to ``devnull``.
+
+    Its app and telemetry are closed with ``closing``: left open, their threads (the table's
+    collection every second) would go on taking CPU from the sections measured after this one.
+    """
+    telemetry = build_telemetry(settings, stream=devnull)
+    app = create_app(settings, telemetry=telemetry)
+    closing.callback(telemetry.shutdown)
+    closing.callback(app.close)
+    return app.receiver.recorder
+
+
+def _sdk_meter_provider(settings: Settings, closing: contextlib.ExitStack) -> Any:
+    telemetry = build_telemetry(settings)
+    closing.callback(telemetry.shutdown)
+    return telemetry.meter_provider
 
 
 def _handling(recorder: Recorder, bodies: Sequence[bytes]) -> Callable[[], Work]:
@@ -218,7 +233,9 @@ def _handling(recorder: Recorder, bodies: Sequence[bytes]) -> Callable[[], Work]
     return prepare
 
 
-def _measure(bodies: Sequence[bytes], repeats: int, devnull: IO[str]) -> dict[str, float]:
+def _measure(
+    bodies: Sequence[bytes], repeats: int, devnull: IO[str], closing: contextlib.ExitStack
+) -> dict[str, float]:
     now = int(time.time())
     events = [decode(b, now=now) for b in bodies]
     updater = _fresh_receiver(_NoRecorder())
@@ -226,10 +243,11 @@ def _measure(bodies: Sequence[bytes], repeats: int, devnull: IO[str]) -> dict[st
     updates = [(e, updater.handle_event(e), session_key(e)) for e in events]
     silent = Settings(disable_session_log=True)
     # The SDK's counters, with and without the log through the SDK: the path before 3ae6d59.
-    sdk_counting = Recorder(build_telemetry(silent).meter_provider, None, session_log=False)
+    sdk_counting = Recorder(_sdk_meter_provider(silent, closing), None, session_log=False)
     sdk = _sdk_logger_provider(devnull)
-    counting_sdk = Recorder(build_telemetry(silent).meter_provider, sdk)
-    whole_sdk = Recorder(build_telemetry(silent).meter_provider, sdk)
+    closing.callback(sdk.shutdown)
+    counting_sdk = Recorder(_sdk_meter_provider(silent, closing), sdk)
+    whole_sdk = Recorder(_sdk_meter_provider(silent, closing), sdk)
     flat = [msgspec.json.decode(b) for b in bodies if b"options.flatten" in b]
     steps = {
         "unflatten": _unflattening(flat, unflatten),
@@ -237,12 +255,12 @@ def _measure(bodies: Sequence[bytes], repeats: int, devnull: IO[str]) -> dict[st
         "decode": _decoding(bodies, now),
         "decode, typed path": _decoding(bodies, now, typed_decode),
         "session": _updating(events),
-        "counters": _recording(_service_recorder(silent, devnull), updates),
-        "counters+log": _recording(_service_recorder(Settings(), devnull), updates),
+        "counters": _recording(_service_recorder(silent, devnull, closing), updates),
+        "counters+log": _recording(_service_recorder(Settings(), devnull, closing), updates),
         "sdk counters": _recording(sdk_counting, updates),
         "sdk counters+sdk log": _recording(counting_sdk, updates),
-        "whole, logged": _handling(_service_recorder(Settings(), devnull), bodies),
-        "whole, silent": _handling(_service_recorder(silent, devnull), bodies),
+        "whole, logged": _handling(_service_recorder(Settings(), devnull, closing), bodies),
+        "whole, silent": _handling(_service_recorder(silent, devnull, closing), bodies),
         "whole, sdk log": _handling(whole_sdk, bodies),
     }
     counts = {"unflatten": len(flat), "unflatten, two passes": len(flat)}
@@ -256,8 +274,8 @@ def run(plan: Plan) -> list[Table]:
     """Time each step on the same rotating mix the HTTP benchmark posts."""
     mix = build_mix()
     bodies = mix.bodies(plan.pipeline_payloads)
-    with open(os.devnull, "w", encoding="utf-8") as devnull:
-        us = _measure(bodies, plan.pipeline_repeats, devnull)
+    with open(os.devnull, "w", encoding="utf-8") as devnull, contextlib.ExitStack() as closing:
+        us = _measure(bodies, plan.pipeline_repeats, devnull, closing)
         stores = store_pipeline.run(plan, bodies, devnull)
     log = us["counters+log"] - us["counters"]
     sdk_log = us["sdk counters+sdk log"] - us["sdk counters"]

@@ -11,7 +11,7 @@ from benchmarks import targets
 from benchmarks.payloads import labelled_pair
 from benchmarks.plan import Plan
 from benchmarks.report import Table
-from otel_panel_receiver import Settings, build_telemetry, create_app
+from otel_panel_receiver import Settings, Telemetry, build_telemetry, create_app
 from otel_panel_receiver.app import ReceiverApp
 
 __all__ = ["run"]
@@ -27,15 +27,18 @@ FORMATS = (
 )
 
 
-def _app_with_series(series: int) -> ReceiverApp:
-    """Return a receiver app whose two session counters hold ``series`` series in all."""
+def _app_with_series(series: int) -> tuple[ReceiverApp, Telemetry]:
+    """Return a receiver app whose two session counters hold ``series`` series in all, and
+    its telemetry (``app.close()`` leaves a telemetry it was given open: shut it down too, or
+    its table's collection every second takes CPU from the sections measured later)."""
     settings = Settings(disable_session_log=True)
-    app = create_app(settings, telemetry=build_telemetry(settings))
+    telemetry = build_telemetry(settings)
+    app = create_app(settings, telemetry=telemetry)
     for k in range(series // 2):  # a start and a heartbeat: one series in each counter
         start, heartbeat = labelled_pair(k)
         app.receiver.handle(start)
         app.receiver.handle(heartbeat)
-    return app
+    return app, telemetry
 
 
 def _scrape(
@@ -58,7 +61,7 @@ def run(plan: Plan) -> list[Table]:
         ("series", "format", "median ms", "max ms", "size KiB", "target", "met"),
     )
     for series in plan.scrape_series:
-        app = _app_with_series(series)
+        app, telemetry = _app_with_series(series)
         client = falcon.testing.TestClient(app)
         for name, accept in FORMATS:
             latencies, text = _scrape(client, accept, plan.scrape_repeats)
@@ -84,6 +87,7 @@ def run(plan: Plan) -> list[Table]:
                 verdict,
             )
         app.close()
+        telemetry.shutdown()
     table.notes.append(
         f"series = samples of the two session counters (half grafana_analytics_sessions_total, "
         f"half ..._duration_seconds_total), each its own label set L; median and max of "

@@ -61,8 +61,8 @@ def _put(state: int, old: int | None) -> tuple[int, None]:
 def _states(events: Sequence[PanelEvent]) -> list[tuple[int, _Put]]:
     """Return each event's session key and an update that stores the state the rules give."""
     store = MemorySessionStore(max_size=0, idle_ttl=0)
-    silent = Settings(disable_session_log=True)
-    receiver = Receiver(store, Recorder(build_telemetry(silent).meter_provider, session_log=False))
+    telemetry = build_telemetry(Settings(disable_session_log=True))
+    receiver = Receiver(store, Recorder(telemetry.meter_provider, session_log=False))
     out: list[tuple[int, _Put]] = []
     for event in events:
         receiver.handle_event(event)
@@ -70,6 +70,7 @@ def _states(events: Sequence[PanelEvent]) -> list[tuple[int, _Put]]:
         state = store.get(key)
         assert state is not None
         out.append((key, functools.partial(_put, state)))
+    telemetry.shutdown()  # its threads would take CPU from the sections measured later
     return out
 
 
