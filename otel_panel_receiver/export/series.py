@@ -63,6 +63,7 @@ from otel_panel_receiver.export.exposition import (
     labels_of,
     series_key,
 )
+from otel_panel_receiver.memo import Memo
 from otel_panel_receiver.stores.lmdb import Mapped
 from otel_panel_receiver.throttle import Throttle
 
@@ -327,7 +328,7 @@ class LmdbSeries(SeriesTable):
         self._map = Mapped.attach(path, _NAMES, most=most, subdir=False)
         self._closed = False
         self._hashes: dict[tuple[str, str, Labels], bytes] = {}
-        self._names: dict[str, bytes] = {}
+        self._names: Memo[str, bytes] = Memo(size=len)  # metric hashes: a few dozen names
         self._rows: dict[bytes, _RowMeta] = {}  # hash -> decoded row
 
     def _key(self, name: str, unit: str, labels: Labels) -> bytes:
@@ -359,11 +360,7 @@ class LmdbSeries(SeriesTable):
     def _name(self, name: str) -> bytes:
         """Return the metric's hash, the prefix of its rows in ``age`` and its ``counts`` key."""
         h = self._names.get(name)
-        if h is None:
-            if len(self._names) >= _HASHES_KEPT:
-                self._names.clear()
-            h = self._names[name] = _hash(name, 8)
-        return h
+        return self._names.put(name, _hash(name, 8)) if h is None else h
 
     def _keyed(self, families: Sequence[Family]) -> list[_Keyed]:
         keyed: list[_Keyed] = []

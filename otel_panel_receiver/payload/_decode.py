@@ -1,13 +1,14 @@
 """Decode one request body into a :class:`PanelEvent`.
 
-The fast path reads a payload as an :class:`~._wire.Envelope`: its scalars typed, its
-repeating groups (options, host, dashboard, user, variables) as raw JSON text. A viewer's
-payloads repeat those groups byte for byte, so each distinct text is decoded and converted
-once and its frozen model value remembered (:class:`_Group`, bounded): a heartbeat then costs
-the envelope and five lookups. A payload whose groups are flattened (the panel's ``flatten``
-option) or missing is decoded to plain JSON values, its flat keys sorted into their groups by
-their first segment, and each group remembered by the JSON text of its flat keys and values.
-Equal texts give equal values, so the event is the one the typed path below would build.
+The fast path reads a payload as an :class:`~._wire.Envelope`: its scalars typed, its repeating
+groups (options, host, dashboard, user, variables) as raw JSON text. A viewer's payloads repeat
+those groups byte for byte, so each distinct text is decoded and converted once and its frozen
+model value remembered (:class:`_Group`, bounded): a heartbeat then costs the envelope and five
+lookups. A payload whose groups are flattened (the panel's ``flatten`` option) or missing is
+decoded to plain JSON values, its flat keys sorted into their groups by their first segment
+(from the path ``unflatten`` remembers of each key), and each group remembered by the JSON text
+of its flat keys and values. Equal texts give equal values, so the event is the one the typed
+path below would build.
 
 The typed path takes the rest: 1.x payloads, groups sent whole in a flattened body, and any
 body the fast path finds wrong, so that its error is named as it always was. It is a typed
@@ -39,7 +40,7 @@ from otel_panel_receiver.payload._convert import (
     to_user,
     to_variables,
 )
-from otel_panel_receiver.payload._flat import unflatten
+from otel_panel_receiver.payload._flat import _PATHS, path_of, unflatten
 
 __all__ = ["decode", "load", "validation_error"]
 
@@ -101,8 +102,6 @@ _USER: Final = _Group("user", _wire.User | None, to_user)
 _VARIABLES: Final = _Group("variables", list[_wire.Variable] | None, to_variables)
 _GROUP_NAMES: Final = ("options", "host", "dashboard", "user", "variables")
 _LEGACY: Final = frozenset({"environment", "context"})
-#: The first segment of each flat key seen (the panel sends the same few dozen keys).
-_HEADS: Final[Memo[str, str]] = Memo(largest=256, size=len)
 #: The groups a flattened payload may still carry whole: null, or empty as flat keeps them.
 _WHOLE: Final[dict[str, object]] = {"options": {}, "host": {}, "dashboard": {}, "user": {},
                                     "variables": [], "timeRange": {}}  # fmt: skip
@@ -161,11 +160,12 @@ def _flattened(body: bytes, now: int) -> PanelEvent | None:
     groups: dict[str, list[tuple[str, Any]]] = {name: [] for name in _GROUP_NAMES}
     rest: dict[str, Any] = {}
     dotted = False
-    heads = _HEADS
+    known = _PATHS.get  # bound once, as in unflatten
     for key, value in document.items():
-        head = heads.get(key)
-        if head is None:
-            head = heads.put(key, key.partition(".")[0])
+        path = known(key)
+        if path is None:
+            path = path_of(key)
+        head = path[3]
         dot = len(head) < len(key)
         if head in _LEGACY:
             return None

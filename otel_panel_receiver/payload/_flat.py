@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-__all__ = ["unflatten"]
+from otel_panel_receiver.memo import Memo
 
-#: A dotted key's parents (each with whether it is a list index) and its leaf, likewise.
-_Path = tuple[tuple[tuple[str, bool], ...], str, bool]
+__all__ = ["path_of", "unflatten"]
+
+#: A dotted key's parents (each with whether it is a list index), its leaf, likewise, and its
+#: first segment (the group of a flattened payload it belongs to).
+Path = tuple[tuple[tuple[str, bool], ...], str, bool, str]
 #: The paths of keys seen: the panel sends the same few dozen keys again and again. Bounded
 #: (keys of at most 256 characters, 4,096 of them, emptied when full): a client chooses them.
-_PATHS: dict[str, _Path] = {}
-_PATHS_KEPT: Final = 4096
-_PATH_LONGEST: Final = 256
+_PATHS: Final[Memo[str, Path]] = Memo(kept=4096, largest=256, size=len)
 
 
 def unflatten(flat: dict[str, Any]) -> Any:
@@ -32,14 +33,14 @@ def unflatten(flat: dict[str, Any]) -> Any:
     # The objects made here whose keys are all indices so far: id -> (object, parent, key).
     listed = {id(root): (root, top, "")}
     objects = False  # a JSON object among the values
-    paths = _PATHS
+    known = _PATHS.get  # bound once: a method looked up on the memory per key costs more
     for key, value in flat.items():
         if type(value) is dict:
             objects = True
-        path = paths.get(key)
+        path = known(key)
         if path is None:
-            path = _path(key)
-        parents, leaf, leaf_index = path
+            path = path_of(key)
+        parents, leaf, leaf_index, _ = path
         node = root
         for part, index in parents:
             child = node.get(part)
@@ -63,13 +64,20 @@ def unflatten(flat: dict[str, Any]) -> Any:
     return top[""]
 
 
-def _path(key: str) -> _Path:
-    *parents, leaf = key.split(".")
-    path = (tuple((part, _is_index(part)) for part in parents), leaf, _is_index(leaf))
-    if len(key) <= _PATH_LONGEST:
-        if len(_PATHS) >= _PATHS_KEPT:
-            _PATHS.clear()
-        _PATHS[key] = path
+def path_of(key: str) -> Path:
+    """Return the path of a flat key (remembered, see ``_PATHS``)."""
+    path = _PATHS.get(key)
+    if path is None:
+        *parents, leaf = key.split(".")
+        path = _PATHS.put(
+            key,
+            (
+                tuple((part, _is_index(part)) for part in parents),
+                leaf,
+                _is_index(leaf),
+                parents[0] if parents else leaf,
+            ),
+        )
     return path
 
 
