@@ -55,8 +55,8 @@ class MemorySessionStore(Bounded):
 
     def apply(self, key: int, fn: Update[R]) -> R:
         """Run ``fn`` on the session's packed state and store the result, under the lock."""
-        now = int(self._clock() - self._epoch) & _TOUCH_MASK
-        if now >= self._next_sweep and self._sweep_due(now):
+        now = self._now()
+        if self._sweep_due(now):
             self.sweep()
         with self._lock:
             entry = self._sessions.pop(key, None)
@@ -74,8 +74,7 @@ class MemorySessionStore(Bounded):
                 victims = list(itertools.islice(self._sessions, self.batch))
                 self._bury(victims)
                 dropped = self._take(iter(victims))
-        if dropped:
-            self._dropped(dropped, idle=False)
+        self._dropped(dropped, idle=False)
         return result
 
     def _unearth(self, key: int, now: int) -> int | None:
