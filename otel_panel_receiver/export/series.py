@@ -204,13 +204,9 @@ class MemorySeries(SeriesTable):
         rows = self._rows(meta)
         retired = 0
         for series in family.series:
-            row = rows.pop(series.labels, None)
-            if row is None:
-                retired += self._make_room(rows, meta)
-                row = _Row(0.0, series.created, now)
+            row, gone = self._row(rows, meta, series.labels, series.created, now)
             row.add(family.kind, series)
-            row.touched = now
-            rows[series.labels] = row  # the most recently updated at the end
+            retired += gone
         return retired
 
     def count(self, points: Sequence[Point], created: float) -> None:
@@ -219,15 +215,10 @@ class MemorySeries(SeriesTable):
         now = self._clock()
         with self._lock:
             for meta, labels, value in points:
-                rows = self._rows(meta)
-                row = rows.pop(labels, None)
-                if row is None:
-                    if self._make_room(rows, meta):
-                        retired[meta[0]] = retired.get(meta[0], 0) + 1
-                    row = _Row(0.0, created, now)
+                row, gone = self._row(self._rows(meta), meta, labels, created, now)
                 row.value += value
-                row.touched = now
-                rows[labels] = row
+                if gone:
+                    retired[meta[0]] = retired.get(meta[0], 0) + gone
             if retired:
                 self._absorb(self._retired_family(retired), now)
         for name, gone in retired.items():
@@ -239,13 +230,28 @@ class MemorySeries(SeriesTable):
             rows = self._tables[meta] = OrderedDict()
         return rows
 
-    def _make_room(self, rows: OrderedDict[Labels, _Row], meta: _Meta) -> int:
-        """Retire the least recently updated series if a new one would pass the limit."""
-        if len(rows) < self.limit:
-            return 0
-        old, _ = rows.popitem(last=False)
-        self._exposed.pop(series_key(meta[0], meta[3], old), None)
-        return 1
+    def _row(
+        self,
+        rows: OrderedDict[Labels, _Row],
+        meta: _Meta,
+        labels: Labels,
+        created: float,
+        now: float,
+    ) -> tuple[_Row, int]:
+        """Return the series' row, touched now and moved to the most recent end (under the
+        lock), and how many series a new one retired: the least recently updated, past the
+        limit."""
+        retired = 0
+        row = rows.pop(labels, None)
+        if row is None:
+            if len(rows) >= self.limit:
+                old, _ = rows.popitem(last=False)
+                self._exposed.pop(series_key(meta[0], meta[3], old), None)
+                retired = 1
+            row = _Row(0.0, created, now)
+        row.touched = now
+        rows[labels] = row
+        return row, retired
 
     def families(self) -> list[Family]:
         """Return every series now (a gauge's not set for its ``ttl`` forgotten)."""
