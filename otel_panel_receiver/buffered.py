@@ -150,24 +150,33 @@ class BufferedRSGI:
         """Answer one request."""
         if scope.proto != "http":
             return
-        headers = scope.headers
-        announced = ", ".join(headers.get_all("content-length"))
-        if not (announced.isascii() and announced.isdigit()):
-            announced = ""  # none, or not a length: the body is read up to the limit
-        body = await self._read(proto, announced)
-        if body is None:
-            return  # the client went away: nobody to answer
-        direct = self._direct.get(scope.path) if announced and scope.method == "POST" else None
-        answer: Callable[[], Answer]
-        if direct is not None:
-            answer = functools.partial(direct, scope, body, int(announced))
+        announced = ", ".join(scope.headers.get_all("content-length"))
+        # -1: none, or not a length (two that differ, a sign): the body is read up to the limit.
+        length = int(announced) if announced.isascii() and announced.isdigit() else -1
+        # The body is read here, not in a coroutine of its own: a request then costs one
+        # coroutine, not three (measured: about 2 µs of the loop's CPU per request).
+        deadlines = self._deadlines
+        task = deadlines.enter()
+        try:
+            if length > self._max_body:
+                body: io.RawIOBase | io.BytesIO = io.BytesIO()  # refused from the length alone
+            elif length >= 0:  # known and within the limit: read at once
+                data = await proto()
+                if len(data) < length:
+                    raise ConnectionError(f"body cut short: {len(data)} of {length} bytes")
+                body = io.BytesIO(data)
+            else:
+                body = await self._chunks(proto)
+        except (asyncio.CancelledError, Exception) as exc:
+            failed = self._failed(exc, task)
+            if failed is None:
+                return  # the client went away: nobody to answer
+            body = failed
         else:
-            environ = _environ(scope)
-            environ["wsgi.input"] = body
-            chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == _CHUNKED
-            if not (announced or chunked) and isinstance(body, io.BytesIO):
-                environ["CONTENT_LENGTH"] = str(len(body.getbuffer()))  # what was read
-            answer = functools.partial(_run, self._app, environ)
+            if deadlines.leave(task):  # cancelled just as it arrived: it arrived, so go on
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0)  # the cancellation lands here, not further on
+        answer = self._answer(scope, body, length)
         if self._pool is None or scope.path in self._inline:
             status, headers_out, content = answer()
         else:
@@ -175,37 +184,32 @@ class BufferedRSGI:
             status, headers_out, content = await loop.run_in_executor(self._pool, answer)
         proto.response_bytes(status, headers_out, content)
 
-    async def _read(self, proto: Any, announced: str) -> io.RawIOBase | io.BytesIO | None:
-        """Return the body read within the deadline, one that raises why not, or ``None``."""
-        deadlines = self._deadlines
-        task = deadlines.enter()
-        try:
-            body = await self._body(proto, announced)
-        except asyncio.CancelledError:
-            if not deadlines.leave(task):
-                raise  # not for its deadline: granian's, or the worker stopping
+    def _answer(self, scope: _Scope, body: Any, length: int) -> Callable[[], Answer]:
+        """Return the call that answers the request: its direct handler, or the WSGI app."""
+        direct = self._direct.get(scope.path) if length >= 0 and scope.method == "POST" else None
+        if direct is not None:
+            return functools.partial(direct, scope, body, length)
+        return functools.partial(_run, self._app, _environ(scope, body, length))
+
+    def _failed(
+        self, exc: asyncio.CancelledError | Exception, task: asyncio.Task[Any]
+    ) -> io.RawIOBase | None:
+        """Return what the app gets for a read that raised ``exc``: a body that raises why,
+        or ``None`` when the client went away; re-raise a cancellation that is not the
+        deadline's (granian's own, or the worker stopping)."""
+        if isinstance(exc, asyncio.CancelledError):
+            if not self._deadlines.leave(task):
+                raise exc
             return UnreadableBody(
                 TimeoutError(f"the body did not arrive within {self._timeout:g} s")
             )
-        except Exception as exc:  # granian's protocol errors: a bad chunk, a body cut short
-            deadlines.leave(task)
-            if type(exc).__name__ == "RSGIProtocolClosed":
-                return None
-            return UnreadableBody(exc)
-        if deadlines.leave(task):  # cancelled just as it arrived: it arrived, so go on
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(0)  # the cancellation lands here, not further on
-        return body
+        self._deadlines.leave(task)  # granian's protocol errors: a bad chunk, a body cut short
+        if type(exc).__name__ == "RSGIProtocolClosed":
+            return None
+        return UnreadableBody(exc)
 
-    async def _body(self, proto: Any, announced: str) -> io.BytesIO:
-        """Read the body, up to one byte past the limit (enough for the app to refuse it)."""
-        if announced:
-            if int(announced) > self._max_body:
-                return io.BytesIO()  # the app refuses it from the length alone
-            body = await proto()  # the length is known and within the limit: read at once
-            if len(body) < int(announced):
-                raise ConnectionError(f"body cut short: {len(body)} of {announced} bytes")
-            return io.BytesIO(body)
+    async def _chunks(self, proto: Any) -> io.BytesIO:
+        """Read a body of unknown length, up to one byte past the limit (enough to refuse it)."""
         chunks: list[bytes] = []
         size = 0
         async for chunk in proto:
@@ -226,7 +230,7 @@ class BufferedRSGI:
             self._close()
 
 
-def _environ(scope: _Scope) -> dict[str, Any]:
+def _environ(scope: _Scope, body: io.RawIOBase | io.BytesIO, length: int) -> dict[str, Any]:
     host, _, port = scope.server.rpartition(":")
     environ: dict[str, Any] = {
         "REQUEST_METHOD": scope.method,
@@ -239,6 +243,7 @@ def _environ(scope: _Scope) -> dict[str, Any]:
         "REMOTE_ADDR": scope.client.rpartition(":")[0].strip("[]"),
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scope.scheme,
+        "wsgi.input": body,
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,
         "wsgi.multiprocess": True,
@@ -252,6 +257,9 @@ def _environ(scope: _Scope) -> dict[str, Any]:
             environ[key] = value
         else:
             environ[f"HTTP_{key}"] = value
+    chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == _CHUNKED
+    if length < 0 and not chunked and isinstance(body, io.BytesIO):
+        environ["CONTENT_LENGTH"] = str(len(body.getbuffer()))  # what was read
     return environ
 
 

@@ -1,8 +1,10 @@
 """The RSGI front's body reads: one timer keeps every read's deadline (``buffered.Deadlines``).
 
-The reads are driven on a real asyncio loop with a stand-in for granian's protocol object (an
-awaitable call that returns the body); the real granian is exercised by the end-to-end tests of
-the command (``tests/e2e/test_hostile.py``: a body that never arrives is answered 408).
+Requests are driven through the front on a real asyncio loop with stand-ins for granian's scope
+and protocol object (an awaitable call that returns the body, and ``response_bytes``), the app
+a direct handler that keeps the body it was given; the real granian is exercised by the
+end-to-end tests of the command (``tests/e2e/test_hostile.py``: a body that never arrives is
+answered 408).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Proto:
 
     def __init__(self, body: bytes, delay: float | None) -> None:
         self.body, self.delay = body, delay
+        self.answers: list[int] = []
 
     async def __call__(self) -> bytes:
         if self.delay is None:
@@ -30,9 +33,54 @@ class Proto:
             await asyncio.sleep(self.delay)
         return self.body
 
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.answers.append(status)
 
-def front(timeout: float) -> BufferedRSGI:
-    return BufferedRSGI(lambda environ, start: [], max_body=1000, timeout=timeout)
+
+class Headers:
+    """granian's RSGI headers: ``get_all`` of a lower-case name."""
+
+    def __init__(self, **headers: str) -> None:
+        self._headers = {k.replace("_", "-"): v for k, v in headers.items()}
+
+    def get_all(self, name: str) -> list[str]:
+        return [self._headers[name]] if name in self._headers else []
+
+
+class Scope:
+    """granian's RSGI scope of a ``POST /write`` announcing ``length`` bytes."""
+
+    proto, method, path, query_string = "http", "POST", "/write", ""
+    client, server, scheme, http_version = "192.0.2.1:40000", "127.0.0.1:8080", "http", "1.1"
+
+    def __init__(self, length: int) -> None:
+        self.headers = Headers(content_length=str(length))
+
+
+class Front:
+    """The front around a direct ``/write`` handler that keeps each body it is given."""
+
+    def __init__(self, timeout: float) -> None:
+        self.bodies: list[Any] = []
+        self.app = BufferedRSGI(
+            lambda environ, start: [], max_body=1000, timeout=timeout,
+            direct={"/write": self._keep},
+        )  # fmt: skip
+        self._deadlines = self.app._deadlines
+
+    def _keep(self, scope: Any, body: Any, length: int) -> tuple[int, list[Any], bytes]:
+        self.bodies.append(body)
+        return 201, [], b""
+
+    async def _read(self, proto: Proto, length: str) -> Any:
+        """Send one request through the front; return the body its handler was given."""
+        await self.app(Scope(int(length)), proto)  # type: ignore[arg-type]
+        assert proto.answers == [201]
+        return self.bodies[-1]
+
+
+def front(timeout: float) -> Front:
+    return Front(timeout)
 
 
 def test_a_body_that_never_arrives_is_unreadable_once_its_deadline_passes() -> None:
@@ -91,7 +139,7 @@ def test_a_cancellation_that_is_not_the_deadlines_goes_through() -> None:
 def test_a_body_that_arrives_as_its_deadline_passes_is_read_and_the_request_goes_on() -> None:
     app = front(0.0)  # every deadline has passed by the first check
 
-    class JustInTime:
+    class JustInTime(Proto):
         """The body is there, and the deadline check cancels the task before it resumes."""
 
         async def __call__(self) -> bytes:
@@ -99,7 +147,7 @@ def test_a_body_that_arrives_as_its_deadline_passes_is_read_and_the_request_goes
             return b"body"
 
     async def main() -> tuple[Any, str]:
-        body = await app._read(JustInTime(), "4")
+        body = await app._read(JustInTime(b"body", 0), "4")
         await asyncio.sleep(0.01)  # no cancellation left over for the rest of the request
         return body, "went on"
 
