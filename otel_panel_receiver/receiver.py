@@ -27,8 +27,8 @@ class Receiver:
     With ``outcomes``, every payload is counted as accepted or refused (and a refusal logged,
     rate limited). With ``usage``, each payload's dashboard goes to the usage ledger (the
     answers of ``usage.py``). ``recorded`` is called after each payload is recorded, before it is
-    answered: the telemetry's hand-off (``SeriesReader.recorded``), which puts its counts
-    where a scrape reads them when several workers share them.
+    answered: the telemetry's hook (``SeriesReader.recorded``, where the counters go through
+    the SDK), which collects early enough that a burst of label sets never overflows the SDK.
 
     One outcome per payload: recorded in full (store, counters, log) and returned, or not
     recorded at all and raised (:class:`PayloadError`, or :class:`StoreUnavailable` when the

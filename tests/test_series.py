@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import multiprocessing
 import time
 from multiprocessing.synchronize import Barrier
@@ -28,8 +30,13 @@ from otel_panel_receiver.receiver import Receiver
 from otel_panel_receiver.recorder import Recorder
 from otel_panel_receiver.stores import MemorySessionStore
 from otel_panel_receiver.testing import sample_payload
+from tests.support.otlp_sink import OtlpSink
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from otel_panel_receiver.app import ReceiverApp
+    from otel_panel_receiver.testing import MemoryTelemetry
     from tests.conftest import AppFactory
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -216,19 +223,43 @@ def flood_body(i: int) -> bytes:
     )
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("workers", "otlp"), [(1, False), (2, False), (1, True)])
 def test_a_burst_of_new_label_sets_between_two_collections_never_overflows_the_sdk(
-    make_app: AppFactory, tmp_path: Path, workers: int
+    make_app: AppFactory, tmp_path: Path, workers: int, otlp: bool
 ) -> None:
     # No timed collection happens during the test (interval 1 h): 30 new label sets arrive
-    # where the SDK keeps 10 between collections, then a real dashboard. Without the early
-    # collections, the real one would fold into otel_metric_overflow and vanish.
+    # where the SDK keeps 10 between collections, then a real dashboard. The payload counters
+    # reach the table straight from the recorder, so the SDK's bound never applies to them,
+    # even where an OTLP reader has them recorded in the SDK too.
     settings = Settings(
         metric_cardinality_limit=10, multiproc_export_interval=3600, new_series_delay=0,
         disable_session_log=True,
         prometheus_multiproc_dir=str(tmp_path) if workers > 1 else "",
     )  # fmt: skip
-    app = make_app(settings)
+    with contextlib.ExitStack() as stack:
+        if otlp:
+            sink = stack.enter_context(OtlpSink())
+            settings = dataclasses.replace(settings, otlp_endpoint=sink.url)
+        burst(make_app(settings))
+
+
+def test_a_burst_recorded_in_the_sdk_alone_is_collected_before_it_overflows(
+    make_app: AppFactory, make_telemetry: Callable[[Settings], MemoryTelemetry]
+) -> None:
+    # Telemetry without the table's tally (the in-memory one of otel_panel_receiver.testing,
+    # or an embedder's own): the counters reach the table through the SDK, and the receiver's
+    # hook (SeriesReader.recorded) collects every limit // 2 payloads, before the SDK folds a
+    # real label set into otel_metric_overflow.
+    settings = Settings(
+        metric_cardinality_limit=10, multiproc_export_interval=3600, new_series_delay=0,
+        disable_session_log=True,
+    )  # fmt: skip
+    telemetry = make_telemetry(settings)
+    assert telemetry.tally is None and telemetry.recorded is not None
+    burst(make_app(settings, telemetry=telemetry))
+
+
+def burst(app: ReceiverApp) -> None:
     for i in range(30):
         app.receiver.handle(flood_body(i))
     app.receiver.handle(sample_payload("v2-start.json"))

@@ -231,7 +231,10 @@ def build_telemetry(
         _logger_provider(settings, environ, resource, stream, healths),
         exposition,
         _tracer_provider(settings, environ, resource, stream, healths),
-        recorded=series.recorded,
+        # No early collections (SeriesReader.recorded): the payload counters reach the table by
+        # the tally, and their SDK points (recorded for an OTLP reader) are left out of the
+        # series reader's collections, so a burst folded into its overflow point shows nowhere.
+        recorded=None,
         tally=series.tally,
         sdk_counters=otlp_metrics is not None,
         put=series.put,

@@ -3,10 +3,13 @@
 The SDK hands the :class:`SeriesReader` **deltas** once a second (and at every scrape); with
 delta temporality its own storage empties at each collection, so it never holds more than one
 interval's label sets. A flood can bring more new label sets in one interval than the SDK keeps
-(``limit`` per metric, past which it folds them into one ``otel_metric_overflow`` point), so the
-reader also collects at once, in the recording thread, after every ``limit // 2`` recorded
-payloads (:meth:`SeriesReader.recorded`): a payload adds at most one label set to each metric,
-so the SDK's storage never reaches its limit and no real label set is folded away.
+(``limit`` per metric, past which it folds them into one ``otel_metric_overflow`` point). Where
+the payload counters reach the table through the SDK (telemetry without the tally below, such
+as ``otel_panel_receiver.testing``'s), the receiver has the reader collect at once, in the
+recording thread, after every ``limit // 2`` recorded payloads (:meth:`SeriesReader.recorded`):
+a payload adds at most one label set to each metric, so the SDK's storage never reaches its
+limit and no real label set is folded away. The service's counters come by the tally, and it
+makes no early collections.
 
 The reader adds the deltas into a table of cumulative series: in memory for one process
 (:class:`MemorySeries`), in an LMDB file shared by the worker processes of a host
