@@ -14,10 +14,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, ParamSpec, TypeVar
 
 from otel_panel_receiver.errors import StoreUnavailable
 from otel_panel_receiver.stores._protocol import R, SessionStore, Update
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 __all__ = ["RETRY_AFTER", "GuardedStore"]
 
@@ -112,10 +115,13 @@ class GuardedStore:
             extra={"fields": {"was": reason, "refused_meanwhile": refused}},
         )
 
-    def _call(self, call: Callable[[], R]) -> R:
-        self._admit()
+    def _call(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        # The store's method itself, not a lambda around it, and the state read here: this
+        # runs for every payload (once more for a start), and a healthy store costs two reads.
+        if self.down:
+            self._admit()
         try:
-            result = call()
+            result = call(*args, **kwargs)
         except StoreUnavailable as exc:
             self._failed(exc)
             raise
@@ -123,24 +129,25 @@ class GuardedStore:
             with self._lock:
                 self._probing = False  # not the backend's fault: let the next call probe
             raise
-        self._succeeded()
+        if self.down:
+            self._succeeded()
         return result
 
     def apply(self, key: int, fn: Update[R]) -> R:
         """Run the store's ``apply``, unless it failed within the last ``retry_after`` s."""
-        return self._call(lambda: self.store.apply(key, fn))
+        return self._call(self.store.apply, key, fn)
 
     def get(self, key: int) -> int | None:
         """Return the session's packed state, or ``None``."""
-        return self._call(lambda: self.store.get(key))
+        return self._call(self.store.get, key)
 
     def secret(self, name: str, ttl: float) -> bytes:
         """Return the store's secret under ``name``."""
-        return self._call(lambda: self.store.secret(name, ttl))
+        return self._call(self.store.secret, name, ttl)
 
     def mark(self, key: int, ttl: float) -> bool:
         """Record ``key``; return whether it was new."""
-        return self._call(lambda: self.store.mark(key, ttl))
+        return self._call(self.store.mark, key, ttl)
 
     def ping(self) -> None:
         """Check that the store can take a write now; raise :class:`StoreUnavailable` if not."""
