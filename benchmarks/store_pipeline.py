@@ -255,6 +255,10 @@ def _run(
         "store's own cost, without decoding, the session rules or the counters. "
         '"2+ workers": the recorders of one worker among several, which put each '
         "payload's counts in the workers' shared table of series (one more LMDB "
-        "transaction) before the payload is answered, so that kill -9 loses no answered count."
+        "transaction) before the payload is answered, so that kill -9 loses no answered count. "
+        "Receiver.handle here is the receiver around the service's recorder and the store "
+        "alone: without the usage ledger, the viewers' first-visit marks and the outcome "
+        "counts, which the whole rows of the table above include: here the session stores "
+        "are compared alone."
     )
     return table
