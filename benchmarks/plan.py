@@ -32,6 +32,9 @@ class Plan:
     otlp_export_batches: int  # in-process export() calls timed per batch size
     #: A build of the upstream Go receiver to load beside ours (``--go-receiver``), or "".
     go_receiver: str = ""
+    #: Rounds of the Go receiver and the command's default measured back to back, per log
+    #: setting; the targets against Go take the median ratio of the rounds.
+    go_pairs: int = 3
 
 
 FULL: Final = Plan(
@@ -72,4 +75,5 @@ QUICK: Final = Plan(
     scrape_repeats=3,
     otlp_repeats=0,
     otlp_export_batches=3,
+    go_pairs=1,
 )
