@@ -74,7 +74,7 @@ class Front:
 
     async def _read(self, proto: Proto, length: str) -> Any:
         """Send one request through the front; return the body its handler was given."""
-        await self.app(Scope(int(length)), proto)  # type: ignore[arg-type]
+        await self.app(Scope(int(length)), proto)
         assert proto.answers == [201]
         return self.bodies[-1]
 
