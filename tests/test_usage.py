@@ -13,6 +13,7 @@ import io
 import json
 import multiprocessing
 import os
+import random
 import signal
 import threading
 import time
@@ -155,6 +156,28 @@ def test_a_flood_of_forged_viewers_and_dashboards_never_grows_the_ledger_past_it
     assert sum(u.viewers for u in held) <= 200
     # The most recent viewers are the ones kept.
     assert {u.uid: u.viewers for u in held}["d74"] == 200 // 75 + 1
+
+
+def test_a_ledger_given_a_journal_at_once_answers_as_one_given_each_record_in_turn(
+    open_ledger: Callable[..., UsageLedger],
+) -> None:
+    """The LMDB ledger folds a journal's records before writing them (each dashboard, day and
+    viewer once); the answers must be those of the memory ledger, which notes them one by one:
+    the last name, the latest view, the sessions of each day summed, a viewer's latest day."""
+    rng = random.Random(7)
+    records = [
+        (rng.choice("gh"), f"d{rng.randrange(6)}", rng.choice(("One", "Two", "Three")),
+         NOW + rng.randrange(-20 * DAY, 20 * DAY), rng.random() < 0.3,
+         b"" if rng.random() < 0.2 else f"v{rng.randrange(30)}".encode())
+        for _ in range(3_000)
+    ]  # fmt: skip
+    expected, ledger = MemoryUsage(), open_ledger()
+    for host, uid, name, at, started, viewer in records:
+        expected.record(host, uid, name, at, started=started, viewer=viewer)
+        ledger.record(host, uid, name, at, started=started, viewer=viewer)
+    for since in (NOW - 30 * DAY, NOW, NOW + 10 * DAY):
+        assert sorted(ledger.report(since), key=repr) == sorted(expected.report(since), key=repr)
+    assert sorted(ledger.views()) == sorted(expected.views())
 
 
 def test_what_a_client_names_is_kept_no_longer_than_a_label() -> None:

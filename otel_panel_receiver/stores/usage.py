@@ -22,7 +22,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -66,6 +66,10 @@ class DashboardUsage:
 
 #: A dashboard and its last view: host, uid, name, unix seconds.
 LastView = tuple[str, str, str, float]
+
+#: One view as the ledgers note it: host, uid, name, unix seconds, whether a session started,
+#: the viewer's hash (or b"").
+Record = tuple[str, str, str, float, bool, bytes]
 
 
 class UsageLedger(Protocol):
@@ -256,27 +260,60 @@ class SqliteUsage(_Limits):
     ) -> None:
         """Note a view; count a session if ``started``."""
         with self._connection() as conn:
-            self._record(conn, host, uid, name, at, started=started, viewer=viewer)
+            self._record(conn, [(host, uid, name, at, started, viewer)])
 
-    def _record(
-        self,
-        conn: sqlite3.Connection,
-        host: str,
-        uid: str,
-        name: str,
-        at: float,
-        *,
-        started: bool,
-        viewer: bytes,
-    ) -> None:
-        """Note a view in the open transaction."""
-        day = _day(at)
-        known = conn.execute(
-            "UPDATE usage_dashboards SET name = ?, last = max(last, ?) WHERE host = ? AND uid = ?",
-            (name, at, host, uid),
-        ).rowcount
-        if not known:
-            conn.execute("INSERT INTO usage_dashboards VALUES (?, ?, ?, ?)", (host, uid, name, at))
+    def _record(self, conn: sqlite3.Connection, records: Iterable[Record]) -> None:
+        """Note views in the open transaction, in their order.
+
+        They are folded first, so that each dashboard, day and viewer is written once however
+        many records name it (a second of a busy receiver's journal names the same few
+        dashboards and viewers thousands of times): its name is the last record's, its last
+        view the latest, its sessions per day summed, each viewer's day the latest, and the
+        viewers ordered by their last record. The bounds are applied once, at the end.
+        """
+        dashboards: dict[tuple[str, str], list[Any]] = {}  # -> [name, last view, latest day]
+        days: dict[tuple[str, str, int], int] = {}
+        viewers: dict[tuple[str, str, bytes], int] = {}  # -> day, the least recent record first
+        for host, uid, name, at, started, viewer in records:
+            day = _day(at)
+            entry = dashboards.get((host, uid))
+            if entry is None:
+                dashboards[host, uid] = [name, at, None]
+            else:
+                entry[0], entry[1] = name, max(entry[1], at)
+            if started:
+                days[host, uid, day] = days.get((host, uid, day), 0) + 1
+                entry = dashboards[host, uid]
+                entry[2] = day if entry[2] is None else max(entry[2], day)
+            if viewer:
+                before = viewers.pop((host, uid, viewer), day)
+                viewers[host, uid, viewer] = max(before, day)
+        added = False
+        for (host, uid), (name, at, _) in dashboards.items():
+            known = conn.execute(
+                "UPDATE usage_dashboards SET name = ?, last = max(last, ?) "
+                "WHERE host = ? AND uid = ?",
+                (name, at, host, uid),
+            ).rowcount
+            if not known:
+                conn.execute(
+                    "INSERT INTO usage_dashboards VALUES (?, ?, ?, ?)", (host, uid, name, at)
+                )
+                added = True
+        conn.executemany(
+            "INSERT INTO usage_days VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
+            "SET sessions = sessions + excluded.sessions",
+            [(host, uid, day, n) for (host, uid, day), n in days.items()],
+        )
+        conn.executemany(
+            "DELETE FROM usage_days WHERE host = ? AND uid = ? AND day <= ?",
+            [
+                (host, uid, latest - self.retention_days)
+                for (host, uid), (_, _, latest) in dashboards.items()
+                if latest is not None
+            ],
+        )
+        if added:
             ((count,),) = conn.execute("SELECT count(*) FROM usage_dashboards").fetchall()
             if count > self.max_dashboards:
                 oldest = conn.execute(
@@ -285,17 +322,7 @@ class SqliteUsage(_Limits):
                 ).fetchall()
                 for statement in _FORGET:
                     conn.executemany(statement, oldest)
-        if started:
-            conn.execute(
-                "INSERT INTO usage_days VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE "
-                "SET sessions = sessions + 1",
-                (host, uid, day),
-            )
-            conn.execute(
-                "DELETE FROM usage_days WHERE host = ? AND uid = ? AND day <= ?",
-                (host, uid, day - self.retention_days),
-            )
-        if viewer:
+        for (host, uid, viewer), day in viewers.items():
             seen = conn.execute(
                 "DELETE FROM usage_viewers WHERE host = ? AND uid = ? AND viewer = ? RETURNING day",
                 (host, uid, viewer),
@@ -304,6 +331,7 @@ class SqliteUsage(_Limits):
                 "INSERT INTO usage_viewers (host, uid, viewer, day) VALUES (?, ?, ?, ?)",
                 (host, uid, viewer, max([day, *(d for (d,) in seen)])),
             )
+        if viewers:
             conn.execute(_TRIM_VIEWERS, (self.max_viewers,))
 
     def report(self, since: float) -> list[DashboardUsage]:
@@ -334,7 +362,7 @@ class SqliteUsage(_Limits):
 
 
 _JOURNAL: Final = msgspec.msgpack.Encoder()
-_RECORD_OF: Final = msgspec.msgpack.Decoder(tuple[str, str, str, float, bool, bytes])
+_RECORD_OF: Final = msgspec.msgpack.Decoder(Record)
 _DRAIN_EVERY: Final = 1.0  # seconds between two moves of the journal into the SQLite file
 _DRAIN_BATCH: Final = 10_000  # most records one SQLite transaction takes
 
@@ -406,11 +434,9 @@ class LmdbUsage(SqliteUsage):
                     conn.execute(_JOURNAL_MARK_TABLE)
                     row = conn.execute("SELECT generation, seq FROM usage_journal").fetchone()
                     done = row[1] if row is not None and row[0] == generation else 0
-                    for seq, record in records:
-                        if seq > done:
-                            host, uid, name, at, started, viewer = _RECORD_OF.decode(record)
-                            self._record(conn, host, uid, name, at, started=started, viewer=viewer)
-                            moved += 1
+                    fresh = [_RECORD_OF.decode(record) for seq, record in records if seq > done]
+                    self._record(conn, fresh)
+                    moved += len(fresh)
                     last = records[-1][0]
                     conn.execute(
                         "INSERT OR REPLACE INTO usage_journal VALUES (0, ?, ?)", (generation, last)
