@@ -160,7 +160,7 @@ def prepare_workers(
 ) -> Settings:
     """Return the settings ``workers`` worker processes run with; call before forking them.
 
-    With several workers, the session store defaults to this instance's SQLite file in
+    With several workers, the session store defaults to this instance's LMDB directory in
     ``--data-dir`` (created if missing) and the multiprocess metrics directory is created (a
     temporary one unless named) and emptied of a previous run's files. When given, ``environ``
     receives the settings the workers must read from their environment (``SESSION_STORE``,
