@@ -16,6 +16,7 @@ from benchmarks import (
     history,
     hostile,
     http_ingest,
+    instructions,
     otlp_tuning,
     pipeline,
     scrape,
@@ -34,6 +35,7 @@ Section = Callable[[Plan], list[Table]]
 #: In running order: the in-process ones first, before servers share the two cores.
 SECTIONS: Final[dict[str, Section]] = {
     "pipeline": pipeline.run,
+    "instructions": instructions.run,
     "scrape": scrape.run,
     "memory": session_memory.run,
     "http": http_ingest.run,

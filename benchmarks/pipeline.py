@@ -44,7 +44,7 @@ from otel_panel_receiver.payload._flat import unflatten
 from otel_panel_receiver.stores import GuardedStore, SessionStore
 
 __all__ = [
-    "GROUPS_COMMIT", "SDK_PATH_COMMIT", "UNFLATTEN_COMMIT", "run", "service_receiver",
+    "GROUPS_COMMIT", "SDK_PATH_COMMIT", "UNFLATTEN_COMMIT", "handling", "run", "service_receiver",
     "two_pass_unflatten",
 ]  # fmt: skip
 
@@ -239,7 +239,7 @@ def service_receiver(app: ReceiverApp, store: SessionStore, recorder: Any = None
     return receiver
 
 
-def _handling(
+def handling(
     settings: Settings,
     bodies: Sequence[bytes],
     devnull: IO[str],
@@ -299,11 +299,11 @@ def _measure(
         "counters+log": _recording(_service_recorder(Settings(), devnull, closing), updates),
         "sdk counters": _recording(sdk_counting, updates),
         "sdk counters+sdk log": _recording(counting_sdk, updates),
-        "whole, logged": _handling(Settings(), bodies, devnull, closing),
-        "whole, silent": _handling(silent, bodies, devnull, closing),
-        "whole, sdk log": _handling(silent, bodies, devnull, closing, whole_sdk),
-        "core, logged": _handling(Settings(), bodies, devnull, closing, alone=True),
-        "core, silent": _handling(silent, bodies, devnull, closing, alone=True),
+        "whole, logged": handling(Settings(), bodies, devnull, closing),
+        "whole, silent": handling(silent, bodies, devnull, closing),
+        "whole, sdk log": handling(silent, bodies, devnull, closing, whole_sdk),
+        "core, logged": handling(Settings(), bodies, devnull, closing, alone=True),
+        "core, silent": handling(silent, bodies, devnull, closing, alone=True),
     }
     counts = {"unflatten": len(flat), "unflatten, two passes": len(flat)}
     return {
