@@ -80,9 +80,9 @@ def run(plan: Plan) -> list[Table]:
         f"first {LARGE:,} payloads of the same mix, each in a child process under valgrind "
         "--tool=callgrind (PYTHONHASHSEED=0); the difference of the two totals over the "
         "difference of the counts, every thread included. Unlike the µs, the machine's pace "
-        "does not move it: on 2026-12-03 two runs of the same code agreed within 4 "
-        "instructions with the log off and 1,000 with logfmt (the log writer's batches follow "
-        "the clock)."
+        "does not move it: on 2026-12-03 three runs of the same code agreed within 900 "
+        "instructions with the log off and 1,000 with logfmt (threads' work follows the "
+        "clock)."
     )
     return [table]
 
