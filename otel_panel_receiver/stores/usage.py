@@ -278,12 +278,11 @@ class SqliteUsage(_Limits):
             day = _day(at)
             entry = dashboards.get((host, uid))
             if entry is None:
-                dashboards[host, uid] = [name, at, None]
+                entry = dashboards[host, uid] = [name, at, None]
             else:
                 entry[0], entry[1] = name, max(entry[1], at)
             if started:
                 days[host, uid, day] = days.get((host, uid, day), 0) + 1
-                entry = dashboards[host, uid]
                 entry[2] = day if entry[2] is None else max(entry[2], day)
             if viewer:
                 before = viewers.pop((host, uid, viewer), day)
