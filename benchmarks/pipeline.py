@@ -20,7 +20,7 @@ from opentelemetry.sdk._logs.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from benchmarks import store_pipeline, targets
+from benchmarks import lmdb_calls, store_pipeline, targets
 from benchmarks.payloads import build_mix
 from benchmarks.plan import Plan
 from benchmarks.report import Table
@@ -319,6 +319,7 @@ def run(plan: Plan) -> list[Table]:
     with open(os.devnull, "w", encoding="utf-8") as devnull, contextlib.ExitStack() as closing:
         us = _measure(bodies, plan.pipeline_repeats, devnull, closing)
         stores = store_pipeline.run(plan, bodies, devnull)
+    calls = lmdb_calls.run(plan, bodies)
     log = us["counters+log"] - us["counters"]
     sdk_log = us["sdk counters+sdk log"] - us["sdk counters"]
     table = Table(
@@ -382,4 +383,4 @@ def run(plan: Plan) -> list[Table]:
             "(rebuilt here: the receiver no longer has that path).",
         ]
     )
-    return [table, stores]
+    return [table, stores, calls]

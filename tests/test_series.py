@@ -177,6 +177,24 @@ def test_past_the_limit_the_least_recently_updated_series_is_retired(table: Seri
     assert [(dict(s.labels), s.value) for s in retired.series] == [({"metric": "c"}, 1.0)]
 
 
+def test_retirement_follows_the_updates_made_since_the_series_were_added(
+    table: SeriesTable,
+) -> None:
+    for label in ("x", "y", "z"):  # added in turn: x the oldest
+        table.absorb([family("c", label)])
+    table.absorb([family("c", "x")])  # updated since: the recency is now y, z, x
+    table.absorb([family("c", "y")])  # z, x, y
+    table.absorb([family("c", "new")])
+    assert set(series_of(table, "c")) == {"x", "y", "new"}  # z was the least recently updated
+    table.absorb([family("c", "y")])  # x, new, y
+    table.absorb([family("c", "newer")])
+    assert series_of(table, "c") == {"new": 1.0, "y": 3.0, "newer": 1.0}
+    table.absorb([family("c", "last")])  # new goes: y and newer came after it
+    assert set(series_of(table, "c")) == {"y", "newer", "last"}
+    [retired] = [f for f in table.families() if f.name == RETIRED]
+    assert [s.value for s in retired.series] == [3.0]
+
+
 def test_a_flood_keeps_the_table_bounded_and_real_traffic_afterwards_in_its_own_series(
     table: SeriesTable, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -154,6 +154,25 @@ def test_a_mark_is_new_once_and_not_a_session(opener: Opener, clock: FakeClock) 
     assert len(store) == 0 and store.get(7) is None
 
 
+def test_lmdb_marks_expire_and_stay_bounded(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lmdb_module, "MAX_MARKS", 50)
+    store = LmdbSessionStore(tmp_path / "s", max_size=0, idle_ttl=0, clock=clock)
+    assert store.mark(7, ttl=60) is True
+    clock.advance(61)
+    assert store.mark(7, ttl=60) is True  # expired: new again
+    assert store.mark(7, ttl=60) is False
+    for key in range(1000, 1500):
+        assert store.mark(key, ttl=3600) is True
+    marks, mark_order = store._map.run(
+        lambda txn: [txn.stat(db)["entries"] for db in store._map.dbs[4:6]], write=False
+    )
+    assert marks == mark_order == 50  # past the bound, those that expire soonest went
+    assert store.mark(1499, ttl=3600) is False and store.mark(1000, ttl=3600) is True
+    store.close()
+
+
 def test_a_new_session_gets_none_then_its_stored_state(opener: Opener) -> None:
     store = opener()
     assert put(store, 1, 10) is None
@@ -334,6 +353,39 @@ def test_an_lmdb_file_deleted_or_replaced_under_the_store_is_found_and_replaced(
     store.close()
     assert other.get(3) == 33  # closing one user leaves the shared environment open
     other.close()
+
+
+def test_lmdb_orders_activity_by_the_clock_across_processes_and_never_evicts_the_newcomer(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order of activity is kept by the host's clock, not by reading the last entry: two
+    processes in the same nanosecond still get one place each, and a process whose clock is
+    behind cannot evict the session it has just written."""
+    ns = [5_000]
+    monkeypatch.setattr(lmdb_module, "_now_ns", lambda: ns[0])
+    evicted: list[int] = []
+    store = LmdbSessionStore(
+        tmp_path / "s", max_size=3, idle_ttl=0, clock=clock,
+        on_evict=lambda k, s: evicted.append(k),
+    )  # fmt: skip
+
+    def elsewhere(at: int) -> None:  # the next write comes from another process at ``at``
+        store._map.last_seq = 0
+        ns[0] = at
+
+    put(store, 1)
+    elsewhere(5_000)  # the same nanosecond
+    put(store, 2)
+    elsewhere(6_000)
+    put(store, 3)
+    elsewhere(7_000)
+    put(store, 4)  # one over the cap: 1, the least recently active, goes
+    assert evicted == [1]
+    elsewhere(100)  # a clock behind the others: the newcomer lands at the front
+    put(store, 5)
+    assert evicted == [1, 2]
+    assert [store.get(k) is not None for k in (2, 3, 4, 5)] == [False, True, True, True]
+    store.close()
 
 
 def test_an_lmdb_store_written_before_the_host_restarted_starts_over_keeping_its_ledger(

@@ -38,6 +38,7 @@ from otel_panel_receiver.stores import (
     RedisSessionStore,
     SqliteSessionStore,
 )
+from otel_panel_receiver.stores import lmdb as lmdb_module
 from otel_panel_receiver.stores.usage import (
     DAY,
     LmdbUsage,
@@ -543,6 +544,35 @@ def test_the_lmdb_ledger_keeps_a_killed_workers_records_and_applies_each_once(
     assert (usage.sessions, usage.viewers, usage.last_view) == (2, 2, NOW + 1)
     assert store.journaled(10)[1] == []  # moved, then trimmed
     ledger.close()
+    store.close()
+
+
+def test_the_lmdb_journal_goes_on_after_a_move_emptied_it(tmp_path: Path) -> None:
+    store = LmdbSessionStore(tmp_path / "s", max_size=0, idle_ttl=0)
+    ledger = LmdbUsage(store)
+    for k in range(3):
+        ledger.record("g", "a", "A", NOW + k, started=True, viewer=b"")
+    assert ledger.move() == 3 and store.journaled(10)[1] == []
+    for k in range(3, 5):  # the seqs must not start again: the ledger remembers the last moved
+        ledger.record("g", "a", "A", NOW + k, started=True, viewer=b"")
+    assert [seq for seq, _ in store.journaled(10)[1]] == [4, 5]
+    assert ledger.move() == 2
+    (usage,) = ledger.report(NOW - DAY)
+    assert (usage.sessions, usage.last_view) == (5, NOW + 4)
+    ledger.close()
+    store.close()
+
+
+def test_the_lmdb_journal_is_bounded_and_keeps_the_newest_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lmdb_module, "MAX_JOURNAL", 100)
+    store = LmdbSessionStore(tmp_path / "s", max_size=0, idle_ttl=0)
+    for k in range(1, 1001):
+        store.journal(b"%d" % k)
+    seqs = [seq for seq, _ in store.journaled(10_000)[1]]
+    assert 100 <= len(seqs) < 100 + 64  # the size is checked every 64 appends
+    assert seqs == list(range(1001 - len(seqs), 1001))
     store.close()
 
 

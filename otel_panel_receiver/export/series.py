@@ -285,10 +285,10 @@ _LABELS_KEPT: Final = 4096
 #: What a table raises when it cannot take counts now (a full disk, a full map).
 _REFUSALS: Final = (lmdb.Error, OSError)
 _NAMES: Final = (b"series", b"age", b"counts")
-#: value, created, first exposure (0: never), touched, parts (a histogram's buckets), followed
-#: by the parts (doubles) and the row's JSON.
-_HEAD: Final = struct.Struct(">dddQH")
-_AGE: Final = struct.Struct(">8sQ16s")  # the metric's hash, touched, the series' hash
+#: value, created, first exposure (0: never), touched, aged (its key's place in ``age``), parts
+#: (a histogram's buckets), followed by the parts (doubles) and the row's JSON.
+_HEAD: Final = struct.Struct(">dddQQH")
+_AGE: Final = struct.Struct(">8sQ16s")  # the metric's hash, aged, the series' hash
 _COUNT: Final = struct.Struct(">Q")
 _ENCODE: Final = msgspec.json.Encoder()
 _RowMeta = tuple[str, str, str, str, Labels, tuple[float, ...], float]
@@ -313,14 +313,20 @@ class LmdbSeries(SeriesTable):
     every worker's series, so the bound is the same however many workers write. Tables:
 
     * ``series``: the series' hash (16 bytes of the family's key) -> value, created, first
-      exposure, touched, a histogram's bucket counts, then the metric's name, kind, help, unit,
-      labels, bounds and ttl (JSON);
-    * ``age``: the metric's hash, touched, the series' hash: the least recently updated of a
-      metric first, which retirement takes;
+      exposure, touched, aged, a histogram's bucket counts, then the metric's name, kind, help,
+      unit, labels, bounds and ttl (JSON);
+    * ``age``: the metric's hash, aged, the series' hash: the series of a metric by the time
+      they were last placed there, the oldest first, where retirement looks;
     * ``counts``: the metric's hash -> its series.
 
-    ``touched`` is the writer's clock in nanoseconds (the recency order across processes: one
-    host, one clock; a clock stepped back only makes a few series look older). The file is not
+    ``touched`` is when the series was last updated, the writer's clock in nanoseconds (the
+    recency order across processes: one host, one clock; a clock stepped back only makes a few
+    series look older). An update does not move the series in ``age``: it writes its row
+    alone (each LMDB call lets the GIL go, and under granian each one is a handoff to the
+    server's threads, ~3 µs of CPU). Retirement puts it right: a series at the front of
+    ``age`` updated since it was placed there (``touched`` after ``aged``) is placed again at
+    ``touched`` and passed over, so what it retires is still the least recently updated; each
+    move is paid for by an update since the last one. The file is not
     flushed to disk at each commit: it is emptied at every start of the service
     (:func:`clear_directory`), so an OS crash costs it nothing that matters, and a killed
     process loses nothing committed. It grows in allocated steps up to room for ``limit``
@@ -416,33 +422,51 @@ class LmdbSeries(SeriesTable):
             old = txn.get(h, db=series)
             if old is None:
                 row = _ENCODE.encode((family, kind, help_text, unit, labels, bounds, ttl))
-                head = _pack(delta, since, 0.0, tick, deltas)
+                head = _pack(delta, since, 0.0, tick, aged=tick, parts=deltas)
                 txn.put(h, head + row, db=series)
+                txn.put(_AGE.pack(name, tick, h), b"", db=age)
                 added += 1
             else:
-                value, created, exposed, touched, buckets, end = _unpack(old)
-                txn.delete(_AGE.pack(name, touched, h), db=age)
+                value, created, exposed, _, aged, buckets, end = _unpack(old)
                 if kind == "gauge":
                     value = delta
                 else:
                     value += delta
                     if buckets:
                         buckets = tuple(a + b for a, b in zip(buckets, deltas, strict=True))
-                txn.put(h, _pack(value, created, exposed, tick, buckets) + old[end:], db=series)
-            txn.put(_AGE.pack(name, tick, h), b"", db=age)
+                head = _pack(value, created, exposed, tick, aged=aged, parts=buckets)
+                txn.put(h, head + old[end:], db=series)
         if not added:
             return 0
         known = txn.get(name, db=counts)
         count = (_COUNT.unpack(known)[0] if known else 0) + added
-        retired = 0
-        if count > self.limit:
-            cursor = txn.cursor(age)
-            cursor.set_range(name)
-            while retired < count - self.limit and cursor.key()[:8] == name:
-                txn.delete(cursor.key()[16:], db=series)
-                cursor.delete()
-                retired += 1
+        retired = self._retire(txn, name, count - self.limit) if count > self.limit else 0
         txn.put(name, _COUNT.pack(count - retired), db=counts)
+        return retired
+
+    def _retire(self, txn: lmdb.Transaction, name: bytes, n: int) -> int:
+        """Retire the ``n`` least recently updated series of the metric; return how many.
+
+        A series updated since it was placed in ``age`` is placed again and passed over: at
+        most once each, so the walk is bounded by twice the metric's series.
+        """
+        series, age, _ = self._map.dbs
+        retired = 0
+        cursor = txn.cursor(age)
+        while retired < n and cursor.set_range(name) and cursor.key()[:8] == name:
+            h = bytes(cursor.key()[16:])
+            old = txn.get(h, db=series)
+            cursor.delete()
+            if old is None:
+                continue
+            value, created, exposed, touched, aged, buckets, end = _unpack(old)
+            if touched > aged:
+                txn.put(_AGE.pack(name, touched, h), b"", db=age)
+                head = _pack(value, created, exposed, touched, aged=touched, parts=buckets)
+                txn.put(h, head + old[end:], db=series)
+                continue
+            txn.delete(h, db=series)
+            retired += 1
         return retired
 
     def families(self) -> list[Family]:
@@ -457,7 +481,7 @@ class LmdbSeries(SeriesTable):
         out: dict[_Meta, Family] = {}
         expired: list[tuple[bytes, str, float]] = []
         for h, value in rows:
-            point, created, _, touched, buckets, end = _unpack(value)
+            point, created, _, touched, _, buckets, end = _unpack(value)
             row = known.get(h) or _ROW.decode(value[end:])
             name, kind, help_text, unit, labels, bounds, ttl = row
             if ttl and now - touched > ttl * 1e9:
@@ -484,12 +508,12 @@ class LmdbSeries(SeriesTable):
             old = txn.get(h, db=series)
             if old is None:
                 continue
-            touched = _HEAD.unpack_from(old)[3]
+            touched, aged = _HEAD.unpack_from(old)[3:5]
             if now - touched <= ttl * 1e9:
                 continue
             metric = _hash(name, 8)
             txn.delete(h, db=series)
-            txn.delete(_AGE.pack(metric, touched, h), db=age)
+            txn.delete(_AGE.pack(metric, aged, h), db=age)
             known = txn.get(metric, db=counts)
             if known:
                 txn.put(metric, _COUNT.pack(max(0, _COUNT.unpack(known)[0] - 1)), db=counts)
@@ -506,10 +530,10 @@ class LmdbSeries(SeriesTable):
                 if old is None:
                     out.append(now)
                     continue
-                value, created, exposed, touched, parts = _HEAD.unpack_from(old)
+                value, created, exposed, touched, aged, parts = _HEAD.unpack_from(old)
                 if not exposed:
                     exposed = now
-                    txn.put(h, _HEAD.pack(value, created, now, touched, parts)
+                    txn.put(h, _HEAD.pack(value, created, now, touched, aged, parts)
                             + old[_HEAD.size :], db=series)  # fmt: skip
                 out.append(exposed)
             return out
@@ -547,19 +571,27 @@ def point_families(points: Sequence[Point], created: float) -> list[Family]:
 
 
 def _pack(
-    value: float, created: float, exposed: float, touched: int, parts: tuple[float, ...]
+    value: float,
+    created: float,
+    exposed: float,
+    touched: int,
+    *,
+    aged: int,
+    parts: tuple[float, ...],
 ) -> bytes:
     """Return a series' head: its numbers and a histogram's bucket counts."""
-    head = _HEAD.pack(value, created, exposed, touched, len(parts))
+    head = _HEAD.pack(value, created, exposed, touched, aged, len(parts))
     return head + struct.pack(f">{len(parts)}d", *parts) if parts else head
 
 
-def _unpack(raw: bytes | memoryview) -> tuple[float, float, float, int, tuple[float, ...], int]:
+def _unpack(
+    raw: bytes | memoryview,
+) -> tuple[float, float, float, int, int, tuple[float, ...], int]:
     """Return a series' numbers, bucket counts, and where its JSON begins."""
-    value, created, exposed, touched, n = _HEAD.unpack_from(raw)
+    value, created, exposed, touched, aged, n = _HEAD.unpack_from(raw)
     end = _HEAD.size + 8 * n
     parts = struct.unpack_from(f">{n}d", raw, _HEAD.size) if n else ()
-    return value, created, exposed, touched, parts, end
+    return value, created, exposed, touched, aged, parts, end
 
 
 def reader_limits(limit: int) -> dict[type, int]:

@@ -9,13 +9,18 @@ The store is a directory: ``data.mdb`` and ``lock.mdb`` (LMDB's), ``boot`` (belo
 ``ledger.db``, an SQLite file for what must outlive the host (below). Named databases:
 
 * ``sessions``: key (16 bytes) -> seq (8), last activity (8, a float), packed state;
-* ``order``: seq -> key. A new seq is one more than the last, so the front of ``order`` is the
-  least recently active session across all processes (the sweep and eviction read it there);
+* ``order``: seq -> key. A seq is the writer's clock in nanoseconds, past the last one this
+  process gave (and past any taken), so the front of ``order`` is the least recently active
+  session across all processes (the sweep and eviction read it there): one host, one clock;
+  a clock stepped back only makes the sessions touched meanwhile look older. It is not read
+  from the last entry: each LMDB call lets the GIL go, and under granian each one is a
+  handoff to the server's threads (~3 µs of CPU);
 * ``evicted`` and ``evicted_order``: the tombstones, in the same two shapes;
 * ``marks``: key -> expiry (8), and ``mark_order``: expiry + key, the soonest first;
 * ``journal``: seq -> a record of the usage ledger, until it is moved into ``ledger.db``;
-  ``meta``: ``journal_seq``, the last seq given, and ``generation``, 16 random bytes made with
-  the file, which tells a new file's seqs from an old one's.
+  ``meta``: ``journal_seq``, the last seq moved out of the journal (where an emptied journal
+  goes on from), and ``generation``, 16 random bytes made with the file, which tells a new
+  file's seqs from an old one's.
 
 Durability, chosen for speed: commits are not flushed to disk (``sync=False``), the pages are
 written through the shared map. A process killed at any point loses nothing committed: the
@@ -83,6 +88,8 @@ _NAMES: Final = (
 #: Records of the usage ledger waiting to be moved into its SQLite file, at most (see
 #: ``stores/usage.py``); past it, the oldest are dropped.
 MAX_JOURNAL: Final = 100_000
+_TRIM_EVERY: Final = 64  # appends between two checks of the journal's size
+_now_ns = time.time_ns  # the clock of ``order``'s seqs
 #: The first size of a map; each step doubles it, up to the map's maximum.
 FIRST_MAP: Final = 8 << 20
 # A session takes about 140 bytes of pages with its order entry (measured: 200,000 random
@@ -146,6 +153,7 @@ class Mapped:
         self.identity: tuple[int, int] = (0, 0)
         self.next_check = 0.0
         self.users = 0
+        self.last_seq = 0  # the last seq of ``order`` this process gave
         #: Files found deleted, replaced, damaged or from another boot; and when, last.
         self.resets = 0
         self.reset_at = 0.0
@@ -440,11 +448,9 @@ class LmdbSessionStore(Bounded):
         def update(txn: lmdb.Transaction) -> tuple[R, bool, list[tuple[int, int]]]:
             sessions, order, evicted, evicted_order = self._map.dbs[:4]
             old = txn.get(k, db=sessions)
-            cursor = txn.cursor(order)
             resumed = False
             if old is not None:
-                if cursor.set_key(old[:8]):
-                    cursor.delete()
+                txn.delete(old[:8], db=order)
                 state = int.from_bytes(old[16:], "big")
             else:
                 state = None
@@ -454,16 +460,14 @@ class LmdbSessionStore(Bounded):
                     if not self.idle_ttl or now - _HEAD.unpack_from(buried)[1] < self.idle_ttl:
                         state, resumed = int.from_bytes(buried[16:], "big"), True
             new, result = fn(state)
-            last = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
-            seq = (last + 1).to_bytes(8, "big")
-            cursor.put(seq, k, append=True)  # the last key: no search
+            seq = self._seq(txn, k)
             txn.put(k, _HEAD.pack(seq, now) + _blob(new), db=sessions)
             dropped: list[tuple[int, int]] = []
             if old is None and self.max_size:
                 count = txn.stat(sessions)["entries"]
-                if count > self.max_size:  # never the session just written: it is last
-                    n = min(max(self.batch, count - self.max_size), _CHUNK)
-                    dropped = self._evict(txn, n)
+                if count > self.max_size:  # never the session just written (a clock stepped
+                    n = min(max(self.batch, count - self.max_size), _CHUNK)  # back may put it
+                    dropped = self._evict(txn, n, keep=k)  # first)
             return result, resumed, dropped
 
         result, resumed, dropped = self._run(update)
@@ -473,10 +477,20 @@ class LmdbSessionStore(Bounded):
         self._dropped(dropped, idle=False)
         return result
 
-    def _evict(self, txn: lmdb.Transaction, n: int) -> list[tuple[int, int]]:
-        """Move the ``n`` least recently active sessions to the tombstones; return them."""
+    def _seq(self, txn: lmdb.Transaction, k: bytes) -> bytes:
+        """Put ``k`` at the back of ``order`` (see the module's docstring); return its seq."""
+        order = self._map.dbs[1]
+        seq = max(_now_ns(), self._map.last_seq + 1)
+        while not txn.put(seq.to_bytes(8, "big"), k, db=order, overwrite=False):
+            seq += 1  # taken by another process in the same nanosecond
+        self._map.last_seq = seq
+        return seq.to_bytes(8, "big")
+
+    def _evict(self, txn: lmdb.Transaction, n: int, keep: bytes) -> list[tuple[int, int]]:
+        """Move the ``n`` least recently active sessions (not ``keep``) to the tombstones;
+        return them."""
         evicted, evicted_order = self._map.dbs[2:4]
-        victims = self._front(txn, n)
+        victims = self._front(txn, n, keep=keep)
         for k, value in victims:
             seq = _next(txn, evicted_order)
             txn.put(seq, k, db=evicted_order)
@@ -490,15 +504,20 @@ class LmdbSessionStore(Bounded):
         return _pairs(victims)
 
     def _front(
-        self, txn: lmdb.Transaction, n: int, cutoff: float | None = None
+        self, txn: lmdb.Transaction, n: int, cutoff: float | None = None, keep: bytes = b""
     ) -> list[tuple[bytes, bytes]]:
         """Take up to ``n`` sessions from the front of ``order`` (with ``cutoff``, only those
-        idle since then); return each ``(key, value)``, the least recently active first."""
+        idle since then), passing ``keep`` over; return each ``(key, value)``, the least
+        recently active first."""
         sessions, order = self._map.dbs[:2]
         taken: list[tuple[bytes, bytes]] = []
         cursor = txn.cursor(order)
-        while len(taken) < n and cursor.first():
+        positioned = cursor.first()
+        while len(taken) < n and positioned:
             k = bytes(cursor.value())
+            if k == keep:
+                positioned = cursor.next()
+                continue
             value = txn.get(k, db=sessions)
             if value is not None and cutoff is not None and _HEAD.unpack_from(value)[1] > cutoff:
                 break
@@ -506,6 +525,7 @@ class LmdbSessionStore(Bounded):
             if value is not None:
                 txn.delete(k, db=sessions)
                 taken.append((k, bytes(value)))
+            positioned = cursor.first()
         return taken
 
     def sweep(self) -> int:
@@ -550,6 +570,9 @@ class LmdbSessionStore(Bounded):
 
         def mark(txn: lmdb.Transaction) -> bool:
             marks, mark_order = self._map.dbs[4:6]
+            old = txn.get(k, db=marks)
+            if old is not None and _EXPIRY.unpack(old)[0] > now:
+                return False  # the usual answer, in one call
             cursor = txn.cursor(mark_order)
             # A few expired marks go with each new one; past MAX_MARKS, the soonest to expire.
             for _ in range(16):
@@ -560,10 +583,7 @@ class LmdbSessionStore(Bounded):
                     break
                 txn.delete(cursor.key()[8:], db=marks)
                 cursor.delete()
-            old = txn.get(k, db=marks)
-            if old is not None and _EXPIRY.unpack(old)[0] > now:
-                return False
-            if old is not None:
+            if old is not None:  # expired (and maybe gone with the others just now)
                 txn.delete(bytes(old) + k, db=mark_order)
             expiry = _EXPIRY.pack(now + ttl)
             txn.put(k, expiry, db=marks)
@@ -573,19 +593,28 @@ class LmdbSessionStore(Bounded):
         return self._run(mark)
 
     def journal(self, record: bytes) -> None:
-        """Append ``record`` to the journal (past :data:`MAX_JOURNAL`, the oldest go)."""
+        """Append ``record`` to the journal (past :data:`MAX_JOURNAL`, the oldest go).
+
+        The size is checked at every :data:`_TRIM_EVERY`-th seq, so the journal holds at most
+        ``MAX_JOURNAL + _TRIM_EVERY - 1`` records: an append is two LMDB calls in the usual
+        case (the last seq, the record), each of which lets the GIL go.
+        """
 
         def append(txn: lmdb.Transaction) -> None:
             journal, meta = self._map.dbs[6:8]
-            if txn.get(b"generation", db=meta) is None:  # the first record of a new file
-                txn.put(b"generation", os.urandom(16), db=meta)
-            # The seq lives in meta: a journal emptied by a drain must not start again at 1.
-            seq = int.from_bytes(txn.get(b"journal_seq", db=meta) or b"", "big") + 1
-            txn.put(b"journal_seq", seq.to_bytes(8, "big"), db=meta)
             cursor = txn.cursor(journal)
+            if cursor.last():
+                seq = int.from_bytes(cursor.key(), "big") + 1
+            else:  # a new file, or a journal a drain emptied: its seq goes on from meta
+                if txn.get(b"generation", db=meta) is None:  # the first record of a new file
+                    txn.put(b"generation", os.urandom(16), db=meta)
+                seq = int.from_bytes(txn.get(b"journal_seq", db=meta) or b"", "big") + 1
             cursor.put(seq.to_bytes(8, "big"), record, append=True)
-            if txn.stat(journal)["entries"] > MAX_JOURNAL and cursor.first():
-                cursor.delete()
+            if seq % _TRIM_EVERY == 0:
+                extra = txn.stat(journal)["entries"] - MAX_JOURNAL
+                while extra > 0 and cursor.first():
+                    cursor.delete()
+                    extra -= 1
 
         self._run(append)
 
@@ -613,6 +642,10 @@ class LmdbSessionStore(Bounded):
             cursor = txn.cursor(journal)
             while cursor.first() and int.from_bytes(cursor.key(), "big") <= upto:
                 cursor.delete()
+            # An emptied journal must not give its seqs again: the next append reads the last.
+            given = int.from_bytes(txn.get(b"journal_seq", db=meta) or b"", "big")
+            if upto > given:
+                txn.put(b"journal_seq", upto.to_bytes(8, "big"), db=meta)
 
         self._run(forget)
 
