@@ -465,9 +465,10 @@ class LmdbSessionStore(Bounded):
             dropped: list[tuple[int, int]] = []
             if old is None and self.max_size:
                 count = txn.stat(sessions)["entries"]
-                if count > self.max_size:  # never the session just written (a clock stepped
-                    n = min(max(self.batch, count - self.max_size), _CHUNK)  # back may put it
-                    dropped = self._evict(txn, n, keep=k)  # first)
+                if count > self.max_size:
+                    # Never the session just written: a clock stepped back may put it first.
+                    n = min(max(self.batch, count - self.max_size), _CHUNK)
+                    dropped = self._evict(txn, n, keep=k)
             return result, resumed, dropped
 
         result, resumed, dropped = self._run(update)
