@@ -392,4 +392,7 @@ def usage_report(
 
 def _read_token(path: str) -> str:
     with open(path, encoding="utf-8") as f:
-        return f.read().strip()
+        token = f.read().strip()
+    if not token:  # caught by the poll, which logs this as its reason
+        raise ValueError(f"the Grafana token file {path} is empty")
+    return token

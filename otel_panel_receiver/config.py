@@ -352,7 +352,8 @@ class Settings:
     )  # fmt: skip
     inventory_interval: float = _option(
         600.0, _positive_duration,
-        "How often Grafana's dashboards are listed (one process of the deployment polls).",
+        "How often Grafana's dashboards are listed (one process of the deployment polls; a "
+        "failed poll is tried again every quarter of it, at most every minute).",
         metavar="DURATION",
     )  # fmt: skip
     usage_retention: float = _option(

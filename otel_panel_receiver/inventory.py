@@ -7,7 +7,9 @@ One process of the deployment polls per interval: the first to mark the interval
 session store (a mark is new once per store), so workers and hosts do not poll twice, and a
 poll that happens twice all the same (the memory store, a race) only writes the same list again.
 The list, with when and whether the last poll worked, is kept in the usage ledger, where every
-process reads it. A failed poll keeps the previous list and says why once, until a poll works.
+process reads it. A failed poll keeps the previous list and says why once, until a poll works;
+while the last poll failed, one process of the deployment tries again every tick (a quarter of
+the interval, at most a minute) rather than waiting for the next interval.
 """
 
 from __future__ import annotations
@@ -74,21 +76,38 @@ class Inventory:
                 self.poll_if_due()
             except Exception:  # the thread must outlive any one poll
                 log.exception("Dashboard inventory poll failed")
-            wait = min(60.0, self.interval / 4)
-            if self._stop.wait(wait):
+            if self._stop.wait(self.tick):
                 return
 
+    @property
+    def tick(self) -> float:
+        """How often this process looks whether a poll is due: a quarter interval, at most 60 s."""
+        return min(60.0, self.interval / 4)
+
     def poll_if_due(self) -> bool:
-        """Poll if no process of the deployment has polled in this interval; return whether."""
-        slot = int(self.clock() // self.interval)
-        mark = hashlib.blake2b(f"inventory:{self.url}:{slot}".encode(), digest_size=16)
-        try:
-            if not self.store.mark(int.from_bytes(mark.digest(), "big"), self.interval * 2):
+        """Poll if no process of the deployment has polled in this interval; return whether.
+
+        While the last poll (of any process) failed, one process polls again every tick.
+        """
+        now = self.clock()
+        if not self._mark(f"{int(now // self.interval)}", self.interval * 2):
+            last = self.state(fresh=True)  # at 0: this interval's first poll is still under way
+            if (
+                last.ok
+                or not last.at
+                or not self._mark(f"retry:{int(now // self.tick)}", self.tick * 2)
+            ):
                 return False
-        except StoreUnavailable:
-            return False
         self.poll()
         return True
+
+    def _mark(self, key: str, ttl: float) -> bool:
+        """Mark ``key`` for this Grafana in the shared store; return whether the mark is new."""
+        mark = hashlib.blake2b(f"inventory:{self.url}:{key}".encode(), digest_size=16)
+        try:
+            return self.store.mark(int.from_bytes(mark.digest(), "big"), ttl)
+        except StoreUnavailable:
+            return False
 
     def poll(self) -> InventoryState:
         """Ask Grafana now; keep and return what it says (the previous list if it fails)."""

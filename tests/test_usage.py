@@ -258,7 +258,8 @@ def grafana(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGrafana]:
 
 def receiver_settings(grafana: FakeGrafana, tmp_path: Path, **more: Any) -> Settings:
     token = tmp_path / "grafana-token"
-    token.write_text(TOKEN + "\n")
+    if not token.exists():  # rewriting it could race the poll of an app made before
+        token.write_text(TOKEN + "\n")
     return Settings(grafana_url=grafana.url, grafana_token_file=str(token), new_series_delay=0,
                     **more)  # fmt: skip
 
@@ -372,6 +373,37 @@ def test_workers_sharing_a_store_poll_once_per_interval(
     searches = grafana.calls
     assert searches == 3  # 12 dashboards, 5 a page: one poll, by one of the three
     assert all(app_inventory(app).state(fresh=True).ok for app in apps)
+
+
+def test_a_failed_poll_is_tried_again_each_tick_by_one_process(
+    make_app: AppFactory, grafana: FakeGrafana, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token file filled after the receiver started is used within a tick, not an interval."""
+    (tmp_path / "grafana-token").write_text("")  # the secret is not there yet
+    now = [1_800_000_000.0]
+    settings = receiver_settings(grafana, tmp_path, inventory_interval=600.0,
+                                 session_store=f"sqlite://{tmp_path}/sessions.db")  # fmt: skip
+    first = app_inventory(make_app(settings, stream=io.StringIO(), clock=lambda: now[0]))
+    state = first.state(fresh=True)
+    assert not state.ok and "token file" in state.error and "is empty" in state.error
+    # The second process finds this interval polled, and failed: it tries again at once.
+    second = app_inventory(make_app(settings, stream=io.StringIO(), clock=lambda: now[0]))
+    wait_for(lambda: caplog.text.count("Dashboard inventory poll failed") == 2)
+    assert first.tick == 60.0
+    (tmp_path / "grafana-token").write_text(TOKEN + "\n")
+    assert not first.poll_if_due()  # this tick's retry is taken
+    now[0] += 60.0
+    assert first.poll_if_due()
+    assert not second.poll_if_due()  # it worked: no retry until the next interval
+    assert second.state(fresh=True).ok and grafana.calls == 3
+    grafana.down = True
+    assert not first.poll().ok
+    now[0] += 60.0
+    assert [second.poll_if_due(), first.poll_if_due()] == [True, False]
+    grafana.down = False
+    now[0] += 60.0
+    assert [first.poll_if_due(), second.poll_if_due()] == [True, False]
+    assert second.state(fresh=True).ok
 
 
 def test_the_report_is_protected_like_metrics(
