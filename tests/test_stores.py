@@ -712,6 +712,44 @@ def test_a_redis_write_sent_twice_after_a_lost_reply_counts_once(redis_url: str)
         store.close()
 
 
+def test_a_redis_update_is_one_round_trip_unless_another_process_wrote_last(
+    redis_url: str,
+) -> None:
+    """Each round trip is a send and a wake-up of Redis: most of what a payload costs there."""
+    a, b = (RedisSessionStore(redis_url, max_size=2, idle_ttl=60) for _ in range(2))
+    a.client.script_load(a._cas.script)  # once per Redis, not a round trip of each update
+    sent: list[str] = []
+    for store in (a, b):
+        command = store.client.execute_command
+
+        def counted(*args: Any, _command: Any = command, **kw: Any) -> Any:
+            sent.append(args[0])
+            return _command(*args, **kw)
+
+        store.client.execute_command = counted
+
+    def trips(store: RedisSessionStore, key: int, value: int) -> tuple[int | None, list[str]]:
+        sent.clear()
+        return put(store, key, value), list(sent)  # the state the update ran on, what it sent
+
+    one, two = ["EVALSHA"], ["EVALSHA", "EVALSHA"]
+    try:
+        assert trips(a, 1, 10) == (None, one)  # a new session: no read first
+        assert trips(a, 1, 11) == (10, one)  # a wrote it last
+        assert trips(b, 1, 12) == (11, two)  # b runs again on a's value
+        assert trips(a, 1, 13) == (12, two)
+        assert a.get(1) == 13 and a.conflicts == b.conflicts == 0  # a stale guess: no conflict
+        put(b, 2, 20)
+        put(b, 3, 30)  # one over max_size 2: b evicts session 1, which a wrote last
+        assert b.evicted == 1 and b.get(1) is None
+        assert trips(a, 1, 14) == (13, two) and a.resumed == 1  # from the tombstone
+        put(b, 4, 40)  # evicts session 2, which a never wrote: its guess is "new"
+        assert trips(a, 2, 21) == (20, two) and a.resumed == 2
+    finally:
+        a.close()
+        b.close()
+
+
 def test_redis_keys_get_a_safety_ttl_and_prefixes_keep_deployments_apart(redis_url: str) -> None:
     import redis
 

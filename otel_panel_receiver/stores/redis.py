@@ -1,13 +1,16 @@
 """The Redis session store: session states shared by every receiver of a deployment.
 
 Why a compare-and-set script rather than WATCH/MULTI: the rules run in Python, so an update is
-optimistic either way (read, compute, write if nothing changed in between). ``apply`` reads the
-state with ``GET``, runs the rules, and sends the value it read and the new one to a Lua script
-that writes only if the stored value is still the one read; if not, it answers with the value
-it found and ``apply`` runs the rules again on that. Against WATCH, GET, MULTI/EXEC this is two
-round trips instead of three (measured: about 140 against 260 µs per apply on loopback), no
-connection pinned while the rules run, and the touch, the size bound and the TTLs done in the
-same atomic step.
+optimistic either way (compute, write if the stored value is the one computed from). ``apply``
+runs the rules on what it expects the session's value to be, and sends that value and the new
+one to a Lua script that writes only if the stored value is still the expected one; if not, it
+answers with the value it found and ``apply`` runs the rules again on that. No connection is
+pinned while the rules run, and the touch, the size bound and the TTLs are done in the same
+atomic step. What ``apply`` expects first is the value this process last wrote for the session
+(a bounded memory of them), or none: a viewer's browser keeps its connection to one worker, and
+a session starts with a start event, so most payloads are one round trip; one whose session
+another process wrote last is two (a stale guess is not a conflict; one after a read is). A
+round trip is most of what the store costs a payload: each is a send and a wake-up of Redis.
 
 Each stored value carries a random token after the state. It makes every write unique, so a
 state that went away and came back cannot pass for "unchanged", and a script that redis-py
@@ -24,8 +27,9 @@ that a sweep normally comes first.
 
 Evicted sessions leave a tombstone: their value goes into the hash ``evicted`` and their
 member into the sorted set ``evicted-order`` (by last activity), the most recent
-:attr:`tombstones` kept. ``apply`` looks there only for a session it does not find, and the
-script that stores the session again removes its tombstone.
+:attr:`tombstones` kept. The script looks there only for a session it does not find: if the
+tombstone is not the one the update ran on (none, for a guess), it answers with the tombstone
+and writes nothing; the write that stores the session again removes its tombstone.
 
 Faults: every call waits at most ``timeout`` seconds (connect and read); what Redis cannot do
 then (gone, frozen, out of memory, a read-only replica) raises :class:`StoreUnavailable`, and
@@ -50,6 +54,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final, cast
 
 from otel_panel_receiver.errors import StoreUnavailable
+from otel_panel_receiver.memo import Memo
 from otel_panel_receiver.stores._bounds import Bounded
 from otel_panel_receiver.stores._protocol import EvictionCallback, R, Update
 
@@ -58,24 +63,34 @@ __all__ = ["RedisSessionStore"]
 log = logging.getLogger(__name__)
 
 _CHUNK: Final = 1_000  # most sessions one script drops, so Redis never stalls long
+_WRITTEN_KEPT: Final = 8_192  # sessions whose last written value a process remembers (~2 MB)
 _TTL_FACTOR: Final = 2
 
 # KEYS: session, active set, clock, tombstone hash, tombstone order, birth. ARGV: expected
 # value ("" for none), new value, now (µs), member, ttl (ms, 0 for none), max_size (0 for
 # none), batch, session key prefix, chunk, tombstones kept, the birth last seen ("" for
-# none). Returns the value found ("" for none) when it is not the one read; "!" and the birth
-# when it is not the one last seen (Redis lost its data: nothing is written); else the birth
-# followed by the evicted members and values. A value equal to the new one is this very
-# write, sent again after a lost reply.
+# none), the tombstone the update ran on ("" for none). Returns the value found when it is
+# not the expected one; "t" and the tombstone ("" for none) when the session is not stored
+# and that tombstone is not the one the update ran on; "!" and the birth when it is not the
+# one last seen (Redis lost its data: nothing is written); else the birth followed by the
+# evicted members and values. A value equal to the new one is this very write, sent again
+# after a lost reply.
 _CAS: Final = """
 local cur = redis.call('GET', KEYS[1]) or ''
-if cur ~= ARGV[1] and cur ~= ARGV[2] then return cur end
+if cur ~= ARGV[1] and cur ~= ARGV[2] then
+  if cur ~= '' then return cur end
+  return {'t', redis.call('HGET', KEYS[4], ARGV[4]) or ''}
+end
 local born = redis.call('GET', KEYS[6])
 if not born then born = ARGV[3]; redis.call('SET', KEYS[6], born) end
 if ARGV[11] ~= '' and born ~= ARGV[11] then return {'!', born} end
 if cur == '' then
-  redis.call('HDEL', KEYS[4], ARGV[4])
-  redis.call('ZREM', KEYS[5], ARGV[4])
+  local tomb = redis.call('HGET', KEYS[4], ARGV[4]) or ''
+  if tomb ~= ARGV[12] then return {'t', tomb} end
+  if tomb ~= '' then
+    redis.call('HDEL', KEYS[4], ARGV[4])
+    redis.call('ZREM', KEYS[5], ARGV[4])
+  end
 end
 local now = tonumber(ARGV[3])
 local last = tonumber(redis.call('GET', KEYS[3]) or '0')
@@ -140,6 +155,10 @@ return out
 """
 
 
+def _no_size(key: int) -> int:
+    return 0
+
+
 def _state(value: bytes) -> int:
     return int(value.partition(b".")[0], 16)
 
@@ -196,6 +215,8 @@ class RedisSessionStore(Bounded):
             self.tombstones,
         )
         self._born: bytes | None = None
+        # What this process last wrote for a session: the value its next update expects.
+        self._written: Memo[int, bytes] = Memo(kept=_WRITTEN_KEPT, size=_no_size)
         self.conflicts = 0
 
     @property
@@ -217,37 +238,38 @@ class RedisSessionStore(Bounded):
         if self._sweep_due(now):
             self.sweep()
         member = f"{key:032x}"
-        name = self._session_prefix + member
-        keys = (name, *self._shared)
-        resumed = False
+        keys = (self._session_prefix + member, *self._shared)
+        written = self._written
+        # The value expected (the last this process wrote, a guess until Redis answers one),
+        # the tombstone the update runs on when the session is not stored, whether read.
+        expected, tomb, read = written.get(key, b""), b"", False
         with self.failures():
-            old = cast("bytes | None", self._client.get(name)) or b""  # no decode_responses
-            found = old
-            if not old and self.tombstones:
-                # A tombstone as idle as the TTL is gone with the sweep that expires sessions.
-                found = cast("bytes | None", self._client.hget(self._tombs[0], member)) or b""
-                resumed = bool(found)
             while True:
+                found = expected or tomb
                 state, result = fn(_state(found) if found else None)
-                new = f"{state:x}.{os.urandom(6).hex()}"
-                args = (old, new, int(now * 1_000_000), member, *self._limits, self._born or b"")
+                new = f"{state:x}.{os.urandom(6).hex()}".encode()
+                args = (expected, new, int(now * 1_000_000), member, *self._limits,
+                        self._born or b"", tomb)  # fmt: skip
                 reply: bytes | list[bytes] = self._cas(keys, args)
-                if isinstance(reply, list) and reply[:1] == [b"!"]:
+                if isinstance(reply, bytes) or reply[0] == b"t":
+                    # Another value is stored, or none and another tombstone: run on that.
+                    if read:
+                        with self._counting:
+                            self.conflicts += 1
+                    expected, tomb = (reply, b"") if isinstance(reply, bytes) else (b"", reply[1])
+                    read = True
+                elif reply[0] == b"!":
                     # Redis lost its data since the last call: note it, then run the update
                     # again, so that a session it forgot is adopted rather than started.
                     self._check_birth(reply[1])
-                    old = found = b""
-                    resumed = False
+                    expected, tomb, read = b"", b"", False
                     continue
-                if not isinstance(reply, bytes):
+                else:
                     break
-                with self._counting:
-                    self.conflicts += 1
-                old = found = reply
-                resumed = False
                 now = self._clock()
+        written.put(key, new)
         self._check_birth(reply[0])
-        if resumed:
+        if tomb:
             with self._counting:
                 self.resumed += 1
         self._dropped(_pairs(reply[1:]), idle=False)
