@@ -251,13 +251,10 @@ class RedisSessionStore(Bounded):
                 args = (expected, new, int(now * 1_000_000), member, *self._limits,
                         self._born or b"", tomb)  # fmt: skip
                 reply: bytes | list[bytes] = self._cas(keys, args)
-                if isinstance(reply, bytes) or reply[0] == b"t":
-                    # Another value is stored, or none and another tombstone: run on that.
-                    if read:
-                        with self._counting:
-                            self.conflicts += 1
-                    expected, tomb = (reply, b"") if isinstance(reply, bytes) else (b"", reply[1])
-                    read = True
+                if isinstance(reply, bytes):  # another value is stored: run on that one
+                    expected, tomb = reply, b""
+                elif reply[0] == b"t":  # none is, and another tombstone: run on that one
+                    expected, tomb = b"", reply[1]
                 elif reply[0] == b"!":
                     # Redis lost its data since the last call: note it, then run the update
                     # again, so that a session it forgot is adopted rather than started.
@@ -266,6 +263,10 @@ class RedisSessionStore(Bounded):
                     continue
                 else:
                     break
+                if read:  # what it ran on was read: someone wrote in between
+                    with self._counting:
+                        self.conflicts += 1
+                read = True
                 now = self._clock()
         written.put(key, new)
         self._check_birth(reply[0])
