@@ -12,7 +12,7 @@ from typing import Final
 
 from benchmarks import targets
 from benchmarks.http_rows import Row, load_row, na_load_row, ratio_row, rows, tables
-from benchmarks.loadrun import CONNECTIONS, Measurement, expected_sessions, measure
+from benchmarks.loadrun import CONNECTIONS, Measurement, alternate, expected_sessions, measure
 from benchmarks.payloads import Mix, build_mix
 from benchmarks.peers import find_redis_server, running_redis
 from benchmarks.plan import Plan
@@ -192,7 +192,7 @@ def _go_table(
         rate = m.wrk.rate
         target, verdict = "", ""
         if row.store is not None and row.server == DEFAULT_SERVER:  # the command's default
-            target = "see below"  # checked on the back-to-back rounds of the next table
+            target = "see below"  # checked on the alternating slices of the next table
         table.add(row.server.label, row.server.workers, m.app.name, f"{rate:,.0f}",
                   f"{rate / on:.2f}" if on else "", f"{rate / off:.2f}" if off else "",
                   target, verdict)  # fmt: skip
@@ -203,54 +203,63 @@ def _go_table(
         "same mix, same machine, same run); ours log every payload to /dev/null in those rows, "
         "so its log-on figure is the like-for-like one. The Go rows run minutes after most of "
         "ours, and this machine's speed drifts that much in minutes: the targets are checked "
-        "on the back-to-back rounds of the next table."
+        "on the alternating slices of the next table."
     )
     return table
 
 
 def _go_pairs(plan: Plan, wrk: str, mix: Mix) -> Table:
-    """Measure the Go receiver and the command's default back to back, ``plan.go_pairs``
-    rounds per log setting (which goes first alternates), and check the median ratio."""
+    """Serve the Go receiver and the command's default side by side, load them in turn for
+    ``plan.go_slice_seconds``, ``plan.go_pairs`` times per log setting, and check the median
+    ratio of the pairs."""
     table = Table(
-        "HTTP ingest: the command's default against the Go receiver, back to back",
-        ("session log", "round", "first", "ours req/s", "Go req/s", "ours ÷ Go",
-         "ours CPU µs/req", "Go CPU µs/req", "target", "met"),
+        "HTTP ingest: the command's default against the Go receiver, in alternating slices",
+        ("session log", "pair", "first", "ours req/s", "Go req/s", "ours ÷ Go",
+         "ours CPU µs/req", "Go CPU µs/req", "other load (cores)", "target", "met"),
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="otel-panel-bench-pairs-") as tmp:
         round_file = Path(tmp, "round.tsv")
         mix.write_wrk_data(round_file)
         for log in (True, False):
+            setting = "on" if log else "off"
+            directory = Path(tmp, setting)
+            directory.mkdir()
+            apps = [
+                (GO, _go_app(plan.go_receiver, log=log)),
+                (DEFAULT_SERVER, receiver_app(DEFAULT_SERVER, "memory", directory, log=log)),
+            ]
+            go_slices, our_slices = alternate(
+                apps, plan, wrk, round_file, slices=plan.go_pairs, seconds=plan.go_slice_seconds
+            )
             ratios = []
-            for i in range(plan.go_pairs):
-                directory = Path(tmp, f"{'on' if log else 'off'}-{i}")
-                directory.mkdir()
-                ours_app = receiver_app(DEFAULT_SERVER, "memory", directory, log=log)
-                go_app = _go_app(plan.go_receiver, log=log)
-                if i % 2 == 0:
-                    go = measure(GO, go_app, plan, wrk, round_file)
-                    ours = measure(DEFAULT_SERVER, ours_app, plan, wrk, round_file)
-                else:
-                    ours = measure(DEFAULT_SERVER, ours_app, plan, wrk, round_file)
-                    go = measure(GO, go_app, plan, wrk, round_file)
+            for i, (go, ours) in enumerate(zip(go_slices, our_slices, strict=True)):
+                for measured in (go, ours):
+                    if measured.wrk.non201 or measured.wrk.socket_errors:
+                        table.problems.append(
+                            f"pair {i + 1}, session log {setting}: {measured.wrk.non201} answers "
+                            f"other than 201 and {measured.wrk.socket_errors} socket errors"
+                        )
                 ratio = ours.wrk.rate / go.wrk.rate if go.wrk.rate else 0.0
                 ratios.append(ratio)
-                table.add("on" if log else "off", i + 1, "Go" if i % 2 == 0 else "ours",
+                table.add(setting, i + 1, "Go" if i % 2 == 0 else "ours",
                           f"{ours.wrk.rate:,.0f}", f"{go.wrk.rate:,.0f}", f"{ratio:.2f}",
-                          f"{ours.cpu_us:.0f}", f"{go.cpu_us:.0f}", "", "")  # fmt: skip
+                          f"{ours.cpu_us:.0f}", f"{go.cpu_us:.0f}",
+                          f"{ours.others:.2f} / {go.others:.2f}", "", "")  # fmt: skip
             like = targets.GO_LOG_ON if log else targets.GO_LOG_OFF
             median = statistics.median(ratios)
-            what = f"command's default (granian x1) ÷ Go, session log {'on' if log else 'off'}"
+            what = f"command's default (granian x1) ÷ Go, session log {setting}"
             verdict = table.check(what, f"{median:.2f}", like, median)
-            table.add("on" if log else "off", f"median of {len(ratios)}", "", "", "",
-                      f"{median:.2f}", "", "", str(like), verdict)  # fmt: skip
+            table.add(setting, f"median of {len(ratios)}", "", "", "", f"{median:.2f}", "", "",
+                      "", str(like), verdict)  # fmt: skip
     table.notes.append(
-        f"each round serves the Go receiver and the command's default (granian, one worker, "
-        f"memory store) one right after the other, loaded as in the HTTP ingest rows (wrk "
-        f"{plan.http_seconds:g} s after {plan.http_warmup_seconds:g} s unmeasured, the same "
-        "mix), the session log on for both (ours to /dev/null, as the Go receiver's own) or off "
-        "for both; which goes first alternates. The targets take the median ratio of the "
-        "rounds: this machine's speed drifts by a fifth over minutes, and a pair measured "
-        "seconds apart shares the drift."
+        f"the Go receiver and the command's default (granian, one worker, memory store) run "
+        f"side by side; each is warmed ({plan.http_warmup_seconds:g} s of wrk), then they are "
+        f"loaded in turn, {plan.go_slice_seconds:g} s of wrk each (the same mix and "
+        "connections as the HTTP ingest rows, new sessions in every pair), each going first in "
+        "half of the pairs; the session log on for both (ours to /dev/null, as the Go "
+        "receiver's own) or off for both. The targets take the median ratio of the pairs: this "
+        "machine's speed drifts by a fifth over minutes, and a pair measured seconds apart "
+        "shares the drift. Other load: the cores other processes used during ours / Go's slice."
     )
     return table
 

@@ -4,6 +4,7 @@ makes (``http_ingest``, ``collector_down``, ``otlp_tuning``)."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import re
@@ -35,6 +36,8 @@ __all__ = [
     "CONNECTIONS",
     "MEASURED_FROM",
     "Measurement",
+    "Slice",
+    "alternate",
     "connections_per_worker",
     "expected_sessions",
     "measure",
@@ -83,6 +86,17 @@ class _Run:
     machine: float
     connections: tuple[int, ...]
 
+    def costs(self) -> tuple[float, float, float]:
+        """Return the server's and its peers' CPU µs per request, and the cores the other
+        processes of the machine used meanwhile (wrk's own CPU left out)."""
+        result = self.wrk
+        per_request = 1e6 / result.requests if result.requests else 0.0
+        busy = max(
+            0.0, self.machine - self.server - self.peers - result.client_cpu * result.seconds
+        )
+        others = busy / result.seconds if result.seconds else 0.0
+        return self.server * per_request, self.peers * per_request, others
+
 
 def measure(
     server: ServerSpec,
@@ -121,23 +135,71 @@ def measure(
         sessions = None if app.baseline else _sessions_counted(live.url, server.workers > 1)
         stopped = live.stop(stop_grace) if stop_grace is not None else None
     result = run.wrk
-    per_request = 1e6 / result.requests if result.requests else 0.0
-    client = result.client_cpu * result.seconds
-    busy = max(0.0, run.machine - run.server - run.peers - client)
+    cpu_us, peer_cpu_us, others = run.costs()
     return Measurement(
         server,
         app,
         result,
-        run.server * per_request,
+        cpu_us,
         live.argv,
-        busy / result.seconds if result.seconds else 0.0,
+        others,
         stopped,
-        run.peers * per_request,
+        peer_cpu_us,
         tuple(runs),
         sessions,
         run.connections,
         len(runs) - bool(plan.http_warmup_seconds),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """One short measured run of one of several servers kept up side by side."""
+
+    wrk: WrkResult
+    cpu_us: float  # the server's CPU per request
+    others: float  # cores used by other processes meanwhile
+
+
+def alternate(
+    apps: Sequence[tuple[ServerSpec, AppSpec]],
+    plan: Plan,
+    wrk: str,
+    round_file: Path,
+    *,
+    slices: int,
+    seconds: float,
+) -> list[list[Slice]]:
+    """Serve every app at once, warm each, then load them one at a time for ``seconds``,
+    ``slices`` times each; return each app's slices (the ``i``-th of every app measured one
+    right after the other, which goes first turning round).
+
+    Two servers measured seconds apart share the machine's drift, which over the minutes of
+    separate runs moves a rate by a fifth on a shared machine; an idle server beside the loaded
+    one costs nothing but its timers.
+    """
+    with contextlib.ExitStack() as stack:
+        lives = [
+            stack.enter_context(running(server, app, base_env=_clean_environment()))
+            for server, app in apps
+        ]
+        if plan.http_warmup_seconds:
+            for live in lives:
+                run_wrk(wrk, f"{live.url}/write", round_file, seconds=plan.http_warmup_seconds)
+        short = dataclasses.replace(plan, http_seconds=seconds)
+        out: list[list[Slice]] = [[] for _ in apps]
+        for i in range(slices):
+            order = list(range(len(apps)))
+            if i % 2:
+                order.reverse()
+            for k in order:
+                run = _measured_run(
+                    lives[k], apps[k][0], short, wrk, round_file,
+                    first=MEASURED_FROM + i * _TRY_STRIDE, peers=(),
+                )  # fmt: skip
+                cpu_us, _, others = run.costs()
+                out[k].append(Slice(run.wrk, cpu_us, others))
+    return out
 
 
 def _measured_run(

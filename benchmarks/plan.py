@@ -32,9 +32,11 @@ class Plan:
     otlp_export_batches: int  # in-process export() calls timed per batch size
     #: A build of the upstream Go receiver to load beside ours (``--go-receiver``), or "".
     go_receiver: str = ""
-    #: Rounds of the Go receiver and the command's default measured back to back, per log
-    #: setting; the targets against Go take the median ratio of the rounds.
-    go_pairs: int = 3
+    #: Pairs of slices of the Go receiver and the command's default, served side by side and
+    #: loaded in turn, per log setting; the targets against Go take the median ratio of the
+    #: pairs. Even: each goes first in half of the pairs.
+    go_pairs: int = 8
+    go_slice_seconds: float = 3.0
 
 
 FULL: Final = Plan(
@@ -75,5 +77,6 @@ QUICK: Final = Plan(
     scrape_repeats=3,
     otlp_repeats=0,
     otlp_export_batches=3,
-    go_pairs=1,
+    go_pairs=2,
+    go_slice_seconds=2.0,
 )
