@@ -166,3 +166,76 @@ def test_memory_exposures_forget_everything_with_the_process() -> None:
     first, again = MemoryExposures(), MemoryExposures()  # a restart: every series is new
     assert first.first(["x"], 1.0) == [1.0]
     assert again.first(["x"], 9.0) == [9.0]
+
+
+# -- the page is prometheus_client's, byte for byte ------------------------------------------
+
+#: What scrapers send: none, Prometheus 2.x's text, OpenMetrics (2.42's Accept), Prometheus 3's
+#: UTF-8 names, and the escapings written by prometheus_client itself (dots, values).
+ACCEPTS = (
+    "",
+    "text/plain;version=0.0.4",
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+    "text/plain;version=1.0.0;escaping=allow-utf-8",
+    "application/openmetrics-text;version=1.0.0;escaping=dots",
+    "text/plain;version=1.0.0;escaping=values",
+    "application/openmetrics-text",
+)
+#: Label values a client may send, escapes and all.
+HOSTILE = ('a"b', "back\\slash", "new\nline", "", "ünï©ødé 🎛", '\\"\n', "}{,=", "x" * 300)
+
+
+def hostile_families() -> list[Family]:
+    """Counters and gauges with hostile values, a label set missing a key, a unit, no labels,
+    names that need escaping, a reserved label name, and a histogram."""
+    rows = [
+        Series((("dashboard", value), ("user", HOSTILE[-1 - i])), i + 0.5, 1_700_000_000.25)
+        for i, value in enumerate(HOSTILE)
+    ]
+    partial = Series((("dashboard", "only"),), 3.0, 0.0)  # no "user": written user=""
+    last = [Series((("dashboard", "d"),), 1.7e9, 0.0), Series((("dashboard", "e"),), 1e22, 0.0)]
+    odd = Series((("dash-board", "x"), ("__reserved", "y")), 2.0, 5.0)
+    histogram = Series((("a", '"'),), 3.0, 9.0, (1, 2, 0))
+    return [
+        Family(
+            "grafana_analytics_sessions",
+            "counter",
+            'Sessions "x".\nNew line \\',
+            "",
+            [*rows, partial],
+        ),
+        Family("grafana_analytics_sessions_duration", "counter", "Seconds.", "seconds", rows),
+        Family("grafana_analytics_tracked", "gauge", "Tracked.", "", [Series((), 7.0, 0.0)]),
+        Family("grafana_analytics_last", "gauge", "When.", "seconds", last),
+        Family("needs.escaping", "counter", "Dotted.", "", [Series((("a", "1"),), 1.0, 5.0)]),
+        Family("c", "counter", "Odd label names.", "", [odd]),
+        Family("h", "histogram", "A histogram.", "", [histogram], (0.5, 1.0)),
+    ]
+
+
+@pytest.mark.parametrize("created", [False, True])
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_the_page_is_prometheus_clients_own_byte_for_byte(accept: str, created: bool) -> None:
+    from prometheus_client.exposition import choose_encoder
+    from prometheus_client.process_collector import ProcessCollector
+
+    from otel_panel_receiver.export.exposition import _Collected
+
+    families = hostile_families()
+    exposition = Exposition(lambda: families, delay=0, created=created, process=True)
+    for _ in range(2):  # the second page from the label texts the first one kept
+        page, content_type = exposition.scrape(accept)
+        encoder, expected_type = choose_encoder(accept)
+        om = content_type.startswith("application/openmetrics-text")
+        process = ProcessCollector(registry=None)
+        expected = encoder(_Collected(families, created=created and om, process=process))
+        assert content_type == expected_type
+        # The process metrics are read twice (CPU seconds, memory): the rest must be equal.
+        ours, theirs = (
+            [line for line in text.decode().splitlines() if not line.startswith("process_")]
+            for text in (page, expected)
+        )
+        assert ours == theirs
+        assert any('dashboard="a\\"b"' in line for line in ours)
