@@ -326,7 +326,7 @@ class Exposition:
         parts: list[str] = []
         rendered, kept = self._rendered, {}
         for family in families:
-            keys = tuple(sorted({key for series in family.series for key, _ in series.labels}))
+            keys = _label_keys(family)
             head = _head(family, keys)
             if head is None:  # a histogram, or names to escape: all by the encoder
                 parts.append(encoded(_prometheus_family(family, created=created), None))
@@ -437,8 +437,10 @@ def _label_text(labels: Labels, keys: Sequence[str]) -> str:
     its family in order, "" where it has none, each value escaped."""
     if not keys:
         return ""
-    values = dict(labels)
-    return "{" + ",".join(f'{key}="{_escape_value(values.get(key, ""))}"' for key in keys) + "}"
+    values = _row(labels, keys)
+    return (
+        "{" + ",".join(f'{k}="{_escape_value(v)}"' for k, v in zip(keys, values, strict=True)) + "}"
+    )
 
 
 def _escape_value(value: str) -> str:
@@ -472,9 +474,7 @@ class _Collected:
 
 
 def _prometheus_family(family: Family, *, created: bool) -> PrometheusFamily:
-    # Every series gets every label key of the family, "" where it has none (as the OTel
-    # exporter writes them), in sorted order.
-    keys = sorted({key for series in family.series for key, _ in series.labels})
+    keys = _label_keys(family)
     rows = [(_row(series.labels, keys), series) for series in family.series]
     if family.kind == "gauge":
         gauge = GaugeMetricFamily(family.name, family.help, labels=keys, unit=family.unit)
@@ -491,14 +491,20 @@ def _prometheus_family(family: Family, *, created: bool) -> PrometheusFamily:
     return counter
 
 
-def _row(labels: Labels, keys: list[str]) -> list[str]:
+def _label_keys(family: Family) -> tuple[str, ...]:
+    """Return the label keys of every series of the family, sorted: each series gets every key,
+    "" where it has none (as the OTel exporter writes them)."""
+    return tuple(sorted({key for series in family.series for key, _ in series.labels}))
+
+
+def _row(labels: Labels, keys: Sequence[str]) -> list[str]:
     """Return the values of ``labels`` in the order of ``keys``, "" for a key it lacks."""
     values = dict(labels)
     return [values.get(key, "") for key in keys]
 
 
 def _histogram(
-    family: Family, keys: list[str], rows: list[tuple[list[str], Series]], *, created: bool
+    family: Family, keys: Sequence[str], rows: list[tuple[list[str], Series]], *, created: bool
 ) -> PrometheusFamily:
     bounds = [floatToGoString(bound) for bound in family.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
     histogram = HistogramMetricFamily(family.name, family.help, labels=keys, unit=family.unit)
