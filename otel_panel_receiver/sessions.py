@@ -38,6 +38,10 @@ _TIME_BITS: Final = 38  # covers every accepted timestamp (payload.MAX_TIME < 2*
 _OFFSET_BITS: Final = 38  # a window time as its offset from the session's first: any accepted time
 _OFFSET_MAX: Final = (1 << _OFFSET_BITS) - 1
 _COUNT_BITS: Final = 3
+_TIME_MASK: Final = (1 << _TIME_BITS) - 1
+_COUNT_MASK: Final = (1 << _COUNT_BITS) - 1
+_COUNT_AT: Final = 2 + _TIME_BITS  # where the packing's fields start (see pack)
+_OFFSETS_AT: Final = _COUNT_AT + _COUNT_BITS
 
 
 class SessionState(msgspec.Struct, frozen=True):
@@ -138,16 +142,51 @@ class SessionRules:
         whether a session the store does not know is to be adopted rather than started.
         """
 
-        apply, cap = self._apply, self.cap(event)
+        apply, cap, later = self._apply, self.cap(event), self._later
+        kind, t = event.kind, event.time
+        start, end = kind is EventKind.START, kind is EventKind.END
 
         def update(packed: int | None) -> tuple[int, SessionUpdate]:
             if packed is None:
                 state, result = apply(None, event, cap, adopt is not None and adopt())
-            else:
-                state, result = apply(unpack(packed), event, cap, False)
+                return pack(state), result
+            if not start:
+                done = later(packed, end, t, cap)
+                if done is not None:
+                    return done
+            state, result = apply(unpack(packed), event, cap, False)
             return pack(state), result
 
         return update
+
+    def _later(
+        self, packed: int, end: bool, t: int, cap: float
+    ) -> tuple[int, SessionUpdate] | None:
+        """Apply a heartbeat (or an end) at ``t`` after all of a packed state's times, the usual
+        case, on the packed integer: the same state and update as ``_apply`` on ``unpack``
+        and ``pack`` after, without making either. ``None`` for any other case (or a value
+        that is not a packing), which is left to them."""
+        first = (packed >> 2) & _TIME_MASK
+        count = (packed >> _COUNT_AT) & _COUNT_MASK
+        if not 0 < count <= WINDOW:
+            return None
+        offsets = (packed >> _OFFSETS_AT) & ((1 << (_OFFSET_BITS * count)) - 1)
+        last = first + (offsets >> (_OFFSET_BITS * (count - 1)))
+        if t <= last:
+            return None  # a repeat, or out of order: the rules place it
+        gap = t - last
+        heartbeats = packed & 2 or not end
+        if heartbeats:
+            added = min(gap, cap)
+        else:  # start .. end with no heartbeat: the whole span, as upstream
+            added = float(gap if self.timeout <= 0 else min(gap, self.timeout))
+        if count == WINDOW:  # the earliest time leaves the window
+            offsets >>= _OFFSET_BITS
+            count -= 1
+        offsets |= (t - first) << (_OFFSET_BITS * count)  # < 2**38: t and first are times
+        state = (offsets << _COUNT_BITS | (count + 1)) << _TIME_BITS | first
+        state = state << 2 | (2 if heartbeats else 0) | (end or packed & 1)
+        return state, SessionUpdate(False, added, end, first)
 
     def _added(
         self, state: SessionState, kind: EventKind, t: int, heartbeats: bool, cap: float

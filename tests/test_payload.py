@@ -357,6 +357,21 @@ def test_mutated_samples_only_ever_raise_payload_error(
         dec(doc)
 
 
+def test_the_plans_of_flattened_key_lists_are_bounded_and_one_too_long_is_not_kept() -> None:
+    for n in range(1_500):  # key lists that a client makes up
+        assert dec({"type": "end", "time": MAX_TIME, f"user.k{n}": n}).kind is EventKind.END
+        assert len(_decode._PLANS) <= 1024
+    for n in range(200):  # long key lists, each within what one plan may hold (16 KiB)
+        keys = {f"user.k{n}.{i}": 0 for i in range(800)}
+        assert dec({"type": "end", "time": MAX_TIME, **keys}).kind is EventKind.END
+        assert sum(len(key) for keys in _decode._PLANS for key in keys) <= 1 << 20
+    doc = flatten(load("v2-heartbeat.json"))
+    long = {**doc, **{f"variables.0.values.{i}": str(i) for i in range(2_000)}}  # > 16 KiB
+    kept = len(_decode._PLANS)
+    assert len(dec(long).variables[0].values) == 2_000
+    assert len(_decode._PLANS) == kept
+
+
 def test_unflatten_remembers_short_keys_only_and_a_bounded_number_of_them() -> None:
     for n in range(5_000):  # keys a client makes up, some of them long
         key = f"a.k{n}.{'x' * (n % 600)}"

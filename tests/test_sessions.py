@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -242,3 +243,54 @@ def test_pack_keeps_every_accepted_time_exactly() -> None:
 
     state = SessionState(0, (0, MAX_TIME - 1, MAX_TIME), True, True)
     assert unpack(pack(state)) == state
+
+
+def slow_update(rules: SessionRules, packed: int, ev: PanelEvent) -> tuple[int, object]:
+    """What a store's update of a known session did before in-order events took a shortcut."""
+    state, update = rules.apply(unpack(packed), ev)
+    return pack(state), update
+
+
+@given(
+    offsets=st.lists(st.integers(-400, 400) | st.integers(-(2**39), 2**39), min_size=2,
+                     max_size=12),
+    kinds=st.lists(st.sampled_from(["start", "hb", "end"]), min_size=12, max_size=12),
+    interval=st.sampled_from([0.0, 10.0, 60.0, 30.5]),
+    timeout=st.sampled_from([0.0, 30.0]),
+)  # fmt: skip
+def test_a_store_update_gives_what_the_rules_give_for_any_event_sequence(
+    offsets: list[int], kinds: list[str], interval: float, timeout: float
+) -> None:
+    from otel_panel_receiver.payload import MAX_TIME
+
+    rules, packed = SessionRules(timeout), None
+    for offset, kind in zip(offsets, kinds, strict=False):
+        ev = event(kind, 0, interval)
+        ev = msgspec.structs.replace(ev, time=min(max(0, T0 + offset), MAX_TIME))
+        if packed is None:
+            packed, _ = rules.updater(ev)(None)
+            continue
+        assert rules.updater(ev)(packed) == slow_update(rules, packed, ev)
+        packed, _ = slow_update(rules, packed, ev)
+
+
+@given(
+    packed=st.integers(0, 2**200),
+    kind=st.sampled_from(["hb", "end"]),
+    time=st.integers(0, 2**38 - 1),
+    timeout=st.sampled_from([0.0, 30.0]),
+)
+def test_a_store_update_of_any_integer_gives_what_the_rules_give(
+    packed: int, kind: str, time: int, timeout: float
+) -> None:
+    rules = SessionRules(timeout)
+    ev = msgspec.structs.replace(event(kind, 0), time=time)
+    try:
+        expected: object = slow_update(rules, packed, ev)
+    except IndexError as exc:  # no times: not a packing
+        expected = type(exc)
+    try:
+        got: object = rules.updater(ev)(packed)
+    except IndexError as exc:
+        got = type(exc)
+    assert got == expected

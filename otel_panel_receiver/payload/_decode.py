@@ -5,10 +5,11 @@ groups (options, host, dashboard, user, variables) as raw JSON text. A viewer's 
 those groups byte for byte, so each distinct text is decoded and converted once and its frozen
 model value remembered (:class:`_Group`, bounded): a heartbeat then costs the envelope and five
 lookups. A payload whose groups are flattened (the panel's ``flatten`` option) or missing is
-decoded to plain JSON values, its flat keys sorted into their groups by their first segment
-(from the path ``unflatten`` remembers of each key), and each group remembered by the JSON text
-of its flat keys and values. Equal texts give equal values, so the event is the one the typed
-path below would build.
+decoded to plain JSON values, its flat keys sorted into their groups by their first segment,
+and each group remembered by the JSON text of its flat keys and values. The sorting is a plan
+made once per list of keys (:class:`_Plan`, bounded): a viewer's flattened payloads repeat
+their keys too, so a heartbeat takes each group's values by position. Equal texts give equal
+values, so the event is the one the typed path below would build.
 
 The typed path takes the rest: 1.x payloads, groups sent whole in a flattened body, and any
 body the fast path finds wrong, so that its error is named as it always was. It is a typed
@@ -20,9 +21,11 @@ own key names.
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
 from collections.abc import Callable
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import msgspec
 from msgspec import UNSET
@@ -40,7 +43,7 @@ from otel_panel_receiver.payload._convert import (
     to_user,
     to_variables,
 )
-from otel_panel_receiver.payload._flat import _PATHS, path_of, unflatten
+from otel_panel_receiver.payload._flat import path_of, unflatten
 
 __all__ = ["decode", "load", "validation_error"]
 
@@ -84,12 +87,15 @@ class _Group(Generic[V]):
             value = self.kept.put(text, self._convert(self._decode(text)))
         return value
 
-    def flat(self, items: list[tuple[str, Any]]) -> V:
-        """Return the group of a flattened payload from its flat ``(key, value)`` items."""
-        text = _ENCODE(items)
+    def flat(self, taken: _Taken, values: list[Any]) -> V:
+        """Return the group of a flattened payload: its flat keys ``taken`` of ``values``."""
+        mine = taken.take(values)
+        text = taken.text + _ENCODE(mine)
         value = self.flat_kept.get(text)
         if value is None:
-            tree = unflatten(dict(items)).get(self.name) if items else None
+            tree = (
+                unflatten(dict(zip(taken.keys, mine, strict=True))).get(self.name) if mine else None
+            )
             value = self.flat_kept.put(text, self._convert(msgspec.convert(tree, self._type)))
         return value
 
@@ -157,36 +163,97 @@ def _flattened(body: bytes, now: int) -> PanelEvent | None:
     document = _GENERIC.decode(body)
     if not isinstance(document, dict):
         return None
-    groups: dict[str, list[tuple[str, Any]]] = {name: [] for name in _GROUP_NAMES}
-    rest: dict[str, Any] = {}
-    dotted = False
-    known = _PATHS.get  # bound once, as in unflatten
-    for key, value in document.items():
-        path = known(key)
-        if path is None:
-            path = path_of(key)
-        head = path[3]
-        dot = len(head) < len(key)
-        if head in _LEGACY:
-            return None
-        if not dot and head in _WHOLE and value is not None and value != _WHOLE[head]:
+    keys = tuple(document)
+    plan = _PLANS.get(keys)
+    if plan is None:
+        plan = _PLANS.put(keys, _plan(keys))
+    if plan.legacy:
+        return None
+    values = list(document.values())
+    for index, head in plan.whole:
+        value = values[index]
+        if value is not None and value != _WHOLE[head]:
             return None  # a group sent whole: the typed path checks it
-        items = groups.get(head)
-        if items is not None:
-            items.append((key, value))
-        else:
-            rest[key] = value
-            dotted = dotted or dot
-    doc = msgspec.convert(unflatten(rest) if dotted else rest, _wire.Payload)
+    rest = dict(zip(plan.rest.keys, plan.rest.take(values), strict=True))
+    doc = msgspec.convert(unflatten(rest) if plan.dotted else rest, _wire.Payload)
+    options, host, dashboard, user, variables = plan.groups
     return assemble(
         doc,
         now,
-        options=_OPTIONS.flat(groups["options"]),
-        host=_HOST.flat(groups["host"]),
-        dashboard=_DASHBOARD.flat(groups["dashboard"]),
-        user=_USER.flat(groups["user"]),
-        variables=_VARIABLES.flat(groups["variables"]),
+        options=_OPTIONS.flat(options, values),
+        host=_HOST.flat(host, values),
+        dashboard=_DASHBOARD.flat(dashboard, values),
+        user=_USER.flat(user, values),
+        variables=_VARIABLES.flat(variables, values),
     )
+
+
+class _Taken(NamedTuple):
+    """Some keys of a flattened payload: their names, as JSON text too, and how to take their
+    values from the payload's values (in the order of its keys)."""
+
+    keys: tuple[str, ...]
+    text: bytes
+    take: Callable[[list[Any]], tuple[Any, ...]]
+
+
+class _Plan(NamedTuple):
+    """Where the keys of a flattened payload go: the same for every payload with the same keys
+    in the same order, which a viewer's payloads are. Made once per key list (``_PLANS``)."""
+
+    legacy: bool  # a 1.x field: the typed path tells
+    whole: tuple[tuple[int, str], ...]  # where a group's own key is, and the group
+    groups: tuple[_Taken, ...]  # options, host, dashboard, user, variables
+    rest: _Taken  # the keys of no group: the envelope
+    dotted: bool  # whether the rest has flat keys to undo
+
+
+def _plan(keys: tuple[str, ...]) -> _Plan:
+    """Sort a flattened payload's keys into their groups by their first segment."""
+    taken: dict[str, tuple[list[str], list[int]]] = {name: ([], []) for name in _GROUP_NAMES}
+    rest: tuple[list[str], list[int]] = ([], [])
+    whole: list[tuple[int, str]] = []
+    legacy = dotted = False
+    for index, key in enumerate(keys):
+        head = path_of(key)[3]
+        dot = len(head) < len(key)
+        legacy = legacy or head in _LEGACY
+        if not dot and head in _WHOLE:
+            whole.append((index, head))
+        names, indices = taken.get(head, rest)
+        names.append(key)
+        indices.append(index)
+        dotted = dotted or (dot and head not in taken)
+    groups = tuple(_taken(*taken[name]) for name in _GROUP_NAMES)
+    return _Plan(legacy, tuple(whole), groups, _taken(*rest), dotted)
+
+
+def _taken(keys: list[str], indices: list[int]) -> _Taken:
+    take: Callable[[list[Any]], tuple[Any, ...]]
+    if len(indices) > 1:
+        take = operator.itemgetter(*indices)
+    elif indices:
+        take = functools.partial(_one, indices[0])
+    else:
+        take = _none
+    return _Taken(tuple(keys), _ENCODE(keys), take)
+
+
+def _one(index: int, values: list[Any]) -> tuple[Any, ...]:
+    return (values[index],)
+
+
+def _none(values: list[Any]) -> tuple[Any, ...]:
+    return ()
+
+
+def _keys_size(keys: tuple[str, ...]) -> int:
+    return sum(map(len, keys)) + 3 * len(keys)  # their JSON, within a few bytes
+
+
+#: The plans of the key lists seen (bounded: a client chooses them; one too long is not kept).
+_PLANS: Final[Memo[tuple[str, ...], _Plan]] = Memo(kept=1024, budget=1 << 20, largest=16 << 10,
+                                                   size=_keys_size)  # fmt: skip
 
 
 def _lacks_groups(doc: _wire.Payload) -> bool:

@@ -55,25 +55,26 @@ class MemorySessionStore(Bounded):
 
     def apply(self, key: int, fn: Update[R]) -> R:
         """Run ``fn`` on the session's packed state and store the result, under the lock."""
-        now = self._now()
-        if self._sweep_due(now):
+        now = int(self._clock() - self._epoch) & _TOUCH_MASK  # _now(), without the call
+        if now >= self._next_sweep and self._sweep_due(now):
             self.sweep()
+        sessions = self._sessions
         with self._lock:
-            entry = self._sessions.pop(key, None)
+            entry = sessions.pop(key, None)
             if entry is None and self._evicted:
                 entry = self._unearth(key, now)
             try:
                 state, result = fn(None if entry is None else entry >> _TOUCH_BITS)
             except BaseException:
                 if entry is not None:  # the update failed: the session stays as it was
-                    self._sessions[key] = entry
+                    sessions[key] = entry
                 raise
-            self._sessions[key] = (state << _TOUCH_BITS) | now
-            dropped: list[tuple[int, int]] = []
-            if self.max_size and len(self._sessions) > self.max_size:
-                victims = list(itertools.islice(self._sessions, self.batch))
-                self._bury(victims)
-                dropped = self._take(iter(victims))
+            sessions[key] = (state << _TOUCH_BITS) | now
+            if not self.max_size or len(sessions) <= self.max_size:
+                return result
+            victims = list(itertools.islice(sessions, self.batch))
+            self._bury(victims)
+            dropped = self._take(iter(victims))
         self._dropped(dropped, idle=False)
         return result
 
