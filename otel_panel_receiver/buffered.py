@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import io
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -176,20 +175,21 @@ class BufferedRSGI:
             if deadlines.leave(task):  # cancelled just as it arrived: it arrived, so go on
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.sleep(0)  # the cancellation lands here, not further on
-        answer = self._answer(scope, body, length)
         if self._pool is None or scope.path in self._inline:
-            status, headers_out, content = answer()
+            status, headers_out, content = self._answer(scope, body, length)
         else:
             loop = asyncio.get_running_loop()
-            status, headers_out, content = await loop.run_in_executor(self._pool, answer)
+            status, headers_out, content = await loop.run_in_executor(
+                self._pool, self._answer, scope, body, length
+            )
         proto.response_bytes(status, headers_out, content)
 
-    def _answer(self, scope: _Scope, body: Any, length: int) -> Callable[[], Answer]:
-        """Return the call that answers the request: its direct handler, or the WSGI app."""
+    def _answer(self, scope: _Scope, body: Any, length: int) -> Answer:
+        """Answer the request: its direct handler, or the WSGI app."""
         direct = self._direct.get(scope.path) if length >= 0 and scope.method == "POST" else None
         if direct is not None:
-            return functools.partial(direct, scope, body, length)
-        return functools.partial(_run, self._app, _environ(scope, body, length))
+            return direct(scope, body, length)
+        return _run(self._app, _environ(scope, body, length))
 
     def _failed(
         self, exc: asyncio.CancelledError | Exception, task: asyncio.Task[Any]

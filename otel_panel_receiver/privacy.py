@@ -78,7 +78,8 @@ class Pseudonyms:
         The receiver calls it before a payload's update, so that labelling the payload after
         the update cannot fail for want of the key.
         """
-        self._today()
+        if int(self._clock()) // _DAY != self._day:  # day(), without the calls: each payload
+            self._today()
 
     def label(self, event: PanelEvent) -> str:
         """Return today's pseudonym of the event's viewer (``""`` for an anonymous one)."""

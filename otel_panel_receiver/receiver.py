@@ -110,10 +110,10 @@ class Receiver:
             self._viewers.prepare()  # the one store call of the recording: before the update
         adopt = None
         if event.kind is not EventKind.START:
-            store, cap = self.store, self.rules.cap(event)
-            # Read in the store's transaction: a store that finds its file replaced reopens it
-            # before the update runs.
-            adopt = lambda: self._clock() - getattr(store, "reset_at", 0.0) <= cap  # noqa: E731
+            store, cap = self.store, self.rules.cap
+            # Read in the store's transaction (for a session the store does not know): a store
+            # that finds its file replaced reopens it before the update runs.
+            adopt = lambda: self._clock() - getattr(store, "reset_at", 0) <= cap(event)  # noqa: E731
         update = self.store.apply(key, self.rules.updater(event, adopt=adopt))
         first_visit = False
         if update.started and self._viewers is not None and (event.user.id or event.user.login):

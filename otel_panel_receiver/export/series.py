@@ -216,9 +216,13 @@ class MemorySeries(SeriesTable):
         """Add counter increments into their series: :meth:`tally` without the families."""
         retired: dict[str, int] = {}
         now = self._clock()
+        tables = self._tables
         with self._lock:
             for meta, labels, value in points:
-                row, gone = self._row(self._rows(meta), meta, labels, created, now)
+                rows = tables.get(meta)  # _rows(meta), without the call: each payload
+                if rows is None:
+                    rows = self._rows(meta)
+                row, gone = self._row(rows, meta, labels, created, now)
                 row.value += value
                 if gone:
                     retired[meta[0]] = retired.get(meta[0], 0) + gone

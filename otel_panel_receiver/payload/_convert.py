@@ -232,4 +232,10 @@ def _time_range(w: wire.TimeRange | None) -> TimeRange:
     if w is None:
         return TimeRange()
     raw = w.raw or wire.Raw()
-    return TimeRange(w.from_ or 0, w.to or 0, _raw_text(raw.from_), _raw_text(raw.to))
+    start, end = raw.from_, raw.to
+    return TimeRange(
+        w.from_ or 0,
+        w.to or 0,
+        start if type(start) is str else _raw_text(start),  # str: the usual case, no call
+        end if type(end) is str else _raw_text(end),
+    )
