@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import math
 import os
 import re
 import shutil
@@ -169,14 +170,18 @@ def alternate(
     *,
     slices: int,
     seconds: float,
+    quiet_cores: float = math.inf,
+    extra: int = 0,
 ) -> list[list[Slice]]:
     """Serve every app at once, warm each, then load them one at a time for ``seconds``,
     ``slices`` times each; return each app's slices (the ``i``-th of every app measured one
     right after the other, which goes first turning round).
 
-    Two servers measured seconds apart share the machine's drift, which over the minutes of
-    separate runs moves a rate by a fifth on a shared machine; an idle server beside the loaded
-    one costs nothing but its timers.
+    A round during which other processes used more than ``quiet_cores`` in any slice was
+    disturbed (see :func:`quiet`); up to ``extra`` more rounds are measured until ``slices`` of
+    them were not. Two servers measured seconds apart share the machine's drift, which over the
+    minutes of separate runs moves a rate by a fifth on a shared machine; an idle server beside
+    the loaded one costs nothing but its timers.
     """
     with contextlib.ExitStack() as stack:
         lives = [
@@ -188,7 +193,10 @@ def alternate(
                 run_wrk(wrk, f"{live.url}/write", round_file, seconds=plan.http_warmup_seconds)
         short = dataclasses.replace(plan, http_seconds=seconds)
         out: list[list[Slice]] = [[] for _ in apps]
-        for i in range(slices):
+        for i in range(slices + extra):
+            rounds = zip(*out, strict=True)
+            if i >= slices and sum(quiet(r, quiet_cores) for r in rounds) >= slices:
+                break
             order = list(range(len(apps)))
             if i % 2:
                 order.reverse()
@@ -200,6 +208,11 @@ def alternate(
                 cpu_us, _, others = run.costs()
                 out[k].append(Slice(run.wrk, cpu_us, others))
     return out
+
+
+def quiet(round_: Sequence[Slice], cores: float) -> bool:
+    """Return whether other processes used at most ``cores`` during every slice of a round."""
+    return all(s.others <= cores for s in round_)
 
 
 def _measured_run(
