@@ -32,7 +32,7 @@ from msgspec import UNSET
 
 from otel_panel_receiver.errors import PayloadError
 from otel_panel_receiver.memo import Memo
-from otel_panel_receiver.model import PanelEvent
+from otel_panel_receiver.model import PanelEvent, Variable
 from otel_panel_receiver.payload import _wire
 from otel_panel_receiver.payload._convert import (
     assemble,
@@ -80,12 +80,9 @@ class _Group(Generic[V]):
         self.kept: Memo[bytes, V] = Memo(size=len)  # bounded: see memo.py
         self.flat_kept: Memo[bytes, V] = Memo(size=len)
 
-    def __call__(self, raw: msgspec.Raw) -> V:
-        text = bytes(raw)
-        value = self.kept.get(text)
-        if value is None:
-            value = self.kept.put(text, self._convert(self._decode(text)))
-        return value
+    def miss(self, text: bytes) -> V:
+        """Decode and convert a text that ``kept`` does not hold, and remember it."""
+        return self.kept.put(text, self._convert(self._decode(text)))
 
     def flat(self, taken: _Taken, values: list[Any]) -> V:
         """Return the group of a flattened payload: its flat keys ``taken`` of ``values``."""
@@ -146,15 +143,25 @@ def _fast(body: bytes, now: int) -> PanelEvent | None:
         return _flattened(body, now)  # or minimal, or 1.x
     if doc.environment or doc.context:
         return None  # 1.x: the typed path tells
-    return assemble(
-        doc,
-        now,
-        options=_OPTIONS(doc.options),
-        host=_HOST(doc.host),
-        dashboard=_DASHBOARD(doc.dashboard),
-        user=_USER(doc.user),
-        variables=_VARIABLES(doc.variables) if doc.variables else (),
-    )
+    # Each group by its text from its memory, or decoded and kept (in place: five a payload).
+    options = _OPTIONS.kept.get(text := bytes(doc.options))
+    if options is None:
+        options = _OPTIONS.miss(text)
+    host = _HOST.kept.get(text := bytes(doc.host))
+    if host is None:
+        host = _HOST.miss(text)
+    dashboard = _DASHBOARD.kept.get(text := bytes(doc.dashboard))
+    if dashboard is None:
+        dashboard = _DASHBOARD.miss(text)
+    user = _USER.kept.get(text := bytes(doc.user))
+    if user is None:
+        user = _USER.miss(text)
+    variables: tuple[Variable, ...] = ()
+    if doc.variables:
+        found = _VARIABLES.kept.get(text := bytes(doc.variables))
+        variables = _VARIABLES.miss(text) if found is None else found
+    return assemble(doc, now, options=options, host=host, dashboard=dashboard, user=user,
+                    variables=variables)  # fmt: skip
 
 
 def _flattened(body: bytes, now: int) -> PanelEvent | None:
