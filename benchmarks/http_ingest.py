@@ -250,13 +250,14 @@ def _go_pairs(plan: Plan, wrk: str, mix: Mix) -> Table:
                         )
                 ratio = ours.wrk.rate / go.wrk.rate if go.wrk.rate else 0.0
                 ratios.append(ratio)
-                if quiet((go, ours), plan.go_quiet_cores):
+                undisturbed = quiet((go, ours), plan.go_quiet_cores)
+                if undisturbed:
                     counted.append(ratio)
                 table.add(setting, i + 1, "Go" if i % 2 == 0 else "ours",
                           f"{ours.wrk.rate:,.0f}", f"{go.wrk.rate:,.0f}", f"{ratio:.2f}",
                           f"{ours.cpu_us:.0f}", f"{go.cpu_us:.0f}",
                           f"{ours.others:.2f} / {go.others:.2f}",
-                          "yes" if quiet((go, ours), plan.go_quiet_cores) else "no: disturbed",
+                          "yes" if undisturbed else "no: disturbed",
                           "", "")  # fmt: skip
             if len(counted) * 2 < plan.go_pairs:  # too few quiet pairs: every pair, and say so
                 table.problems.append(

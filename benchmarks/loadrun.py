@@ -194,8 +194,7 @@ def alternate(
         short = dataclasses.replace(plan, http_seconds=seconds)
         out: list[list[Slice]] = [[] for _ in apps]
         for i in range(slices + extra):
-            rounds = zip(*out, strict=True)
-            if i >= slices and sum(quiet(r, quiet_cores) for r in rounds) >= slices:
+            if i >= slices and sum(quiet(r, quiet_cores) for r in zip(*out, strict=True)) >= slices:
                 break
             order = list(range(len(apps)))
             if i % 2:

@@ -73,9 +73,9 @@ def unpack(value: int) -> SessionState:
     """Return the state that :func:`pack` packed into ``value``."""
     ended, heartbeats = bool(value & 1), bool(value & 2)
     value >>= 2
-    first = value & ((1 << _TIME_BITS) - 1)
+    first = value & _TIME_MASK
     value >>= _TIME_BITS
-    count = value & ((1 << _COUNT_BITS) - 1)
+    count = value & _COUNT_MASK
     value >>= _COUNT_BITS
     times = []
     for _ in range(count):
