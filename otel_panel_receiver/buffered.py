@@ -18,8 +18,9 @@ the benchmark machine, a quarter of the whole pipeline with the log off). A read
 ``timeout`` and ``timeout`` + :data:`TICK` seconds after it began.
 
 A ``direct`` handler answers the ``POST`` requests of its path with a known length without the
-WSGI app: it gets the scope, the body (read as above) and the announced length, and returns
-the status, headers and body (the receiver's ``/write``: no WSGI environ, no framework).
+WSGI app: it gets the scope, the body (the ``bytes`` read as above, or a binary file whose
+reading raises why it could not be read) and the announced length, and returns the status,
+headers and body (the receiver's ``/write``: no WSGI environ, no framework).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ __all__ = ["BufferedRSGI", "Direct", "UnreadableBody"]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 Answer = tuple[int, list[tuple[str, str]], bytes]
-#: ``direct(scope, body, length)``: answer a ``POST`` whose body is read whole, without WSGI.
+#: ``direct(scope, body, length)``: answer a ``POST`` whose body is read whole (``bytes``, or
+#: an :class:`UnreadableBody`), without WSGI.
 Direct = Callable[[Any, Any, int], Answer]
 
 _CHUNKED: Final = "chunked"
@@ -158,12 +160,12 @@ class BufferedRSGI:
         task = deadlines.enter()
         try:
             if length > self._max_body:
-                body: io.RawIOBase | io.BytesIO = io.BytesIO()  # refused from the length alone
+                body: bytes | io.RawIOBase = b""  # refused from the length alone
             elif length >= 0:  # known and within the limit: read at once
-                data = await proto()
+                data: bytes = await proto()
                 if len(data) < length:
                     raise ConnectionError(f"body cut short: {len(data)} of {length} bytes")
-                body = io.BytesIO(data)
+                body = data
             else:
                 body = await self._chunks(proto)
         except (asyncio.CancelledError, Exception) as exc:
@@ -189,7 +191,8 @@ class BufferedRSGI:
         direct = self._direct.get(scope.path) if length >= 0 and scope.method == "POST" else None
         if direct is not None:
             return direct(scope, body, length)
-        return _run(self._app, _environ(scope, body, length))
+        return _run(self._app, _environ(scope, io.BytesIO(body) if type(body) is bytes else body,
+                                        length))  # fmt: skip
 
     def _failed(
         self, exc: asyncio.CancelledError | Exception, task: asyncio.Task[Any]
@@ -208,7 +211,7 @@ class BufferedRSGI:
             return None
         return UnreadableBody(exc)
 
-    async def _chunks(self, proto: Any) -> io.BytesIO:
+    async def _chunks(self, proto: Any) -> bytes:
         """Read a body of unknown length, up to one byte past the limit (enough to refuse it)."""
         chunks: list[bytes] = []
         size = 0
@@ -217,7 +220,7 @@ class BufferedRSGI:
             size += len(chunk)
             if size > self._max_body:
                 break
-        return io.BytesIO(b"".join(chunks))
+        return b"".join(chunks)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         """Nothing to start: the app was built when the module was imported."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
 import msgspec
 
 from otel_panel_receiver.errors import PayloadError, StoreUnavailable
-from otel_panel_receiver.model import EventKind, PanelEvent, SessionUpdate, Viewer
+from otel_panel_receiver.model import START, PanelEvent, SessionUpdate, Viewer
 from otel_panel_receiver.outcomes import Outcomes, excerpt
 from otel_panel_receiver.payload import decode
 from otel_panel_receiver.privacy import KEY_LIFETIME, Pseudonyms
@@ -108,12 +109,9 @@ class Receiver:
         key = session_key(event)
         if self._viewers is not None:
             self._viewers.prepare()  # the one store call of the recording: before the update
-        adopt = None
-        if event.kind is not EventKind.START:
-            store, cap = self.store, self.rules.cap
-            # Read in the store's transaction (for a session the store does not know): a store
-            # that finds its file replaced reopens it before the update runs.
-            adopt = lambda: self._clock() - getattr(store, "reset_at", 0) <= cap(event)  # noqa: E731
+        # Asked in the store's transaction (for a session the store does not know): a store that
+        # finds its file replaced reopens it before the update runs.
+        adopt = None if event.kind is START else functools.partial(self._adopts, event)
         update = self.store.apply(key, self.rules.updater(event, adopt=adopt))
         first_visit = False
         if update.started and self._viewers is not None and (event.user.id or event.user.login):
@@ -135,3 +133,8 @@ class Receiver:
         if self._recorded is not None:
             self._recorded()
         return update
+
+    def _adopts(self, event: PanelEvent) -> bool:
+        """Whether a session the store does not know, at this event, is one it lost (see the
+        class): the store was emptied or replaced within the event's longest gap."""
+        return self._clock() - getattr(self.store, "reset_at", 0) <= self.rules.cap(event)

@@ -16,7 +16,7 @@ from opentelemetry.metrics import MeterProvider
 
 from otel_panel_receiver.attributes import LogAttributes, metric_attributes, raw_payload
 from otel_panel_receiver.memo import Memo
-from otel_panel_receiver.model import EventKind, PanelEvent, SessionUpdate
+from otel_panel_receiver.model import START, PanelEvent, SessionUpdate
 from otel_panel_receiver.traces import SessionTracer
 from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
 
@@ -60,6 +60,9 @@ Count = tuple[str, dict[str, str], float]
 #: Receives a payload's increments before it is answered (``SeriesReader.tally``).
 Tally = Callable[[list[Count]], None]
 INVALID_TYPE_MESSAGE: Final = "Session has invalid type, defaulted to heartbeat"
+# Enum members as globals: each log record would otherwise pay a descriptor call (model.py).
+_INFO: Final = SeverityNumber.INFO
+_WARN: Final = SeverityNumber.WARN
 
 
 class Recorder:
@@ -163,7 +166,7 @@ class Recorder:
             counts.append((VIEWERS, _dashboard_attributes(attrs), 1))
         if update.started:
             counts.append((SESSIONS, attrs, 1))
-        if event.kind is not EventKind.START:
+        if event.kind is not START:
             # Heartbeats and ends make the duration series exist even at 0, as upstream.
             counts.append((DURATION, attrs, update.duration))
         self.count(counts)
@@ -188,7 +191,7 @@ class Recorder:
         self._event_logger.emit(
             timestamp=timestamp_ns,
             observed_timestamp=self._clock_ns(),
-            severity_number=SeverityNumber.INFO,
+            severity_number=_INFO,
             severity_text="info",
             body=message,
             attributes=attributes,
@@ -201,7 +204,7 @@ class Recorder:
             self._logger.emit(
                 timestamp=now,
                 observed_timestamp=now,
-                severity_number=SeverityNumber.WARN,
+                severity_number=_WARN,
                 severity_text="warn",
                 body=INVALID_TYPE_MESSAGE,
                 attributes={"uuid": event.uuid, "type": event.type},
@@ -215,7 +218,7 @@ class Recorder:
         self._logger.emit(
             timestamp=now,
             observed_timestamp=now,
-            severity_number=SeverityNumber.INFO,
+            severity_number=_INFO,
             severity_text="info",
             body=LOG_MESSAGE,
             attributes=attributes,  # nested under "data" in raw mode: extended attributes

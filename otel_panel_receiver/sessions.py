@@ -19,6 +19,7 @@ what every store keeps: about 50 bytes in memory, one column in SQLite, one valu
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import re
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from typing import Final
 import msgspec
 
 from otel_panel_receiver.errors import ConfigError
-from otel_panel_receiver.model import EventKind, PanelEvent, SessionUpdate
+from otel_panel_receiver.model import END, HEARTBEAT, START, EventKind, PanelEvent, SessionUpdate
 
 __all__ = ["WINDOW", "SessionRules", "SessionState", "pack", "session_key", "unpack"]
 
@@ -42,6 +43,10 @@ _TIME_MASK: Final = (1 << _TIME_BITS) - 1
 _COUNT_MASK: Final = (1 << _COUNT_BITS) - 1
 _COUNT_AT: Final = 2 + _TIME_BITS  # where the packing's fields start (see pack)
 _OFFSETS_AT: Final = _COUNT_AT + _COUNT_BITS
+#: Where the window's i-th offset starts among the offsets, and the mask of the first i of them.
+_OFFSET_AT: Final = tuple(_OFFSET_BITS * i for i in range(WINDOW + 1))
+_OFFSETS_MASK: Final = tuple((1 << _OFFSET_BITS * i) - 1 for i in range(WINDOW + 1))
+_LOW_MASK: Final = (1 << _OFFSETS_AT) - 1
 
 
 class SessionState(msgspec.Struct, frozen=True):
@@ -117,20 +122,20 @@ class SessionRules:
     ) -> tuple[SessionState, SessionUpdate]:
         kind, t = event.kind, event.time
         if state is None:
-            ended = kind is EventKind.END
-            new = SessionState(t, (t,), kind is EventKind.HEARTBEAT, ended)
+            ended = kind is END
+            new = SessionState(t, (t,), kind is HEARTBEAT, ended)
             return new, SessionUpdate(started=not adopt, duration=0.0, ended=ended, start_time=t)
-        if kind is EventKind.START:  # a repeated or late start changes nothing (upstream drops it)
+        if kind is START:  # a repeated or late start changes nothing (upstream drops it)
             return state, SessionUpdate(False, 0.0, False, state.first)
-        heartbeats = state.heartbeats or kind is EventKind.HEARTBEAT
+        heartbeats = state.heartbeats or kind is HEARTBEAT
         added = self._added(state, kind, t, heartbeats, cap)
         new = SessionState(
             min(state.first, t),
             _insert(state.times, t),
             heartbeats,
-            state.ended or kind is EventKind.END,
+            state.ended or kind is END,
         )
-        return new, SessionUpdate(False, added, kind is EventKind.END, new.first)
+        return new, SessionUpdate(False, added, kind is END, new.first)
 
     def updater(
         self, event: PanelEvent, *, adopt: Callable[[], bool] | None = None
@@ -141,23 +146,22 @@ class SessionRules:
         may run it again after a conflicting write. ``adopt`` is asked, inside the update,
         whether a session the store does not know is to be adopted rather than started.
         """
+        # A partial, not a closure: it costs a third of the instructions to make, each payload.
+        return functools.partial(self._update, event, self.cap(event), adopt)
 
-        apply, cap, later = self._apply, self.cap(event), self._later
-        kind, t = event.kind, event.time
-        start, end = kind is EventKind.START, kind is EventKind.END
-
-        def update(packed: int | None) -> tuple[int, SessionUpdate]:
-            if packed is None:
-                state, result = apply(None, event, cap, adopt is not None and adopt())
-                return pack(state), result
-            if not start:
-                done = later(packed, end, t, cap)
-                if done is not None:
-                    return done
-            state, result = apply(unpack(packed), event, cap, False)
+    def _update(
+        self, event: PanelEvent, cap: float, adopt: Callable[[], bool] | None, packed: int | None
+    ) -> tuple[int, SessionUpdate]:
+        if packed is None:
+            state, result = self._apply(None, event, cap, adopt is not None and adopt())
             return pack(state), result
-
-        return update
+        kind = event.kind
+        if kind is not START:
+            done = self._later(packed, kind is END, event.time, cap)
+            if done is not None:
+                return done
+        state, result = self._apply(unpack(packed), event, cap, False)
+        return pack(state), result
 
     def _later(
         self, packed: int, end: bool, t: int, cap: float
@@ -166,26 +170,27 @@ class SessionRules:
         case, on the packed integer: the same state and update as ``_apply`` on ``unpack``
         and ``pack`` after, without making either. ``None`` for any other case (or a value
         that is not a packing), which is left to them."""
-        first = (packed >> 2) & _TIME_MASK
-        count = (packed >> _COUNT_AT) & _COUNT_MASK
+        low = packed & _LOW_MASK  # the flags, first and count: shifted as a small integer
+        first = low >> 2 & _TIME_MASK
+        count = low >> _COUNT_AT
         if not 0 < count <= WINDOW:
             return None
-        offsets = (packed >> _OFFSETS_AT) & ((1 << (_OFFSET_BITS * count)) - 1)
-        last = first + (offsets >> (_OFFSET_BITS * (count - 1)))
+        offsets = packed >> _OFFSETS_AT & _OFFSETS_MASK[count]
+        last = first + (offsets >> _OFFSET_AT[count - 1])
         if t <= last:
             return None  # a repeat, or out of order: the rules place it
         gap = t - last
-        heartbeats = packed & 2 or not end
+        heartbeats = low & 2 or not end
         if heartbeats:
-            added = min(gap, cap)
+            added = cap if cap < gap else gap  # min(gap, cap) without a call: 1,500 fewer
         else:  # start .. end with no heartbeat: the whole span, as upstream
             added = float(gap if self.timeout <= 0 else min(gap, self.timeout))
         if count == WINDOW:  # the earliest time leaves the window
             offsets >>= _OFFSET_BITS
             count -= 1
-        offsets |= (t - first) << (_OFFSET_BITS * count)  # < 2**38: t and first are times
-        state = (offsets << _COUNT_BITS | (count + 1)) << _TIME_BITS | first
-        state = state << 2 | (2 if heartbeats else 0) | (end or packed & 1)
+        # (t - first) < 2**38: both are times.
+        state = (offsets | (t - first) << _OFFSET_AT[count]) << _OFFSETS_AT
+        state |= (count + 1) << _COUNT_AT | first << 2 | (2 if heartbeats else 0) | (end or low & 1)
         return state, SessionUpdate(False, added, end, first)
 
     def _added(

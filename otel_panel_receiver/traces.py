@@ -24,7 +24,7 @@ from typing import Any, Final
 from opentelemetry.trace import SpanKind, TracerProvider
 
 from otel_panel_receiver.attributes import span_attributes
-from otel_panel_receiver.model import EventKind, PanelEvent, SessionUpdate
+from otel_panel_receiver.model import END, HEARTBEAT, PanelEvent, SessionUpdate
 from otel_panel_receiver.version import INSTRUMENTATION_SCOPE, __version__
 
 __all__ = ["SESSION_IDS", "SPAN_NAME", "SessionTracer", "span_id_for", "trace_id_for"]
@@ -110,7 +110,7 @@ class SessionTracer:
             entry = self._open.pop(key, None)
             rec = entry[0] if entry is not None else _OpenSession(update.start_time)
             self._add(rec, event, update)
-            if event.kind is EventKind.END:
+            if event.kind is END:
                 closing.append((key, rec, "end", event.time))
             else:
                 self._open[key] = (rec, now)
@@ -125,11 +125,11 @@ class SessionTracer:
     def _add(self, rec: _OpenSession, event: PanelEvent, update: SessionUpdate) -> None:
         rec.start = min(rec.start, update.start_time)
         rec.last = max(rec.last, event.time)
-        if not rec.attrs or event.kind is not EventKind.HEARTBEAT:
+        if not rec.attrs or event.kind is not HEARTBEAT:
             # From the first and the closing payloads: heartbeats repeat the same context.
             rec.attrs = span_attributes(event, users=self._users)
         rec.added += update.duration
-        if event.kind is EventKind.HEARTBEAT:
+        if event.kind is HEARTBEAT:
             rec.heartbeats += 1
             self._event(rec, "heartbeat", event.time, event.has_focus)
         if rec.focus is not None and event.has_focus != rec.focus:

@@ -198,6 +198,8 @@ class WriteEndpoint:
         self._limit = self.max_body_size = max_body_size
         self._cookie = cookie_name
         self._trusted = trusted_proxies
+        #: No one to check and no address to believe: a body read whole goes straight in.
+        self._plain = (access is None or access.open) and not trusted_proxies
 
     def post(
         self,
@@ -224,21 +226,28 @@ class WriteEndpoint:
             identity = decision.identity
         try:
             body = self._read(length, header, read)
+        except _Refused as exc:
+            return self._refused(Refused(exc.outcome, exc.status, str(exc)), client, cors)
+        return self._take(body, client, identity, cors)
+
+    def _take(
+        self, body: bytes, client: str, identity: Viewer | None, cors: list[tuple[str, str]]
+    ) -> Answer:
+        """Record a body that may be posted; return the answer (which says why not, if not)."""
+        try:
             if self._consume is not None:
                 status, document = self._consume(body, client, identity)
                 return Answer(status, [_JSON, *cors], msgspec.json.encode(document))
             self._receiver.handle(body, client=client, identity=identity)
-        except _Refused as exc:
-            return self._refused(Refused(exc.outcome, exc.status, str(exc)), client, cors)
         except PayloadError as exc:  # counted by the receiver (or the consumer)
             return Answer(400, [_JSON, *cors], _error_body(exc.message, exc.path))
         except StoreUnavailable as exc:  # counted and logged by the receiver; nothing recorded
             if self._consume is not None and self._outcomes is not None:  # the event API's
                 self._outcomes.rejected("store_unavailable", status=503, client=client,
                                         detail=str(exc))  # fmt: skip
-            body = _error_body(f"{exc}; nothing was recorded, send it again later")
+            message = _error_body(f"{exc}; nothing was recorded, send it again later")
             retry = ("Retry-After", str(math.ceil(RETRY_AFTER)))
-            return Answer(503, [_JSON, retry, *cors], body)
+            return Answer(503, [_JSON, retry, *cors], message)
         except Exception as exc:
             answer = self.faults.answer("POST", self.path, exc, write=True, outcomes=self._outcomes)
             answer.headers.extend(cors)
@@ -259,16 +268,21 @@ class WriteEndpoint:
         """Answer a ``POST`` served over RSGI, its body read whole (``buffered.py``'s direct).
 
         ``scope`` is granian's: ``client`` (address:port), ``headers`` (lower-case names,
-        ``get_all``), ``query_string``; ``body`` is a binary file of the body read.
+        ``get_all``), ``query_string``; ``body`` is the body read (``bytes``) or a binary file
+        (one whose reading raises why the body could not be read).
         """
-        headers = scope.headers
-        answer = self.post(
-            peer=scope.client.rpartition(":")[0].strip("[]"),
-            header=lambda name: ", ".join(headers.get_all(name.lower())),
-            query=scope.query_string,
-            length=length,
-            read=body.read,
-        )
+        peer = scope.client.rpartition(":")[0].strip("[]")
+        if type(body) is bytes and self._plain and length <= self._limit:
+            answer = self._take(body, peer, None, [])  # all that post() would do for it
+        else:
+            headers = scope.headers
+            answer = self.post(
+                peer=peer,
+                header=lambda name: ", ".join(headers.get_all(name.lower())),
+                query=scope.query_string,
+                length=length,
+                read=body.read if type(body) is not bytes else lambda n: body,
+            )
         return answer.status, answer.headers, answer.body
 
     def _facts(

@@ -49,6 +49,7 @@ class Case:
     headers: tuple[tuple[str, str], ...] = ()
     query: str = "token=s3cret"
     length: int | None = None  # announced length when not the body's
+    guarded: bool = True  # tokens, origins and a trusted proxy (else none: anyone may post)
 
 
 CASES = [
@@ -88,12 +89,28 @@ def _comparable(status: int, headers: Any, body: bytes) -> tuple[int, dict[str, 
     return status, kept, body
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+#: With no access control and no trusted proxy, the front hands a body straight to the receiver.
+OPEN_CASES = [
+    Case("open: accepted", query="", guarded=False),
+    Case("open: a forwarded address not believed", headers=(("X-Forwarded-For", "1.2.3.4"),),
+         guarded=False),
+    Case("open: malformed JSON", body=b'{"uuid": ', query="", guarded=False),
+    Case("open: wrong type", body=b'{"uuid": "u", "type": "start", "host": 7}', query="",
+         guarded=False),
+    Case("open: over the limit by its length", body=b"", length=10_000, query="", guarded=False),
+    Case("open: empty body", body=b"", query="", guarded=False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES + OPEN_CASES, ids=lambda c: c.name)
 def test_the_rsgi_front_answers_write_as_falcon_does(
     case: Case, tmp_path: Path, make_app: AppFactory,
     make_telemetry: Any, caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    settings = _settings(tmp_path)
+    if case.guarded:
+        settings = _settings(tmp_path)
+    else:
+        settings = Settings(max_body_size=4096, disable_session_log=True)
     through_falcon = make_telemetry(settings)
     through_rsgi = make_telemetry(settings)
     falcon_app = make_app(settings, telemetry=through_falcon)
@@ -110,7 +127,7 @@ def test_the_rsgi_front_answers_write_as_falcon_does(
     caplog.clear()
 
     scope = _Scope(_Headers([(k.lower(), v) for k, v in headers]), query_string=case.query)
-    status, got_headers, body = rsgi_app.write.rsgi(scope, io.BytesIO(case.body), length)
+    status, got_headers, body = rsgi_app.write.rsgi(scope, case.body, length)  # as the front
     assert _comparable(status, got_headers, body) == expected
     assert _outcomes(through_rsgi) == _outcomes(through_falcon) != {}
     assert _refusals(caplog) == logged  # the same client address, detail and status

@@ -222,10 +222,15 @@ class MemorySeries(SeriesTable):
                 rows = tables.get(meta)  # _rows(meta), without the call: each payload
                 if rows is None:
                     rows = self._rows(meta)
-                row, gone = self._row(rows, meta, labels, created, now)
+                row = rows.get(labels)
+                if row is not None:  # _row() for a series the table has, without the call
+                    row.touched = now
+                    rows.move_to_end(labels)
+                else:
+                    row, gone = self._row(rows, meta, labels, created, now)
+                    if gone:
+                        retired[meta[0]] = retired.get(meta[0], 0) + gone
                 row.value += value
-                if gone:
-                    retired[meta[0]] = retired.get(meta[0], 0) + gone
             if retired:
                 self._absorb(self._retired_family(retired), now)
         for name, gone in retired.items():

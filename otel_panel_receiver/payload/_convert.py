@@ -15,6 +15,8 @@ from msgspec import UNSET
 
 from otel_panel_receiver.errors import PayloadError
 from otel_panel_receiver.model import (
+    HEARTBEAT,
+    START,
     BuildInfo,
     Dashboard,
     EventKind,
@@ -72,7 +74,7 @@ def assemble(
     type_ = doc.type or ""
     return PanelEvent(
         uuid=doc.uuid or "",
-        kind=_KINDS.get(type_, EventKind.HEARTBEAT),
+        kind=_KINDS.get(type_, HEARTBEAT),
         type=type_,
         time=now if doc.time is None else doc.time,
         has_focus=bool(doc.has_focus),
@@ -102,7 +104,7 @@ def _legacy_event(doc: wire.Payload, now: int) -> PanelEvent:
         hostname, port = endpoint, ""
     return PanelEvent(
         uuid="",
-        kind=EventKind.START,
+        kind=START,
         type="start",
         time=now if doc.time is None else doc.time,
         options=to_options(doc.options if isinstance(doc.options, wire.Options) else None),
