@@ -65,10 +65,10 @@ class Deadlines:
 
     def enter(self) -> asyncio.Task[Any]:
         """Note the current task's deadline; return the task."""
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("a body read's deadline needs a running task")
-        loop = task.get_loop()
         self._pending[task] = loop.time() + self._timeout
         if self._timer is None:
             self._timer = loop.call_later(self._tick, self._sweep, loop)

@@ -154,6 +154,17 @@ def test_a_mark_is_new_once_and_not_a_session(opener: Opener, clock: FakeClock) 
     assert len(store) == 0 and store.get(7) is None
 
 
+def test_memory_marks_expire_oldest_first_and_a_fresh_one_stays(clock: FakeClock) -> None:
+    store = MemorySessionStore(clock=clock)
+    assert store.mark(7, ttl=60) is True
+    clock.advance(30)
+    assert store.mark(8, ttl=60) is True
+    clock.advance(31)  # 7 is 61 s old, 8 is 31 s old
+    assert store.mark(8, ttl=60) is False
+    assert store.mark(7, ttl=60) is True  # expired: new again
+    assert store.mark(7, ttl=60) is False
+
+
 def test_lmdb_marks_expire_and_stay_bounded(
     tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

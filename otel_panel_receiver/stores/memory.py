@@ -135,9 +135,10 @@ class MemorySessionStore(Bounded):
         now = self._clock()
         with self._lock:
             marks = self._marks
-            expired = list(itertools.takewhile(lambda k: marks[k] <= now, marks))
-            for old in expired:
-                del marks[old]
+            if marks and marks[next(iter(marks))] <= now:  # the oldest has expired: not usually
+                expired = list(itertools.takewhile(lambda k: marks[k] <= now, marks))
+                for old in expired:
+                    del marks[old]
             if key in marks:
                 return False
             if self.max_size and len(marks) >= self.max_size:

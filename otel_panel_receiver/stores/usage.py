@@ -137,18 +137,24 @@ class MemoryUsage(_Limits):
         """Note a view; count a session if ``started``."""
         day = _day(at)
         with self._lock:
+            # (No max() calls: this runs for each session, and a call costs more than the rest.)
             entry = self._dashboards.pop((host, uid), None) or [name, at, {}]
-            entry[0], entry[1] = name, max(entry[1], at)
+            entry[0] = name
+            if at > entry[1]:  # noqa: PLR1730  # max(), as above
+                entry[1] = at
             self._dashboards[host, uid] = entry  # the most recently viewed at the end
             days: dict[int, int] = entry[2]
             if started:
-                days[day] = days.get(day, 0) + 1
-                for old in [d for d in days if d <= day - self.retention_days]:
-                    del days[old]
+                sessions = days.get(day)
+                if sessions is None:  # a new day: the days it puts past the retention go
+                    for old in [d for d in days if d <= day - self.retention_days]:
+                        del days[old]
+                    sessions = 0
+                days[day] = sessions + 1
             if viewer:
                 viewers = self._viewers
                 seen = viewers.pop((host, uid, viewer), day)
-                viewers[host, uid, viewer] = max(seen, day)
+                viewers[host, uid, viewer] = seen if seen > day else day
                 while len(viewers) > self.max_viewers:
                     del viewers[next(iter(viewers))]
             while len(self._dashboards) > self.max_dashboards:
